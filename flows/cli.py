@@ -1,0 +1,190 @@
+"""The ``ovro-ingest`` command: generate synthetic data, run the ingest flow, try the demo.
+
+Prefect is imported only inside the commands that run the flow, after the
+environment (Prefect home, API URL) is settled, since Prefect reads its settings
+when it is first imported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ovro_ingest import __version__
+
+app = typer.Typer(help="Ingest OVRO-LWA FITS images into one Zarr store.", no_args_is_help=True, add_completion=False)
+console = Console()
+errors = Console(stderr=True)
+
+
+class Naming(StrEnum):
+    """File name convention of generated data."""
+
+    legacy = "legacy"
+    current = "current"
+
+
+def show_version(value: bool) -> None:
+    """Print the version and exit."""
+    if value:
+        console.print(f"ovro-ingest {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=show_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Ingest OVRO-LWA FITS images into one Zarr store."""
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the FITS files into.")],
+    time_steps: Annotated[int, typer.Option(min=1, help="Number of time steps (10 s apart).")] = 3,
+    subbands: Annotated[int, typer.Option(min=1, max=16, help="Subbands per time step (real data: 10-16).")] = 10,
+    size: Annotated[int, typer.Option(min=16, help="Image side in pixels (real data: 2048 or 4096).")] = 256,
+    naming: Annotated[Naming, typer.Option(help="File name convention.")] = Naming.legacy,
+    seed: Annotated[int, typer.Option(help="Seed of the sky and noise.")] = 0,
+) -> None:
+    """Write a synthetic OVRO-LWA-like data set (realistic headers, all-sky images)."""
+    from ovro_ingest.synth import generate
+
+    files = generate(out_dir, time_steps=time_steps, n_subbands=subbands, size=size, naming=naming.value, seed=seed)
+    console.print(
+        f"wrote {len(files)} files ({time_steps} time steps x {subbands} subbands, {size}x{size}) to {out_dir}"
+    )
+
+
+def configure_logging(verbose: bool, quiet: bool) -> None:
+    """Set Prefect's log level from -v/-q (before Prefect is imported)."""
+    level = "DEBUG" if verbose else "WARNING" if quiet else "INFO"
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", level)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
+def print_summary(summary) -> None:
+    """A table of the run's time steps."""
+    table = Table(title=f"ingest into {summary.store}")
+    table.add_column("time step", no_wrap=True)
+    for column in ("files", "status", "index", "MB written", "seconds"):
+        table.add_column(column, no_wrap=True)
+    if summary.failed:
+        table.add_column("error")
+    for o in summary.outcomes:
+        style = {"failed": "red", "written": "green"}.get(o.status, "")
+        row = [
+            o.key,
+            str(o.n_files),
+            f"[{style}]{o.status}[/]" if style else o.status,
+            "" if o.index is None else str(o.index),
+            f"{o.bytes_written / 1e6:.1f}",
+            f"{o.seconds:.2f}",
+        ]
+        table.add_row(*row, *([o.error or ""] if summary.failed else []))
+    console.print(table)
+    console.print(summary.one_line())
+
+
+def run_flow(verbose: bool, **parameters) -> int:
+    """Run the ingest flow with ``parameters``; print the outcome; return the exit code."""
+    from flows.server import prefect_api
+
+    with prefect_api():
+        from flows.ingest import ingest
+        from flows.summary import IngestIncomplete, IngestSummary
+
+        state = ingest(**parameters, return_state=True)
+        result = state.result(raise_on_failure=False)
+    if isinstance(result, IngestSummary):
+        print_summary(result)
+        return 0
+    if isinstance(result, IngestIncomplete):
+        print_summary(result.summary)
+        return 1
+    message = str(result) if isinstance(result, BaseException) else state.message
+    errors.print(f"[red]ingest failed:[/] {message}")
+    if verbose and isinstance(result, BaseException):
+        errors.print_exception()
+    return 2
+
+
+@app.command()
+def run(
+    input_dir: Annotated[Path, typer.Argument(help="Folder of FITS images (searched recursively).")],
+    store: Annotated[Path, typer.Argument(help="The Zarr store (created on first use).")],
+    fixed_dir: Annotated[Path | None, typer.Option(help="Folder for fixed copies (default: <store>.fixed).")] = None,
+    chunk_lm: Annotated[int, typer.Option(min=16, help="Chunk length along l and m of a new store.")] = 1024,
+    rebuild: Annotated[bool, typer.Option(help="Delete the store first and ingest everything again.")] = False,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Local Dask worker processes (default: one per core).")
+    ] = None,
+    dask_address: Annotated[str | None, typer.Option(help="Address of an existing Dask scheduler.")] = None,
+    codec: Annotated[str, typer.Option(help="Compression of a new store: lz4, zstd or none.")] = "lz4",
+    zarr_format: Annotated[int, typer.Option(min=2, max=3, help="Zarr format of a new store.")] = 3,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail, and tracebacks.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and the summary.")] = False,
+) -> None:
+    """Ingest INPUT_DIR into STORE (an ad-hoc run of the `ingest` flow).
+
+    Exits 0 only when every time step is stored, 1 when some failed, 2 when the run could not start.
+    """
+    configure_logging(verbose, quiet)
+    code = run_flow(
+        verbose,
+        input_dir=str(input_dir),
+        store=str(store),
+        fixed_dir=str(fixed_dir) if fixed_dir else None,
+        chunk_lm=chunk_lm,
+        rebuild=rebuild,
+        dask_address=dask_address,
+        workers=workers,
+        codec=codec,
+        zarr_format=zarr_format,
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Folder for the demo's data, store and Prefect home.")
+    ] = Path("ovro-demo"),
+    time_steps: Annotated[int, typer.Option(min=1, help="Number of time steps.")] = 4,
+    subbands: Annotated[int, typer.Option(min=1, max=16, help="Subbands per time step.")] = 10,
+    size: Annotated[int, typer.Option(min=16, help="Image side in pixels.")] = 256,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and the summary.")] = False,
+) -> None:
+    """Generate a small synthetic data set, ingest it, and show how to open the store."""
+    directory = directory.resolve()
+    if "PREFECT_API_URL" not in os.environ:
+        os.environ.setdefault("PREFECT_HOME", str(directory / ".prefect"))  # keep the demo self-contained
+    configure_logging(False, quiet)
+    from ovro_ingest.synth import generate
+
+    input_dir, store = directory / "input", directory / "store.zarr"
+    if input_dir.is_dir() and any(input_dir.iterdir()):
+        console.print(f"reusing the FITS files in {input_dir} (a second demo run shows the cache at work)")
+    else:
+        files = generate(input_dir, time_steps=time_steps, n_subbands=subbands, size=size)
+        console.print(f"generated {len(files)} FITS files in {input_dir}")
+    code = run_flow(False, input_dir=str(input_dir), store=str(store), chunk_lm=min(1024, size))
+    if code == 0:
+        console.print(f"\nThe store is at [bold]{store}[/]. Open it with:\n")
+        console.print(f"    python -c \"import xarray as xr; print(xr.open_zarr('{store}'))\"\n", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(app())

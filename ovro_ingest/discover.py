@@ -1,0 +1,139 @@
+"""Step 1, discover: find the FITS images of an input directory and group them into time steps.
+
+Two OVRO-LWA file name conventions are recognised::
+
+    legacy:  20240524_050009_41MHz_averaged_20000_iterations-I-image.fits
+    current: 73MHz-I-Deep-Taper-Robust-0-image-20241221_102109_b.fits
+
+The time stamp in the name only groups files into time steps; the time stored for
+a time step is read later from the DATE-OBS header keyword.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ovro_ingest.models import SourceFile, TimeStepFiles
+
+logger = logging.getLogger(__name__)
+
+LEGACY_NAME = re.compile(r"^(?P<date>\d{8})_(?P<time>\d{6})_(?P<subband>\d{2,3})MHz_averaged_.*-I-image\.fits$")
+CURRENT_NAME = re.compile(
+    r"^(?P<subband>\d{2,3})MHz-I-.*-image-(?P<date>\d{8})_(?P<time>\d{6})(?:_[A-Za-z0-9]+)?\.fits$"
+)
+NAMING_CONVENTIONS = {"legacy": LEGACY_NAME, "current": CURRENT_NAME}
+
+
+@dataclass(frozen=True)
+class ParsedName:
+    """What a file name tells: its time stamp key and its subband label."""
+
+    key: str
+    subband: str
+
+
+def parse_file_name(name: str) -> ParsedName | None:
+    """Parse an OVRO-LWA image file name.
+
+    Parameters
+    ----------
+    name : str
+        A file name (no directory).
+
+    Returns
+    -------
+    ParsedName or None
+        The time stamp key ``YYYYMMDD_HHMMSS`` and subband label (``"41MHz"``), or
+        None when the name follows neither convention.
+    """
+    for pattern in NAMING_CONVENTIONS.values():
+        match = pattern.match(name)
+        if match:
+            return ParsedName(key=f"{match['date']}_{match['time']}", subband=f"{int(match['subband'])}MHz")
+    return None
+
+
+@dataclass
+class Discovery:
+    """The result of scanning an input directory."""
+
+    time_steps: list[TimeStepFiles]
+    skipped: list[str] = field(default_factory=list)
+    """FITS files whose names follow neither convention (paths)."""
+
+
+def iter_fits_files(input_dir: Path, exclude: tuple[Path, ...] = ()) -> list[Path]:
+    """List the ``*.fits`` files under ``input_dir`` (recursively, hidden folders skipped)."""
+    excluded = {p.resolve() for p in exclude}
+    found: list[Path] = []
+    for root, dirs, files in os.walk(input_dir):
+        root_path = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_path / d).resolve() not in excluded)
+        found.extend(root_path / f for f in sorted(files) if f.endswith(".fits"))
+    return found
+
+
+def discover_time_steps(input_dir: str | os.PathLike[str], exclude: tuple[Path, ...] = ()) -> Discovery:
+    """Group the FITS images under ``input_dir`` into time steps.
+
+    Parameters
+    ----------
+    input_dir : path
+        Directory to scan (recursively; per-subband sub-folders are fine).
+    exclude : tuple of Path
+        Folders not to scan, e.g. the folder of fixed copies when it lies inside.
+
+    Returns
+    -------
+    Discovery
+        Time steps in ascending key order, each with its files in ascending
+        subband order, and the list of skipped files.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``input_dir`` does not exist or is not a directory.
+    """
+    root = Path(input_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"input directory {str(root)!r} does not exist or is not a directory: check the path")
+    groups: dict[str, list[SourceFile]] = defaultdict(list)
+    skipped: list[str] = []
+    for path in iter_fits_files(root, exclude):
+        parsed = parse_file_name(path.name)
+        if parsed is None:
+            skipped.append(str(path))
+            continue
+        groups[parsed.key].append(SourceFile.from_path(path, parsed.subband))
+    if skipped:
+        logger.warning(
+            "skipped %d FITS file(s) whose names follow neither OVRO-LWA convention: %s",
+            len(skipped),
+            ", ".join(Path(p).name for p in skipped),
+        )
+    time_steps = [
+        TimeStepFiles(key=key, files=tuple(sorted(files, key=lambda f: (f.subband_mhz, f.path))))
+        for key, files in sorted(groups.items())
+    ]
+    return Discovery(time_steps=time_steps, skipped=skipped)
+
+
+def listing_fingerprint(input_dir: str | os.PathLike[str], exclude: tuple[Path, ...] = ()) -> str:
+    """A fingerprint of the FITS files under ``input_dir``: names, sizes and mtimes.
+
+    It changes whenever a file is added, removed or rewritten, so it keys the cache
+    of the discovery step.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(str(Path(input_dir).resolve()).encode())
+    if Path(input_dir).is_dir():
+        for path in iter_fits_files(Path(input_dir), exclude):
+            stat = path.stat()
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]

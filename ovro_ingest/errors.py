@@ -1,0 +1,39 @@
+"""Errors the pipeline raises for bad input or a bad store: one line, naming the file and the fix."""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Base class: an error whose message is meant to be shown to an operator as is."""
+
+
+class BadInputFile(IngestError):
+    """An input FITS file cannot be ingested as it is.
+
+    Parameters
+    ----------
+    path : str
+        The offending file.
+    problem : str
+        What is wrong with it.
+    fix : str
+        What the operator can do about it.
+    """
+
+    def __init__(self, path: str, problem: str, fix: str) -> None:
+        self.path = path
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{path}: {problem}; {fix}")
+
+
+class TimeStepRejected(IngestError):
+    """A time step cannot be combined (e.g. two files for one frequency)."""
+
+
+class StoreMismatch(IngestError):
+    """A time step does not fit the store (grid, frequency or polarization mismatch)."""
+
+
+class StoreError(IngestError):
+    """The store cannot be created, opened or written."""

@@ -1,0 +1,126 @@
+"""Step 3, load subbands: open each subband image lazily and read the facts the store needs.
+
+Pixels stay on disk: ``load_subband`` returns a :class:`SubbandImage`, a small
+reference with the header facts (frequency, DATE-OBS, beam, pixel grid, celestial
+WCS), and :func:`open_subband` opens the pixels lazily (dask) with xradio when
+they are written.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import xarray as xr
+from astropy.io import fits
+from astropy.time import Time
+from astropy.wcs import WCS, FITSFixedWarning
+
+from ovro_ingest.errors import BadInputFile
+from ovro_ingest.models import LoadedTimeStep, ReadableFile, ReadableTimeStep, SpatialGrid, SubbandImage
+
+logger = logging.getLogger(__name__)
+
+
+def _import_open_image():
+    """Import xradio's reader, hushing its root-logger warning about optional MSv2 backends."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        from xradio.image import open_image
+    finally:
+        root.setLevel(level)
+    return open_image
+
+
+def open_subband(path: str) -> xr.Dataset:
+    """Open a FITS image lazily with xradio (no sky coordinates, no mask scan)."""
+    return _import_open_image()(path, do_sky_coords=False, compute_mask=False)
+
+
+def observation_time(header: fits.Header, path: str) -> tuple[float, str]:
+    """DATE-OBS (plus TIME-OBS when DATE-OBS has no time of day) as (MJD UTC, ISO text)."""
+    date_obs = header.get("DATE-OBS")
+    if not date_obs:
+        raise BadInputFile(path, "no DATE-OBS keyword, so its time is unknown", "add DATE-OBS to the header")
+    text = str(date_obs).strip()
+    if "T" not in text and header.get("TIME-OBS"):
+        text = f"{text}T{str(header['TIME-OBS']).strip()}"
+    scale = str(header.get("TIMESYS", "UTC")).strip().lower()
+    try:
+        moment = Time(text, format="isot", scale=scale if scale in ("utc", "tai", "tt") else "utc")
+    except ValueError as error:
+        raise BadInputFile(path, f"unparseable DATE-OBS {text!r}", "fix DATE-OBS (ISO 8601, UTC)") from error
+    return float(moment.utc.mjd), text
+
+
+def spatial_grid(header: fits.Header) -> SpatialGrid:
+    """The celestial pixel grid of a (fixed) header."""
+    return SpatialGrid(
+        shape_lm=(int(header["NAXIS1"]), int(header["NAXIS2"])),
+        projection=str(header.get("CTYPE1", ""))[-3:],
+        crpix=(float(header["CRPIX1"]), float(header["CRPIX2"])),
+        cdelt_deg=(float(header["CDELT1"]), float(header["CDELT2"])),
+    )
+
+
+def celestial_wcs_text(header: fits.Header) -> str:
+    """The celestial WCS of a header, as FITS header text."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        return WCS(header).celestial.to_header_string(relax=True)
+
+
+def load_subband(readable: ReadableFile) -> SubbandImage:
+    """Open one subband lazily and describe it.
+
+    Parameters
+    ----------
+    readable : ReadableFile
+        A file that ``fix_headers`` made readable.
+
+    Returns
+    -------
+    SubbandImage
+        Frequency, DATE-OBS, beam, grid and celestial WCS of the image.
+
+    Raises
+    ------
+    BadInputFile
+        When xradio cannot open it, or it lacks what the store needs.
+    """
+    path = readable.path
+    try:
+        dataset = open_subband(path)
+    except Exception as error:  # xradio raises bare RuntimeErrors and worse
+        raise BadInputFile(
+            readable.source.path, f"xradio cannot open it ({type(error).__name__}: {error})", "check its header"
+        ) from error
+    if dataset.sizes["frequency"] != 1 or dataset.sizes["time"] != 1:
+        raise BadInputFile(
+            readable.source.path,
+            f"holds {dataset.sizes['frequency']} frequencies and {dataset.sizes['time']} times, expected one of each",
+            "split it into one file per subband",
+        )
+    header = fits.getheader(path)
+    time_mjd, date_obs = observation_time(header, readable.source.path)
+    beam = None
+    if "BEAM_FIT_PARAMS_SKY" in dataset:
+        values = dataset["BEAM_FIT_PARAMS_SKY"].values.reshape(-1, 3)[0]
+        beam = (float(values[0]), float(values[1]), float(values[2]))
+    return SubbandImage(
+        file=readable,
+        frequency_hz=float(dataset["frequency"].values[0]),
+        time_mjd=time_mjd,
+        date_obs=date_obs,
+        polarizations=tuple(str(p) for p in dataset["polarization"].values),
+        beam_rad=beam,
+        grid=spatial_grid(header),
+        celestial_wcs=celestial_wcs_text(header),
+    )
+
+
+def load_subbands(step: ReadableTimeStep) -> LoadedTimeStep:
+    """Load every subband of a time step (see :func:`load_subband`)."""
+    return LoadedTimeStep(key=step.key, subbands=tuple(load_subband(f) for f in step.files))

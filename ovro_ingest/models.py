@@ -1,0 +1,166 @@
+"""Small, immutable records that travel between the pipeline steps.
+
+Every step of the pipeline takes and returns one of these records. They hold
+paths, fingerprints and header facts, never pixels, so that they stay a few KiB
+and can be persisted as Prefect results, hashed into cache keys and shown in
+logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Record(BaseModel):
+    """Base of every pipeline record: immutable and JSON-serialisable."""
+
+    model_config = ConfigDict(frozen=True)
+
+    def fingerprint(self) -> str:
+        """Return a stable hash of the record's content (for cache keys and ledgers)."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+class SourceFile(Record):
+    """One FITS file as found on disk, identified by its path and fingerprint.
+
+    The fingerprint (size and modification time in ns) changes whenever the file
+    is rewritten, which is what invalidates cached work derived from it.
+    """
+
+    path: str
+    subband: str
+    """The subband label taken from the file name, e.g. ``"41MHz"``."""
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str], subband: str) -> SourceFile:
+        """Stat ``path`` and build its record."""
+        resolved = Path(path).resolve()
+        stat = resolved.stat()
+        return cls(path=str(resolved), subband=subband, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+
+    @property
+    def name(self) -> str:
+        """The file name without its directory."""
+        return Path(self.path).name
+
+    @property
+    def subband_mhz(self) -> int:
+        """The subband label as an integer number of MHz (for sorting)."""
+        return int(self.subband.removesuffix("MHz"))
+
+
+class TimeStepFiles(Record):
+    """The FITS files of one time step, one per subband (output of ``discover``)."""
+
+    key: str
+    """Time stamp from the file names, ``YYYYMMDD_HHMMSS``; it groups, it is not the time."""
+    files: tuple[SourceFile, ...]
+
+
+class ReadableFile(Record):
+    """A source file and the path the loader should open (output of ``fix_headers``).
+
+    ``path`` is the source itself when it opens unchanged, or a fixed copy;
+    ``corrections`` lists, in words, what the fixed copy changed.
+    """
+
+    source: SourceFile
+    path: str
+    corrections: tuple[str, ...] = ()
+
+
+class ReadableTimeStep(Record):
+    """The readable files of one time step."""
+
+    key: str
+    files: tuple[ReadableFile, ...]
+
+
+class SpatialGrid(Record):
+    """The celestial pixel grid of an image: what must match between images."""
+
+    shape_lm: tuple[int, int]
+    projection: str
+    crpix: tuple[float, float]
+    cdelt_deg: tuple[float, float]
+
+    def describe(self) -> str:
+        """One-line human description, used in error messages."""
+        return (
+            f"{self.shape_lm[0]}x{self.shape_lm[1]} {self.projection} "
+            f"cdelt={self.cdelt_deg[0]:.6g},{self.cdelt_deg[1]:.6g} deg "
+            f"crpix={self.crpix[0]:g},{self.crpix[1]:g}"
+        )
+
+
+class SubbandImage(Record):
+    """A lazily openable subband image with the header facts the store needs.
+
+    This is the "lazy reference" that ``load_subbands`` returns: enough to check
+    and place the image, and to open its pixels when they are written.
+    """
+
+    file: ReadableFile
+    frequency_hz: float
+    time_mjd: float
+    date_obs: str
+    polarizations: tuple[str, ...]
+    beam_rad: tuple[float, float, float] | None
+    """Synthesized beam (major, minor, position angle) in radians, if the header has one."""
+    grid: SpatialGrid
+    celestial_wcs: str
+    """The celestial part of the FITS header (a WCS header as text)."""
+
+
+class LoadedTimeStep(Record):
+    """The subband images of one time step (output of ``load_subbands``)."""
+
+    key: str
+    subbands: tuple[SubbandImage, ...]
+
+
+class TimeStepPlan(Record):
+    """One time step ready to write: subbands in ascending frequency (output of ``combine``)."""
+
+    key: str
+    time_mjd: float
+    subbands: tuple[SubbandImage, ...]
+
+    @property
+    def frequencies_hz(self) -> list[float]:
+        """The frequency of each subband, ascending."""
+        return [s.frequency_hz for s in self.subbands]
+
+    @property
+    def grid(self) -> SpatialGrid:
+        """The spatial grid shared by all subbands."""
+        return self.subbands[0].grid
+
+    @property
+    def source_files(self) -> list[SourceFile]:
+        """The source files of this time step, in frequency order."""
+        return [s.file.source for s in self.subbands]
+
+
+class AppendReceipt(Record):
+    """What ``append_to_zarr`` did for one time step."""
+
+    key: str
+    time_mjd: float
+    store_id: str
+    index: int
+    """Position of the time step on the store's time axis."""
+    status: str
+    """``"written"``, or ``"already stored"`` when the store held it before."""
+    n_subbands: int
+    bytes_written: int
+    seconds: float

@@ -1,0 +1,15 @@
+"""Task: combine the subbands of a time step, frequency ascending."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from ovro_ingest.combine import combine_frequencies as combine
+from ovro_ingest.models import LoadedTimeStep, TimeStepPlan
+from tasks.cache import PURE
+
+
+@task(name="combine_frequencies", task_run_name="combine-{step.key}", cache_policy=PURE, persist_result=True)
+def combine_frequencies(step: LoadedTimeStep) -> TimeStepPlan:
+    """Order the subbands by frequency; reject duplicate frequencies and mixed grids."""
+    return combine(step)
