@@ -124,10 +124,19 @@ def ingest(
     return summary
 
 
-def append_sequentially(plans: list[PrefectFuture], store: str, settings: StoreSettings) -> list[PrefectFuture]:
-    """Submit the appends in time order, each after the previous one (failed or not)."""
-    appends: list[PrefectFuture] = []
+def append_sequentially(plans: list[PrefectFuture], store: str, settings: StoreSettings) -> list[PrefectFuture | None]:
+    """Submit the appends in time order, each after the previous one (failed or not).
+
+    A time step whose plan failed gets no append (None), so that it holds up no other.
+    """
+    appends: list[PrefectFuture | None] = []
+    previous: PrefectFuture | None = None
     for plan in plans:
-        wait_for = [allow_failure(appends[-1])] if appends else None
-        appends.append(append_to_zarr.submit(plan, store, settings, wait_for=wait_for))
+        plan.wait()
+        if not plan.state.is_completed():
+            appends.append(None)
+            continue
+        wait_for = [allow_failure(previous)] if previous else None
+        previous = append_to_zarr.submit(plan, store, settings, wait_for=wait_for)
+        appends.append(previous)
     return appends

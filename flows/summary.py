@@ -48,19 +48,27 @@ class IngestIncomplete(Exception):
         failures = "; ".join(f"{o.key}: {o.error}" for o in summary.failed)
         super().__init__(f"{len(summary.failed)} of {len(summary.outcomes)} time steps failed: {failures}")
 
+    def __reduce__(self):
+        # rebuilt from the summary when Prefect persists and reloads it
+        return type(self), (self.summary,)
 
-def outcome_of(step: TimeStepFiles, chain: Sequence[PrefectFuture]) -> StepOutcome:
+
+def outcome_of(step: TimeStepFiles, chain: Sequence[PrefectFuture | None]) -> StepOutcome:
     """The outcome of a time step from the futures of its tasks (fix, load, combine, append).
 
     The first failed task of the chain says why the time step failed.
     """
     for future in chain:
+        if future is None:  # not submitted: an earlier task of the chain failed
+            break
         future.wait()
         state = future.state
         if state.is_failed() or state.is_crashed():
             error = state.result(raise_on_failure=False)
             message = str(error) if isinstance(error, BaseException) else (state.message or "failed")
             return StepOutcome(key=step.key, n_files=len(step.files), status="failed", error=message)
+    if chain[-1] is None:
+        return StepOutcome(key=step.key, n_files=len(step.files), status="failed", error="not appended")
     receipt: AppendReceipt = chain[-1].result()
     # a cached receipt tells of work an earlier run did
     if chain[-1].state.name == "Cached":

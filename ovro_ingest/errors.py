@@ -26,6 +26,10 @@ class BadInputFile(IngestError):
         self.fix = fix
         super().__init__(f"{path}: {problem}; {fix}")
 
+    def __reduce__(self):
+        # rebuilt from its parts when it crosses a process boundary (Dask, Prefect results)
+        return type(self), (self.path, self.problem, self.fix)
+
 
 class TimeStepRejected(IngestError):
     """A time step cannot be combined (e.g. two files for one frequency)."""

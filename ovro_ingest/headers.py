@@ -126,10 +126,11 @@ def reusable_fixed_copy(path: Path, source: SourceFile) -> bool:
         return False
 
 
-def write_fixed_copy(hdulist: fits.HDUList, index: int, source: SourceFile, dest: Path) -> None:
-    """Write a corrected copy of the image to ``dest`` atomically (see ``needed_corrections``)."""
-    header = hdulist[index].header.copy()
-    data = np.asarray(hdulist[index].data, dtype=np.float32)  # astropy applies BSCALE/BZERO
+def write_fixed_copy(source: SourceFile, index: int, dest: Path) -> None:
+    """Write a corrected copy of the image in HDU ``index`` to ``dest`` atomically (see ``needed_corrections``)."""
+    with fits.open(source.path, memmap=False) as hdulist:  # scaled data cannot be memory-mapped
+        header = hdulist[index].header.copy()
+        data = np.asarray(hdulist[index].data, dtype=np.float32)  # astropy applies BSCALE/BZERO and BLANK
     for keyword in ("BSCALE", "BZERO", "BLANK"):
         header.remove(keyword, ignore_missing=True)
     for axis in range(1, header["NAXIS"] + 1):
@@ -187,5 +188,5 @@ def make_readable(source: SourceFile, fixed_dir: str | os.PathLike[str] | None) 
             )
         dest = fixed_copy_path(source, Path(fixed_dir))
         if not reusable_fixed_copy(dest, source):
-            write_fixed_copy(hdulist, index, source, dest)
+            write_fixed_copy(source, index, dest)
     return ReadableFile(source=source, path=str(dest), corrections=tuple(corrections))

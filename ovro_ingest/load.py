@@ -66,10 +66,14 @@ def spatial_grid(header: fits.Header) -> SpatialGrid:
 
 
 def celestial_wcs_text(header: fits.Header) -> str:
-    """The celestial WCS of a header, as FITS header text."""
+    """The celestial WCS of a header, as FITS header cards, one per line, trailing blanks dropped.
+
+    ``astropy.io.fits.Header.fromstring(text, sep="\\n")`` reads it back.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
-        return WCS(header).celestial.to_header_string(relax=True)
+        cards = WCS(header).celestial.to_header(relax=True).cards
+    return "\n".join(str(card).rstrip() for card in cards)
 
 
 def load_subband(readable: ReadableFile) -> SubbandImage:

@@ -46,7 +46,7 @@ def subbands(count: int = 10) -> list[Subband]:
     """
     if not 1 <= count <= 16:
         raise ValueError(f"subband count must be between 1 and 16, got {count}")
-    width = SUBBAND_WIDTH_HZ * min(10, count) / max(10, count)
+    width = SUBBAND_WIDTH_HZ * 10 / max(10, count)
     result = []
     for index in range(count):
         start = FIRST_SUBBAND_START_HZ + index * width

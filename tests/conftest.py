@@ -1,0 +1,108 @@
+"""Shared test setup: a private Prefect home, a real local Prefect server, synthetic data.
+
+Prefect reads its settings when first imported, so the environment is set here,
+before any test module imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+PREFECT_HOME = Path(tempfile.mkdtemp(prefix="ovro-ingest-tests-prefect-"))
+os.environ["PREFECT_HOME"] = str(PREFECT_HOME)
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+os.environ.pop("PREFECT_API_URL", None)
+
+REPO = Path(__file__).resolve().parent.parent
+REAL_IMAGE = REPO.parent / "shared" / "data" / "ovro-lwa" / "test_image.fits"
+SERVER_START_TIMEOUT_S = 180
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """A real Prefect server (SQLite, 127.0.0.1) for the whole session; yields its API URL."""
+    port = free_port()
+    log = open(PREFECT_HOME / "server.log", "w")  # noqa: SIM115 (closed at teardown)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=os.environ.copy(),
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"Prefect server did not start; see {PREFECT_HOME / 'server.log'}")
+        time.sleep(0.5)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    os.environ["PREFECT_API_URL"] = url  # for Dask worker processes and CLI subprocesses
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=10)
+        os.environ.pop("PREFECT_API_URL", None)
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture
+def make_data(tmp_path: Path) -> Callable[..., Path]:
+    """Generate a synthetic data set in a fresh folder; returns the folder."""
+    from ovro_ingest.synth import generate
+
+    counter = iter(range(1000))
+
+    def make(time_steps: int = 3, n_subbands: int = 3, size: int = 64, naming: str = "legacy", **kwargs) -> Path:
+        folder = tmp_path / f"input{next(counter)}"
+        generate(folder, time_steps=time_steps, n_subbands=n_subbands, size=size, naming=naming, **kwargs)
+        return folder
+
+    return make
+
+
+@pytest.fixture
+def real_image() -> Path:
+    """The real OVRO-LWA image of the shared folder (the test is skipped without it)."""
+    if not REAL_IMAGE.is_file():
+        pytest.skip(f"real OVRO-LWA image not present at {REAL_IMAGE}")
+    return REAL_IMAGE
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the private Prefect home."""
+    import shutil
+
+    shutil.rmtree(PREFECT_HOME, ignore_errors=True)

@@ -1,0 +1,74 @@
+"""Discovery: both file name conventions, grouping by time stamp, unrelated files skipped."""
+
+import logging
+
+import pytest
+
+from ovro_ingest.discover import discover_time_steps, parse_file_name
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "subband"),
+    [
+        ("20240524_050009_41MHz_averaged_20000_iterations-I-image.fits", "20240524_050009", "41MHz"),
+        ("73MHz-I-Deep-Taper-Robust-0-image-20241221_102109_b.fits", "20241221_102109", "73MHz"),
+        ("73MHz-I-Deep-Taper-Robust-0-image-20241221_102109.fits", "20241221_102109", "73MHz"),
+    ],
+)
+def test_parse_file_name_reads_both_conventions(name, key, subband):
+    parsed = parse_file_name(name)
+    assert (parsed.key, parsed.subband) == (key, subband)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "notes.fits",
+        "20240524_050009_41MHz_averaged_20000_iterations-I-image_fixed.fits",
+        "20240524_050009_41MHz_averaged_20000_iterations-I-psf.fits",
+        "41MHz-I-Deep-image-2024052_102109.fits",
+    ],
+)
+def test_parse_file_name_rejects_other_names(name):
+    assert parse_file_name(name) is None
+
+
+@pytest.mark.parametrize("naming", ["legacy", "current"])
+def test_discover_groups_files_into_time_steps_in_order(make_data, naming):
+    folder = make_data(time_steps=3, n_subbands=4, naming=naming)
+    found = discover_time_steps(folder)
+    assert [s.key for s in found.time_steps] == ["20240524_050009", "20240524_050019", "20240524_050029"]
+    for step in found.time_steps:
+        assert [f.subband for f in step.files] == ["41MHz", "46MHz", "50MHz", "55MHz"]
+        assert all(f.size > 0 and f.mtime_ns > 0 for f in step.files)
+    assert found.skipped == []
+
+
+def test_discover_skips_and_lists_unrelated_fits_files(make_data, caplog):
+    folder = make_data(time_steps=1, n_subbands=2)
+    (folder / "calibrator.fits").write_bytes(b"x")
+    (folder / "readme.txt").write_text("not a FITS file")
+    with caplog.at_level(logging.WARNING):
+        found = discover_time_steps(folder)
+    assert [p.rsplit("/", 1)[-1] for p in found.skipped] == ["calibrator.fits"]
+    assert "calibrator.fits" in caplog.text
+    assert len(found.time_steps) == 1
+
+
+def test_discover_searches_subfolders_and_excludes_the_fixed_dir(make_data):
+    folder = make_data(time_steps=1, n_subbands=2)
+    sub = folder / "46MHz"
+    sub.mkdir()
+    moved = next(folder.glob("*46MHz*.fits"))
+    moved.rename(sub / moved.name)
+    fixed = folder / "fixed"
+    fixed.mkdir()
+    (fixed / moved.name).write_bytes(b"a stale copy")
+    found = discover_time_steps(folder, exclude=(fixed,))
+    assert [f.path for f in found.time_steps[0].files][1] == str(sub / moved.name)
+    assert len(found.time_steps[0].files) == 2
+
+
+def test_discover_names_a_missing_input_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        discover_time_steps(tmp_path / "nowhere")

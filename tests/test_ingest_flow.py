@@ -1,0 +1,190 @@
+"""The ingest flow on a real Prefect server and real Dask clusters: end to end, resume, repair."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from astropy.io import fits
+from astropy.time import Time
+
+from ovro_ingest.discover import discover_time_steps
+from ovro_ingest.pipeline import ingest_directory
+from ovro_ingest.store import StoreSettings
+from ovro_ingest.synth import DEFAULT_START, generate
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def run_ingest(**parameters):
+    """Run the flow with a 2-worker local cluster; return (final state, result or exception)."""
+    from flows.ingest import ingest
+
+    parameters.setdefault("workers", 2)
+    parameters.setdefault("chunk_lm", 32)
+    state = ingest(**{k: str(v) if isinstance(v, Path) else v for k, v in parameters.items()}, return_state=True)
+    return state, state.result(raise_on_failure=False)
+
+
+def task_states(state) -> dict[str, str]:
+    """Task run name -> state name, for the flow run of ``state``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    return {run.name: run.state.name for run in runs}
+
+
+def snapshot(store: Path) -> dict[Path, tuple[int, int]]:
+    return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in store.rglob("*") if p.is_file()}
+
+
+def test_flow_ingests_both_naming_conventions_exactly(tmp_path):
+    inputs = tmp_path / "night"
+    generate(inputs, time_steps=2, n_subbands=3, size=64, naming="legacy")
+    generate(inputs, time_steps=2, n_subbands=3, size=64, naming="current", start=DEFAULT_START + timedelta(minutes=5))
+    state, summary = run_ingest(input_dir=inputs, store=tmp_path / "s.zarr")
+    assert state.is_completed(), summary
+    assert [o.status for o in summary.outcomes] == ["written"] * 4
+
+    ds = xr.open_zarr(tmp_path / "s.zarr")
+    assert ds["SKY"].dims == ("time", "frequency", "polarization", "l", "m") and ds["SKY"].dtype == np.float32
+    steps = discover_time_steps(inputs).time_steps
+    assert list(ds["time_key"].values) == [s.key for s in steps]
+    assert np.all(np.diff(ds["time"].values) > 0) and np.all(np.diff(ds["frequency"].values) > 0)
+    for t, step in enumerate(steps):
+        for f, source in enumerate(step.files):
+            with fits.open(source.path) as hdul:
+                np.testing.assert_array_equal(ds["SKY"].values[t, f, 0], hdul[0].data[0, 0].T)
+                assert ds["time"].values[t] == Time(hdul[0].header["DATE-OBS"], scale="utc").mjd
+
+    names = task_states(state)
+    for step in steps:
+        for prefix in ("fix", "load", "combine", "append"):
+            assert names[f"{prefix}-{step.key}"] == "Completed"
+
+
+def test_failed_time_step_is_the_only_one_recomputed_after_repair_and_a_rerun_does_nothing(tmp_path):
+    inputs, store = tmp_path / "night", tmp_path / "s.zarr"
+    generate(inputs, time_steps=3, n_subbands=3, size=64)
+    steps = discover_time_steps(inputs).time_steps
+    broken = Path(steps[1].files[2].path)
+    original = broken.read_bytes()
+    broken.write_bytes(original[: len(original) // 2])
+
+    state, error = run_ingest(input_dir=inputs, store=store)
+    assert state.is_failed()
+    assert [o.status for o in error.summary.outcomes] == ["written", "failed", "written"]
+    assert broken.name in error.summary.outcomes[1].error and "truncated" in error.summary.outcomes[1].error
+    assert list(xr.open_zarr(store)["time_key"].values) == [steps[0].key, steps[2].key]
+
+    broken.write_bytes(original)  # repaired (a new mtime)
+    state, summary = run_ingest(input_dir=inputs, store=store)
+    assert state.is_completed()
+    assert [o.status for o in summary.outcomes] == ["already stored", "written", "already stored"]
+    names = task_states(state)
+    for prefix in ("fix", "load", "combine", "append"):
+        assert names[f"{prefix}-{steps[1].key}"] == "Completed", "the repaired time step is recomputed"
+    for step in (steps[0], steps[2]):
+        for prefix in ("fix", "load", "combine"):
+            assert names[f"{prefix}-{step.key}"] == "Cached"
+    reference = tmp_path / "reference.zarr"
+    ingest_directory(inputs, reference, settings=StoreSettings(chunk_lm=32))
+    got, want = xr.open_zarr(store), xr.open_zarr(reference)
+    for name in ("SKY", "time", "time_key", "BEAM_FIT_PARAMS_SKY", "frequency", "l", "m"):
+        np.testing.assert_array_equal(got[name].values, want[name].values)
+
+    before = snapshot(store)
+    state, summary = run_ingest(input_dir=inputs, store=store)
+    assert state.is_completed()
+    assert all(name == "Cached" for task, name in task_states(state).items() if not task.startswith("append"))
+    assert [o.status for o in summary.outcomes] == ["already stored"] * 3
+    assert snapshot(store) == before, "a re-run must leave the store as it was"
+
+
+def test_rebuild_with_a_warm_cache_writes_everything_again(tmp_path):
+    inputs, store = tmp_path / "night", tmp_path / "s.zarr"
+    generate(inputs, time_steps=2, n_subbands=2, size=32)
+    assert run_ingest(input_dir=inputs, store=store)[0].is_completed()
+    state, summary = run_ingest(input_dir=inputs, store=store, rebuild=True)
+    assert state.is_completed()
+    assert [o.status for o in summary.outcomes] == ["written", "written"]
+    assert task_states(state)["append-20240524_050019"] == "Completed"
+    assert xr.open_zarr(store).sizes["time"] == 2
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A `dask scheduler` and a `dask worker` (2 processes) started as separate programs."""
+    scheduler_file = tmp_path / "scheduler.json"
+    bin_dir = Path(sys.executable).parent
+    scheduler = subprocess.Popen(
+        [
+            bin_dir / "dask",
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            scheduler_file,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    workers = None
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        workers = subprocess.Popen(
+            [
+                bin_dir / "dask",
+                "worker",
+                "--scheduler-file",
+                scheduler_file,
+                "--nworkers",
+                "2",
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        import json
+
+        from distributed import Client
+
+        address = json.loads(scheduler_file.read_text())["address"]
+        with Client(address) as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for process in (workers, scheduler):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
+
+
+def test_flow_runs_on_an_existing_dask_cluster(tmp_path, dask_cluster):
+    from distributed import Client, get_task_stream
+
+    inputs = tmp_path / "night"
+    generate(inputs, time_steps=2, n_subbands=2, size=32)
+    with Client(dask_cluster) as client, get_task_stream(client) as stream:
+        state, summary = run_ingest(input_dir=inputs, store=tmp_path / "s.zarr", dask_address=dask_cluster)
+    assert state.is_completed(), summary
+    assert xr.open_zarr(tmp_path / "s.zarr").sizes["time"] == 2
+    ran = [entry["key"] for entry in stream.data]
+    assert sum("append_to_zarr" in str(key) for key in ran) == 2, ran

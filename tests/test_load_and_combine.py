@@ -1,0 +1,87 @@
+"""load_subbands and combine_frequencies: header facts, small results, frequency order, clear rejections."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.time import Time
+
+from ovro_ingest.combine import combine_frequencies, open_time_step
+from ovro_ingest.discover import discover_time_steps
+from ovro_ingest.errors import BadInputFile, TimeStepRejected
+from ovro_ingest.headers import make_readable
+from ovro_ingest.load import load_subband, load_subbands
+from ovro_ingest.models import LoadedTimeStep, ReadableTimeStep, SourceFile
+
+
+def loaded_step(folder, index=0):
+    step = discover_time_steps(folder).time_steps[index]
+    return load_subbands(ReadableTimeStep(key=step.key, files=tuple(make_readable(f, None) for f in step.files)))
+
+
+def test_load_reads_frequency_time_beam_and_grid_from_the_header(make_data):
+    loaded = loaded_step(make_data(time_steps=1, n_subbands=3, size=64))
+    image = loaded.subbands[0]
+    header = fits.getheader(image.file.path)
+    assert image.frequency_hz == header["CRVAL3"]
+    assert image.time_mjd == Time(header["DATE-OBS"], scale="utc").mjd
+    assert image.beam_rad == pytest.approx(
+        (math.radians(header["BMAJ"]), math.radians(header["BMIN"]), math.radians(header["BPA"]))
+    )
+    assert image.grid.shape_lm == (64, 64)
+    assert "RA---SIN" in image.celestial_wcs
+
+
+def test_load_of_the_real_image(real_image):
+    image = load_subband(make_readable(SourceFile.from_path(real_image, "69MHz"), None))
+    assert image.frequency_hz == 68511474.609375
+    assert image.date_obs == "2024-05-24T07:00:01.3"
+    assert image.grid.shape_lm == (512, 512)
+
+
+def test_results_are_small_even_for_sixteen_subbands(make_data):
+    loaded = loaded_step(make_data(time_steps=1, n_subbands=16, size=32))
+    plan = combine_frequencies(loaded)
+    assert len(plan.model_dump_json()) < 40_000
+
+
+def test_missing_date_obs_is_a_clear_error(make_data):
+    path = next(make_data(time_steps=1, n_subbands=1).glob("*.fits"))
+    with fits.open(path, mode="update") as hdul:
+        del hdul[0].header["DATE-OBS"]
+    with pytest.raises(BadInputFile, match="no DATE-OBS"):
+        load_subband(make_readable(SourceFile.from_path(path, "41MHz"), None))
+
+
+def test_combine_orders_frequencies_ascending_whatever_the_input_order(make_data):
+    loaded = loaded_step(make_data(time_steps=1, n_subbands=5))
+    shuffled = list(loaded.subbands)
+    random.Random(3).shuffle(shuffled)
+    plan = combine_frequencies(LoadedTimeStep(key=loaded.key, subbands=tuple(shuffled)))
+    assert plan.frequencies_hz == sorted(s.frequency_hz for s in loaded.subbands)
+    assert plan.time_mjd == loaded.subbands[0].time_mjd
+
+
+def test_combine_rejects_two_files_of_one_frequency(make_data):
+    loaded = loaded_step(make_data(time_steps=1, n_subbands=2))
+    doubled = LoadedTimeStep(key=loaded.key, subbands=(*loaded.subbands, loaded.subbands[0]))
+    with pytest.raises(TimeStepRejected, match="two files for one frequency"):
+        combine_frequencies(doubled)
+
+
+def test_combine_rejects_mixed_pixel_grids(make_data):
+    small = loaded_step(make_data(time_steps=1, n_subbands=1, size=32)).subbands[0]
+    large = loaded_step(make_data(time_steps=1, n_subbands=2, size=64)).subbands[1]
+    with pytest.raises(TimeStepRejected, match=r"has pixel grid 64x64 .* but .* has 32x32"):
+        combine_frequencies(LoadedTimeStep(key="k", subbands=(small, large)))
+
+
+def test_open_time_step_is_one_lazy_dataset_with_the_fits_pixels(make_data):
+    plan = combine_frequencies(loaded_step(make_data(time_steps=1, n_subbands=3, size=32)))
+    dataset = open_time_step(plan)
+    assert dict(dataset["SKY"].sizes) == {"time": 1, "frequency": 3, "polarization": 1, "l": 32, "m": 32}
+    assert dataset["SKY"].chunks is not None
+    pixels = fits.getdata(plan.subbands[2].file.path)[0, 0]
+    np.testing.assert_array_equal(dataset["SKY"].values[0, 2, 0], pixels.T)

@@ -1,0 +1,108 @@
+"""append_to_zarr (plain functions): exact pixels, time order, idempotence, backfill, grid checks."""
+
+import numpy as np
+import pytest
+import xarray as xr
+from astropy.io import fits
+from astropy.time import Time
+
+from ovro_ingest.discover import discover_time_steps
+from ovro_ingest.errors import StoreMismatch
+from ovro_ingest.pipeline import ingest_directory, ingest_time_step
+from ovro_ingest.store import StoreSettings, read_state, remove_store, store_id
+
+SMALL = StoreSettings(chunk_lm=32)
+
+
+def test_store_holds_the_fits_pixels_time_and_frequency_exactly(make_data, tmp_path):
+    folder = make_data(time_steps=3, n_subbands=3, size=64, naming="current")
+    ingest_directory(folder, tmp_path / "s.zarr", settings=SMALL)
+    ds = xr.open_zarr(tmp_path / "s.zarr")
+    assert ds["SKY"].dims == ("time", "frequency", "polarization", "l", "m")
+    assert ds["SKY"].dtype == np.float32
+    assert np.all(np.diff(ds["time"].values) > 0) and np.all(np.diff(ds["frequency"].values) > 0)
+    for t, step in enumerate(discover_time_steps(folder).time_steps):
+        for f, source in enumerate(step.files):
+            with fits.open(source.path) as hdul:
+                np.testing.assert_array_equal(ds["SKY"].values[t, f, 0], hdul[0].data[0, 0].T)
+                assert ds["frequency"].values[f] == hdul[0].header["CRVAL3"]
+                if f == 0:
+                    assert ds["time"].values[t] == Time(hdul[0].header["DATE-OBS"], scale="utc").mjd
+    assert list(ds["time_key"].values) == [s.key for s in discover_time_steps(folder).time_steps]
+    assert ds["BEAM_FIT_PARAMS_SKY"].shape == (3, 3, 1, 3)
+
+
+def test_appending_a_stored_time_step_again_changes_nothing(make_data, tmp_path):
+    folder = make_data(time_steps=2)
+    ingest_directory(folder, tmp_path / "s.zarr", settings=SMALL)
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "s.zarr").rglob("*")}
+    receipts = ingest_directory(folder, tmp_path / "s.zarr", settings=SMALL)
+    assert [r.status for r in receipts] == ["already stored", "already stored"]
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "s.zarr").rglob("*")} == before
+
+
+def test_separate_runs_append_and_an_earlier_time_step_is_inserted_in_order(make_data, tmp_path):
+    folder = make_data(time_steps=4)
+    steps = discover_time_steps(folder).time_steps
+    store = tmp_path / "s.zarr"
+    for step in (steps[0], steps[3], steps[1]):
+        ingest_time_step(step, store, settings=SMALL)
+    receipt = ingest_time_step(steps[2], store, settings=SMALL)
+    assert receipt.index == 2
+    reference = tmp_path / "r.zarr"
+    ingest_directory(folder, reference, settings=SMALL)
+    got, want = xr.open_zarr(store), xr.open_zarr(reference)
+    assert list(got["time_key"].values) == [s.key for s in steps]
+    np.testing.assert_array_equal(got["time"].values, want["time"].values)
+    np.testing.assert_array_equal(got["SKY"].values, want["SKY"].values)
+    np.testing.assert_array_equal(got["BEAM_FIT_PARAMS_SKY"].values, want["BEAM_FIT_PARAMS_SKY"].values)
+
+
+def test_a_missing_subband_is_stored_as_nan(make_data, tmp_path):
+    folder = make_data(time_steps=2, n_subbands=3)
+    next(folder.glob("20240524_050019_46MHz*.fits")).unlink()
+    ingest_directory(folder, tmp_path / "s.zarr", settings=SMALL)
+    sky = xr.open_zarr(tmp_path / "s.zarr")["SKY"].values
+    assert np.isnan(sky[1, 1]).all()
+    assert np.isfinite(sky[1, 0]).any() and np.isfinite(sky[0, 1]).any()
+
+
+def test_a_subband_off_the_stores_frequency_grid_is_refused(make_data, tmp_path):
+    store = tmp_path / "s.zarr"
+    ingest_directory(make_data(time_steps=1, n_subbands=2), store, settings=SMALL)
+    other = make_data(time_steps=2, n_subbands=4)
+    step = discover_time_steps(other).time_steps[1]
+    with pytest.raises(StoreMismatch, match="not on the store's frequency grid"):
+        ingest_time_step(step, store)
+    assert read_state(store).n_time == 1
+
+
+def test_a_different_pixel_grid_is_refused_and_the_store_is_untouched(make_data, tmp_path):
+    store = tmp_path / "s.zarr"
+    ingest_directory(make_data(time_steps=1, size=64), store, settings=SMALL)
+    before = {p: p.stat().st_mtime_ns for p in store.rglob("*")}
+    step = discover_time_steps(make_data(time_steps=2, size=32)).time_steps[1]
+    with pytest.raises(StoreMismatch, match=r"pixel grid 32x32 .* differs from the store's 64x64"):
+        ingest_time_step(step, store)
+    assert {p: p.stat().st_mtime_ns for p in store.rglob("*")} == before
+
+
+def test_removing_a_store_gives_the_next_one_a_new_identity(make_data, tmp_path):
+    folder = make_data(time_steps=1)
+    store = tmp_path / "s.zarr"
+    ingest_directory(folder, store, settings=SMALL)
+    first = store_id(store)
+    remove_store(store)
+    assert not store.exists() and store_id(store) is None
+    ingest_directory(folder, store, settings=SMALL)
+    assert store_id(store) not in (None, first)
+
+
+def test_zarr_format_2_and_zstd_are_available(make_data, tmp_path):
+    folder = make_data(time_steps=2)
+    ingest_directory(folder, tmp_path / "v2.zarr", settings=StoreSettings(chunk_lm=32, zarr_format=2, codec="zstd"))
+    ingest_directory(folder, tmp_path / "v3.zarr", settings=SMALL)
+    assert (tmp_path / "v2.zarr" / ".zmetadata").is_file()
+    np.testing.assert_array_equal(
+        xr.open_zarr(tmp_path / "v2.zarr")["SKY"].values, xr.open_zarr(tmp_path / "v3.zarr")["SKY"].values
+    )
