@@ -80,8 +80,6 @@ def print_summary(summary) -> None:
     table.add_column("time step", no_wrap=True)
     for column in ("files", "status", "index", "MB written", "seconds"):
         table.add_column(column, no_wrap=True)
-    if summary.failed:
-        table.add_column("error")
     for o in summary.outcomes:
         style = {"failed": "red", "written": "green"}.get(o.status, "")
         row = [
@@ -92,8 +90,10 @@ def print_summary(summary) -> None:
             f"{o.bytes_written / 1e6:.1f}",
             f"{o.seconds:.2f}",
         ]
-        table.add_row(*row, *([o.error or ""] if summary.failed else []))
+        table.add_row(*row)
     console.print(table)
+    for o in summary.failed:  # one unwrapped line each: the file and the fix
+        console.print(f"[red]failed[/] {o.key}: {o.error}", soft_wrap=True)
     console.print(summary.one_line())
 
 
@@ -114,7 +114,7 @@ def run_flow(verbose: bool, **parameters) -> int:
         print_summary(result.summary)
         return 1
     message = str(result) if isinstance(result, BaseException) else state.message
-    errors.print(f"[red]ingest failed:[/] {message}")
+    errors.print(f"[red]ingest failed:[/] {message}", soft_wrap=True)
     if verbose and isinstance(result, BaseException):
         errors.print_exception()
     return 2

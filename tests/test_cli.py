@@ -1,0 +1,76 @@
+"""The ovro-ingest command: help, version, synth, and ad-hoc runs with honest exit codes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from astropy.io import fits
+
+COMMAND = [str(Path(sys.executable).parent / "ovro-ingest")]
+
+
+def ovro_ingest(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*COMMAND, *args], capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+
+
+def test_version_and_help_on_every_command():
+    from ovro_ingest import __version__
+
+    assert ovro_ingest("--version").stdout.strip() == f"ovro-ingest {__version__}"
+    for command in ([], ["synth"], ["run"], ["demo"]):
+        result = ovro_ingest(*command, "--help")
+        assert result.returncode == 0 and "Usage" in result.stdout, result.stderr
+
+
+def test_synth_writes_the_requested_data_set(tmp_path):
+    result = ovro_ingest("synth", str(tmp_path), "--time-steps", "2", "--subbands", "12", "--size", "32",
+                         "--naming", "current", "--seed", "4")
+    assert result.returncode == 0, result.stderr
+    files = sorted(tmp_path.glob("*MHz-I-Deep-Taper-Robust-0-image-*.fits"))
+    assert len(files) == 24
+    assert fits.getheader(files[0])["NAXIS1"] == 32
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_run_exits_0_when_every_time_step_is_stored_and_1_when_one_fails(make_data, tmp_path):
+    folder = make_data(time_steps=2, n_subbands=2, size=32)
+    store = tmp_path / "s.zarr"
+    result = ovro_ingest("run", str(folder), str(store), "--chunk-lm", "16", "--workers", "1", "-q")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 written" in result.stdout
+    assert xr.open_zarr(store).sizes["time"] == 2
+
+    later = make_data(time_steps=3, n_subbands=2, size=32)
+    victim = next(later.glob("20240524_050029_46MHz*.fits"))
+    victim.write_bytes(b"SIMPLE  = garbage")
+    result = ovro_ingest("run", str(later), str(store), "--workers", "1", "-q")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"failed 20240524_050029: {victim}: not a readable FITS file" in result.stdout
+    assert xr.open_zarr(store).sizes["time"] == 2
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_run_reports_a_missing_input_directory_in_one_line(tmp_path):
+    result = ovro_ingest("run", str(tmp_path / "nowhere"), str(tmp_path / "s.zarr"), "--workers", "1", "-q")
+    assert result.returncode == 2
+    assert f"ingest failed: input directory '{tmp_path / 'nowhere'}' does not exist" in result.stderr
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_run_ingests_the_real_ovro_lwa_image(real_image, tmp_path):
+    folder = tmp_path / "real"
+    folder.mkdir()
+    name = folder / "20240524_070001_69MHz_averaged_20000_iterations-I-image.fits"
+    shutil.copy(real_image, name)
+    result = ovro_ingest("run", str(folder), str(tmp_path / "s.zarr"), "--chunk-lm", "256", "--workers", "1", "-q")
+    assert result.returncode == 0, result.stdout + result.stderr
+    ds = xr.open_zarr(tmp_path / "s.zarr")
+    np.testing.assert_array_equal(ds["SKY"].values[0, 0, 0], fits.getdata(real_image)[0, 0].T)
+    assert ds["frequency"].values[0] == 68511474.609375
