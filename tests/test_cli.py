@@ -30,8 +30,20 @@ def test_version_and_help_on_every_command():
 
 
 def test_synth_writes_the_requested_data_set(tmp_path):
-    result = ovro_ingest("synth", str(tmp_path), "--time-steps", "2", "--subbands", "12", "--size", "32",
-                         "--naming", "current", "--seed", "4")
+    result = ovro_ingest(
+        "synth",
+        str(tmp_path),
+        "--time-steps",
+        "2",
+        "--subbands",
+        "12",
+        "--size",
+        "32",
+        "--naming",
+        "current",
+        "--seed",
+        "4",
+    )
     assert result.returncode == 0, result.stderr
     files = sorted(tmp_path.glob("*MHz-I-Deep-Taper-Robust-0-image-*.fits"))
     assert len(files) == 24
