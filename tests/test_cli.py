@@ -86,3 +86,30 @@ def test_run_ingests_the_real_ovro_lwa_image(real_image, tmp_path):
     ds = xr.open_zarr(tmp_path / "s.zarr")
     np.testing.assert_array_equal(ds["SKY"].values[0, 0, 0], fits.getdata(real_image)[0, 0].T)
     assert ds["frequency"].values[0] == 68511474.609375
+
+
+def test_demo_runs_with_no_prefect_server_configured(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
+    result = subprocess.run(
+        [
+            *COMMAND,
+            "demo",
+            "--dir",
+            str(tmp_path / "demo"),
+            "--time-steps",
+            "2",
+            "--subbands",
+            "2",
+            "--size",
+            "32",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 written" in result.stdout and "xr.open_zarr" in result.stdout
+    assert xr.open_zarr(tmp_path / "demo" / "store.zarr").sizes["time"] == 2
+    assert (tmp_path / "demo" / ".prefect").is_dir(), "the demo keeps its Prefect home in its own folder"
