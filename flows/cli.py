@@ -124,7 +124,9 @@ def run_flow(verbose: bool, **parameters) -> int:
 def run(
     input_dir: Annotated[Path, typer.Argument(help="Folder of FITS images (searched recursively).")],
     store: Annotated[Path, typer.Argument(help="The Zarr store (created on first use).")],
-    fixed_dir: Annotated[Path | None, typer.Option(help="Folder for fixed copies (default: <store>.fixed).")] = None,
+    fixed_dir: Annotated[
+        Path | None, typer.Option(help="Folder for fixed copies (default: <store>.work/fixed).")
+    ] = None,
     chunk_lm: Annotated[int, typer.Option(min=16, help="Chunk length along l and m of a new store.")] = 1024,
     rebuild: Annotated[bool, typer.Option(help="Delete the store first and ingest everything again.")] = False,
     workers: Annotated[
@@ -133,6 +135,12 @@ def run(
     dask_address: Annotated[str | None, typer.Option(help="Address of an existing Dask scheduler.")] = None,
     codec: Annotated[str, typer.Option(help="Compression of a new store: lz4, zstd or none.")] = "lz4",
     zarr_format: Annotated[int, typer.Option(min=2, max=3, help="Zarr format of a new store.")] = 3,
+    replace: Annotated[
+        bool, typer.Option(help="Store again the time steps whose source files changed since they were stored.")
+    ] = False,
+    wait_for_lock: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait when another ingest writes the store (default: fail).")
+    ] = 0.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail, and tracebacks.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and the summary.")] = False,
 ) -> None:
@@ -152,6 +160,8 @@ def run(
         workers=workers,
         codec=codec,
         zarr_format=zarr_format,
+        replace=replace,
+        wait_for_lock=wait_for_lock,
     )
     raise typer.Exit(code)
 
@@ -184,6 +194,48 @@ def demo(
         console.print(f"\nThe store is at [bold]{store}[/]. Open it with:\n")
         console.print(f"    python -c \"import xarray as xr; print(xr.open_zarr('{store}'))\"\n", soft_wrap=True)
     raise typer.Exit(code)
+
+
+def print_health(report, verb: str) -> None:
+    """Print a validate/repair report: problems in red, notes plain."""
+    for note in report.notes:
+        console.print(f"  {note}", soft_wrap=True)
+    for problem in report.problems:
+        errors.print(f"[red]problem:[/] {problem}", soft_wrap=True)
+    if report.ok:
+        console.print(f"[green]{verb}:[/] {report.store} holds {report.n_time} committed time steps and is consistent")
+    else:
+        errors.print(f"[red]{verb}: {report.store} has {len(report.problems)} problem(s)[/]")
+
+
+@app.command()
+def validate(store: Annotated[Path, typer.Argument(help="The Zarr store to check.")]) -> None:
+    """Check STORE: shapes, ledger against content, consolidated metadata current. Exits 1 on any problem."""
+    from ovro_ingest.health import validate_store
+
+    report = validate_store(store)
+    print_health(report, "valid" if report.ok else "invalid")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def repair(
+    store: Annotated[Path, typer.Argument(help="The Zarr store to repair.")],
+    wait_for_lock: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait when an ingest writes the store (default: fail).")
+    ] = 0.0,
+) -> None:
+    """Roll STORE back to its last committed state (or finish an interrupted commit), then validate it."""
+    from ovro_ingest.errors import IngestError
+    from ovro_ingest.health import repair_store
+
+    try:
+        report = repair_store(store, wait_seconds=wait_for_lock)
+    except IngestError as error:
+        errors.print(f"[red]repair failed:[/] {error}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    print_health(report, "repaired" if report.ok else "still invalid")
+    raise typer.Exit(0 if report.ok else 1)
 
 
 if __name__ == "__main__":

@@ -18,18 +18,23 @@ from prefect.futures import PrefectFuture
 from prefect_dask import DaskTaskRunner
 
 from flows.summary import IngestIncomplete, IngestSummary, outcome_of
-from ovro_ingest.store import StoreSettings, remove_store
-from tasks.append_to_zarr import append_to_zarr
+from ovro_ingest.commit import clear_staging
+from ovro_ingest.discover import read_manifest
+from ovro_ingest.lock import writer_lock
+from ovro_ingest.models import TimeStepFiles
+from ovro_ingest.pipeline import prepare_store
+from ovro_ingest.store import StoreSettings, remove_store, store_exists
+from tasks.append_to_zarr import append_to_zarr, create_store_for, write_to_staging
 from tasks.combine_frequencies import combine_frequencies
 from tasks.discover import discover
 from tasks.fix_headers import fix_headers
 from tasks.load_subbands import load_subbands
 
 
-def default_fixed_dir(store: str) -> str:
-    """Fixed copies go beside the store by default: ``<store>.fixed``."""
+def work_dir_of(store: str) -> Path:
+    """The run's working folder beside the store, ``<store>.work``: manifests and, by default, fixed copies."""
     path = Path(store).resolve()
-    return str(path.with_name(path.name + ".fixed"))
+    return path.with_name(path.name + ".work")
 
 
 def local_cluster_options(workers: int | None) -> dict:
@@ -65,6 +70,8 @@ def ingest(
     workers: int | None = None,
     codec: str = "lz4",
     zarr_format: int = 3,
+    replace: bool = False,
+    wait_for_lock: float = 0.0,
 ) -> IngestSummary:
     """Ingest the OVRO-LWA images under ``input_dir`` into the Zarr store ``store``.
 
@@ -76,7 +83,7 @@ def ingest(
         The Zarr store; created on first use, appended to afterwards.
     fixed_dir : str, optional
         Folder for fixed copies of files the loader cannot read as they are
-        (default: ``<store>.fixed``).
+        (default: ``<store>.work/fixed``).
     chunk_lm : int
         Chunk length along l and m for a new store.
     rebuild : bool
@@ -89,6 +96,11 @@ def ingest(
         Lossless compression of a new store.
     zarr_format : {2, 3}
         Zarr format of a new store.
+    replace : bool
+        Store again the time steps the store holds whose source files changed
+        (by default they are kept, with a warning).
+    wait_for_lock : float
+        Seconds to wait when another ingest is writing the store (default: fail at once).
 
     Returns
     -------
@@ -100,43 +112,71 @@ def ingest(
     logger = get_run_logger()
     settings = StoreSettings(chunk_lm=chunk_lm, codec=codec, zarr_format=zarr_format)
     store = str(Path(store).resolve())
-    fixed_dir = str(Path(fixed_dir).resolve()) if fixed_dir else default_fixed_dir(store)
-    if rebuild:
-        logger.info("rebuild: removing %s", store)
-        remove_store(store)
-
-    steps = discover(str(Path(input_dir).resolve()), exclude=(fixed_dir,))
-    fixed = fix_headers.map(steps, fixed_dir=unmapped(fixed_dir))
-    loaded = load_subbands.map(fixed)
-    plans = combine_frequencies.map(loaded)
-    appends = append_sequentially(plans, store, settings)
-
-    summary = IngestSummary(
-        store=store,
-        outcomes=[
-            outcome_of(step, chain)
-            for step, chain in zip(steps, zip(fixed, loaded, plans, appends, strict=False), strict=True)
-        ],
-    )
+    work_dir = work_dir_of(store)
+    fixed_dir = str(Path(fixed_dir).resolve()) if fixed_dir else str(work_dir / "fixed")
+    run = FlowRunContext.get().flow_run
+    with writer_lock(store, who=f"flow run {run.name!r} ({run.id})", wait_seconds=wait_for_lock):
+        if rebuild:
+            logger.info("rebuild: removing %s", store)
+            remove_store(store)
+        prepare_store(store)
+        steps = time_steps_of(str(Path(input_dir).resolve()), str(work_dir / "manifests"), (str(work_dir), fixed_dir))
+        fixed = fix_headers.map(steps, fixed_dir=unmapped(fixed_dir))
+        loaded = load_subbands.map(fixed)
+        plans = combine_frequencies.map(loaded)
+        if not store_exists(store):
+            create_store_from(plans, store, settings)
+        staged = write_to_staging.map(plans, store=unmapped(store), replace=unmapped(replace))
+        appends = commit_in_time_order(plans, staged, store)
+        summary = IngestSummary(
+            store=store,
+            outcomes=[
+                outcome_of(step, chain)
+                for step, chain in zip(steps, zip(fixed, loaded, plans, staged, appends, strict=True), strict=True)
+            ],
+        )
+        clear_staging(store)
     logger.info(summary.one_line())
     if summary.failed:
         raise IngestIncomplete(summary)
     return summary
 
 
-def append_sequentially(plans: list[PrefectFuture], store: str, settings: StoreSettings) -> list[PrefectFuture | None]:
-    """Submit the appends in time order, each after the previous one (failed or not).
+def time_steps_of(input_dir: str, manifest_dir: str, exclude: tuple[str, ...]) -> list[TimeStepFiles]:
+    """Discover the time steps (cached); when the cached manifest file is gone, discover afresh."""
+    manifest = discover(input_dir, manifest_dir, exclude=exclude)
+    if not Path(manifest.path).is_file():
+        manifest = discover.with_options(refresh_cache=True)(input_dir, manifest_dir, exclude=exclude)
+    return read_manifest(manifest)
 
-    A time step whose plan failed gets no append (None), so that it holds up no other.
+
+def create_store_from(plans: list[PrefectFuture], store: str, settings: StoreSettings) -> None:
+    """Create the store once every time step is planned, so that it has all the run's channels."""
+    ready = [plan.result() for plan in plans if succeeded(plan)]
+    if ready:
+        create_store_for(store, ready, settings)
+
+
+def succeeded(future: PrefectFuture) -> bool:
+    """Wait for ``future``; True when its task completed."""
+    future.wait()
+    return future.state.is_completed()
+
+
+def commit_in_time_order(
+    plans: list[PrefectFuture], staged: list[PrefectFuture], store: str
+) -> list[PrefectFuture | None]:
+    """Submit the commits in time order, each after the previous one (failed or not).
+
+    A time step whose plan or staging failed gets no commit (None), so that it holds up no other.
     """
     appends: list[PrefectFuture | None] = []
     previous: PrefectFuture | None = None
-    for plan in plans:
-        plan.wait()
-        if not plan.state.is_completed():
+    for plan, written in zip(plans, staged, strict=True):
+        if not (succeeded(plan) and succeeded(written)):
             appends.append(None)
             continue
         wait_for = [allow_failure(previous)] if previous else None
-        previous = append_to_zarr.submit(plan, store, settings, wait_for=wait_for)
+        previous = append_to_zarr.submit(written, store, wait_for=wait_for)
         appends.append(previous)
     return appends

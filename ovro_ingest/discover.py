@@ -11,6 +11,7 @@ a time step is read later from the DATE-OBS header keyword.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -18,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ovro_ingest.models import SourceFile, TimeStepFiles
+from ovro_ingest.models import Manifest, SourceFile, TimeStepFiles
 
 logger = logging.getLogger(__name__)
 
@@ -137,3 +138,40 @@ def listing_fingerprint(input_dir: str | os.PathLike[str], exclude: tuple[Path, 
             stat = path.stat()
             digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:32]
+
+
+MANIFEST_EXAMPLES = 10
+
+
+def manifest_path(manifest_dir: str | os.PathLike[str], fingerprint: str) -> Path:
+    """The manifest file of an input listing: named after the listing's fingerprint."""
+    return Path(manifest_dir) / f"time-steps-{fingerprint}.json"
+
+
+def write_manifest(found: Discovery, manifest_dir: str | os.PathLike[str], fingerprint: str) -> Manifest:
+    """Write the time steps of ``found`` to a manifest file (atomically) and return its small record."""
+    path = manifest_path(manifest_dir, fingerprint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = json.dumps([step.model_dump(mode="json") for step in found.time_steps])
+    partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
+    partial.write_text(payload)
+    os.replace(partial, path)
+    return Manifest(
+        path=str(path),
+        listing_fingerprint=fingerprint,
+        n_time_steps=len(found.time_steps),
+        n_files=sum(len(step.files) for step in found.time_steps),
+        n_skipped=len(found.skipped),
+        skipped_examples=tuple(Path(p).name for p in found.skipped[:MANIFEST_EXAMPLES]),
+    )
+
+
+def read_manifest(manifest: Manifest) -> list[TimeStepFiles]:
+    """The time steps a manifest lists, in ascending key order."""
+    try:
+        payload = json.loads(Path(manifest.path).read_text())
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(
+            f"{manifest.path}: the list of time steps is missing or unreadable ({error}); run the ingest again"
+        ) from error
+    return [TimeStepFiles.model_validate(step) for step in payload]

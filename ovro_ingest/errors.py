@@ -41,3 +41,7 @@ class StoreMismatch(IngestError):
 
 class StoreError(IngestError):
     """The store cannot be created, opened or written."""
+
+
+class StoreBusy(StoreError):
+    """Another writer holds the store's writer lock."""

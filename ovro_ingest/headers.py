@@ -154,6 +154,21 @@ def write_fixed_copy(source: SourceFile, index: int, dest: Path) -> None:
     os.replace(partial, dest)
 
 
+def planned_fixed_copy(source: SourceFile, fixed_dir: str | os.PathLike[str]) -> Path | None:
+    """Where ``make_readable`` puts the fixed copy of ``source``, or None when it needs none.
+
+    Reads the header only; a file that cannot be read needs no copy (it fails later, with its reason).
+    """
+    try:
+        with open_fits(source.path) as hdulist:
+            index = image_hdu_index(hdulist, source.path)
+            if not needed_corrections(hdulist[index].header, index > 0, source):
+                return None
+    except Exception:
+        return None
+    return fixed_copy_path(source, Path(fixed_dir))
+
+
 def make_readable(source: SourceFile, fixed_dir: str | os.PathLike[str] | None) -> ReadableFile:
     """Return a file the loader can read: the source itself, or a (re)used fixed copy.
 

@@ -66,6 +66,23 @@ class TimeStepFiles(Record):
     files: tuple[SourceFile, ...]
 
 
+class Manifest(Record):
+    """Where ``discover`` wrote the time steps of an input directory (output of ``discover``).
+
+    The time steps themselves (a few KiB each, MBs for a night) stay in the manifest
+    file, so that the persisted result of ``discover`` stays small.
+    """
+
+    path: str
+    listing_fingerprint: str
+    """Fingerprint of the input listing the manifest was made from."""
+    n_time_steps: int
+    n_files: int
+    n_skipped: int
+    skipped_examples: tuple[str, ...] = ()
+    """The first few skipped file names (files following neither naming convention)."""
+
+
 class ReadableFile(Record):
     """A source file and the path the loader should open (output of ``fix_headers``).
 
@@ -149,6 +166,26 @@ class TimeStepPlan(Record):
     def source_files(self) -> list[SourceFile]:
         """The source files of this time step, in frequency order."""
         return [s.file.source for s in self.subbands]
+
+
+class StagedTimeStep(Record):
+    """A time step written into the store's staging area, ready to commit (output of ``write_time_step``).
+
+    ``path`` is None when the store already held the time step (``status``
+    ``"already stored"``); then nothing was written.
+    """
+
+    key: str
+    time_mjd: float
+    store_id: str
+    status: str
+    """``"staged"``, ``"already stored"``, or ``"staged to replace"`` (``replace`` asked for)."""
+    path: str | None = None
+    index: int | None = None
+    """Position of the stored time step, when already stored."""
+    n_subbands: int
+    bytes_written: int = 0
+    seconds: float = 0.0
 
 
 class AppendReceipt(Record):

@@ -3,14 +3,60 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ovro_ingest.combine import combine_frequencies
+from ovro_ingest.commit import clear_staging, commit_time_step, recover, write_time_step
 from ovro_ingest.discover import discover_time_steps
 from ovro_ingest.headers import make_readable
 from ovro_ingest.load import load_subbands
-from ovro_ingest.models import AppendReceipt, ReadableTimeStep, TimeStepFiles
-from ovro_ingest.store import StoreSettings, append_time_step
+from ovro_ingest.lock import writer_lock
+from ovro_ingest.models import AppendReceipt, ReadableTimeStep, TimeStepFiles, TimeStepPlan
+from ovro_ingest.store import StoreSettings, create_store, leftovers_beside, store_exists
+
+
+def plan_time_step(step: TimeStepFiles, fixed_dir: str | os.PathLike[str] | None = None) -> TimeStepPlan:
+    """Fix, load and combine one time step (no pixel is read)."""
+    readable = ReadableTimeStep(key=step.key, files=tuple(make_readable(f, fixed_dir) for f in step.files))
+    return combine_frequencies(load_subbands(readable))
+
+
+def prepare_store(store: str | os.PathLike[str]) -> None:
+    """Before a run writes (writer lock held): finish an interrupted commit, drop half-written staging.
+
+    Also removes what an interrupted create or rebuild left beside the store.
+    """
+    for leftover in leftovers_beside(store):
+        shutil.rmtree(leftover, ignore_errors=True)
+    if store_exists(store):
+        recover(store)
+        clear_staging(store)
+
+
+def append_plans(
+    store: str | os.PathLike[str],
+    plans: Sequence[TimeStepPlan],
+    settings: StoreSettings | None = None,
+    workers: int = 1,
+    replace: bool = False,
+) -> list[AppendReceipt]:
+    """Write ``plans`` into the store: staged by ``workers`` threads at once, committed in time order.
+
+    The store is created from all the plans (their union of channels) when it does
+    not exist. Callers hold the writer lock.
+    """
+    plans = sorted(plans, key=lambda p: p.key)
+    if plans and not store_exists(store):
+        create_store(store, plans, settings)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        staged = [pool.submit(write_time_step, store, plan, replace) for plan in plans]
+        receipts = [commit_time_step(store, future.result()) for future in staged]
+    if plans:
+        clear_staging(store)
+    return receipts
 
 
 def ingest_time_step(
@@ -18,10 +64,12 @@ def ingest_time_step(
     store: str | os.PathLike[str],
     fixed_dir: str | None = None,
     settings: StoreSettings | None = None,
+    replace: bool = False,
 ) -> AppendReceipt:
-    """Fix, load, combine and append one time step."""
-    readable = ReadableTimeStep(key=step.key, files=tuple(make_readable(f, fixed_dir) for f in step.files))
-    return append_time_step(store, combine_frequencies(load_subbands(readable)), settings)
+    """Fix, load, combine and append one time step, holding the writer lock."""
+    with writer_lock(store, who="ovro_ingest.pipeline.ingest_time_step"):
+        prepare_store(store)
+        return append_plans(store, [plan_time_step(step, fixed_dir)], settings, replace=replace)[0]
 
 
 def ingest_directory(
@@ -29,8 +77,13 @@ def ingest_directory(
     store: str | os.PathLike[str],
     fixed_dir: str | None = None,
     settings: StoreSettings | None = None,
+    workers: int = 1,
+    replace: bool = False,
 ) -> list[AppendReceipt]:
-    """Ingest every time step under ``input_dir``, in time order, one after the other."""
+    """Ingest every time step under ``input_dir`` into ``store``, holding the writer lock."""
     exclude = (Path(fixed_dir),) if fixed_dir else ()
     steps = discover_time_steps(input_dir, exclude=exclude).time_steps
-    return [ingest_time_step(step, store, fixed_dir, settings) for step in steps]
+    with writer_lock(store, who="ovro_ingest.pipeline.ingest_directory"):
+        prepare_store(store)
+        plans = [plan_time_step(step, fixed_dir) for step in steps]
+        return append_plans(store, plans, settings, workers=workers, replace=replace)

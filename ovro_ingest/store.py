@@ -1,6 +1,6 @@
-"""Step 5, append to Zarr: write a time step into the store, which is also the ledger.
+"""The Zarr store, which is also the ledger: its layout, creation and committed state.
 
-Store layout (dims ``time, frequency, polarization, l, m``)::
+Layout (dims ``time, frequency, polarization, l, m``)::
 
     SKY                  (time, frequency, polarization, l, m) float32, NaN where no image
     BEAM_FIT_PARAMS_SKY  (time, frequency, polarization, beam_params_label) float64, radians
@@ -10,18 +10,15 @@ Store layout (dims ``time, frequency, polarization, l, m``)::
     software_version     (time) str, the ovro-ingest version that wrote the time step
     wcs_header           (time) str, the celestial FITS WCS of the time step
 
-Every array with a ``time`` dimension has a time chunk of 1; the other arrays are
-written once, when the store is created, and never again.
+``SKY`` has a time chunk of 1, so that each time step owns its chunks and can be
+written on its own (in parallel, into a staging area; see :mod:`ovro_ingest.commit`).
+The small per-time-step arrays have a time chunk of :data:`SMALL_TIME_CHUNK`, so that
+a reader opens a store of a year of data in a few reads. Arrays without a time
+dimension are written once, when the store is created, and never again.
 
-Time steps are kept in ascending time; one that is earlier than the last is
-inserted in order (the later time steps' chunks are renamed one index up).
-
-Commit protocol: the store's consolidated metadata says how many time steps the
-store holds. An append first grows the arrays and writes the new time step's chunks
-(readers of the consolidated metadata do not see them yet), then rewrites the
-consolidated metadata in one atomic file replacement. Readers that open the store
-with consolidated metadata (the default of ``xarray.open_zarr`` and xradio) see
-only complete time steps.
+The consolidated metadata is the commit record: it says how many time steps the
+store holds, and readers that open the store with it (the default of
+``xarray.open_zarr`` and of xradio) see only committed time steps.
 """
 
 from __future__ import annotations
@@ -30,9 +27,9 @@ import json
 import logging
 import os
 import shutil
-import time
 import uuid
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -46,19 +43,25 @@ from pydantic import BaseModel, ConfigDict, Field
 from ovro_ingest import __version__
 from ovro_ingest.combine import SAME_CHANNEL_TOLERANCE_HZ, open_time_step
 from ovro_ingest.errors import StoreError, StoreMismatch
-from ovro_ingest.models import AppendReceipt, SpatialGrid, TimeStepPlan
+from ovro_ingest.models import SpatialGrid, TimeStepPlan
 
 logger = logging.getLogger(__name__)
 
 STORE_ID_ATTR = "ovro_ingest_store_id"
 GRID_ATTR = "ovro_ingest_grid"
 SETTINGS_ATTR = "ovro_ingest_settings"
-LEDGER_VARIABLES = ("time_key", "source_files", "software_version", "wcs_header")
-TIME_VARIABLES = ("SKY", "BEAM_FIT_PARAMS_SKY", "time", *LEDGER_VARIABLES)
+STAGED_VARIABLE = "SKY"
+"""The one array whose time steps are written in parallel, via the staging area."""
+SMALL_TIME_VARIABLES = ("time", "BEAM_FIT_PARAMS_SKY", "time_key", "source_files", "software_version", "wcs_header")
+"""Arrays with a time dimension that the commit writes (a few KiB per time step)."""
+TIME_VARIABLES = (STAGED_VARIABLE, *SMALL_TIME_VARIABLES)
+SMALL_TIME_CHUNK = 512
 # attributes xradio copies from one file's header that are not true of every time step
 PER_FILE_SKY_ATTRS = ("obsdate", "pointing_center", "user", "description")
 
 warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+# the staging area and the commit journal live in the store's folder, beside the arrays
+warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component of a Zarr hierarchy")
 warnings.filterwarnings("ignore", message="The data type .* does not have a Zarr V3 specification")
 
 
@@ -87,51 +90,76 @@ class StoreSettings(BaseModel):
 
 @dataclass(frozen=True)
 class StoreState:
-    """What the store holds, as its consolidated metadata says (the committed state)."""
+    """The committed state of a store, as its consolidated metadata says."""
 
+    path: Path
     store_id: str
-    times: np.ndarray
-    time_keys: list[str]
-    source_files: list[str]
+    n_time: int
     frequencies_hz: np.ndarray
     polarizations: list[str]
     grid: SpatialGrid
+    settings: StoreSettings
 
-    @property
-    def n_time(self) -> int:
-        """Number of committed time steps."""
-        return len(self.times)
+    def group(self) -> zarr.Group:
+        """The store opened read-only through its consolidated metadata (committed shapes)."""
+        return zarr.open_group(str(self.path), mode="r", use_consolidated=True)
+
+    def last(self) -> tuple[str, float] | None:
+        """Key and time of the last time step (one chunk read each), or None when empty."""
+        if self.n_time == 0:
+            return None
+        group = self.group()
+        return str(group["time_key"][self.n_time - 1]), float(group["time"][self.n_time - 1])
+
+    def value(self, name: str, index: int):
+        """One value of a small per-time-step array (one chunk read)."""
+        return _plain(self.group()[name][index])
+
+    def column(self, name: str, start: int = 0) -> list:
+        """Values ``start..`` of a small per-time-step array (reads ``n_time / SMALL_TIME_CHUNK`` chunks)."""
+        if self.n_time <= start:
+            return []
+        values = self.group()[name][start : self.n_time]
+        return [v.tolist() if isinstance(v, np.ndarray) else _plain(v) for v in values]
+
+
+def _plain(value):
+    """A numpy scalar as a plain Python value (for JSON)."""
+    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
+        return value.item()
+    return value
 
 
 def store_exists(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` holds an ovro-ingest store."""
+    """True when ``path`` holds a Zarr store (format 2 or 3)."""
     root = Path(path)
     return (root / "zarr.json").is_file() or (root / ".zmetadata").is_file()
 
 
 def read_state(path: str | os.PathLike[str]) -> StoreState:
-    """Read the committed state of a store (from its consolidated metadata)."""
+    """Read the committed state of a store: shapes and identity, no per-time-step values."""
     try:
-        dataset = xr.open_zarr(path, consolidated=True, decode_times=False)
-    except Exception as error:
-        raise StoreError(
-            f"{path}: cannot open the store ({error}); run `ovro-ingest run --rebuild` to recreate it"
-        ) from error
-    with dataset:
-        attrs = dataset.attrs
+        group = zarr.open_group(str(path), mode="r", use_consolidated=True)
+        attrs = dict(group.attrs)
         if STORE_ID_ATTR not in attrs:
             raise StoreError(
                 f"{path}: not an ovro-ingest store (no {STORE_ID_ATTR} attribute); choose another store path"
             )
         return StoreState(
+            path=Path(path),
             store_id=attrs[STORE_ID_ATTR],
-            times=dataset["time"].values,
-            time_keys=[str(k) for k in dataset["time_key"].values],
-            source_files=[str(s) for s in dataset["source_files"].values],
-            frequencies_hz=dataset["frequency"].values,
-            polarizations=[str(p) for p in dataset["polarization"].values],
+            n_time=group["time"].shape[0],
+            frequencies_hz=group["frequency"][:],
+            polarizations=[str(p) for p in group["polarization"][:]],
             grid=SpatialGrid.model_validate(attrs[GRID_ATTR]),
+            settings=StoreSettings.model_validate(attrs[SETTINGS_ATTR]),
         )
+    except StoreError:
+        raise
+    except Exception as error:
+        raise StoreError(
+            f"{path}: cannot open the store ({error}); run `ovro-ingest repair {path}`, or rebuild it with --rebuild"
+        ) from error
 
 
 def store_id(path: str | os.PathLike[str]) -> str | None:
@@ -142,38 +170,29 @@ def store_id(path: str | os.PathLike[str]) -> str | None:
     return group.attrs.get(STORE_ID_ATTR)
 
 
-def source_ledger(plan: TimeStepPlan) -> str:
-    """The ledger entry of a time step: its files, fingerprints and corrections, as JSON."""
-    entries = [
-        {
-            "path": s.file.source.path,
-            "subband": s.file.source.subband,
-            "size": s.file.source.size,
-            "mtime_ns": s.file.source.mtime_ns,
-            "frequency_hz": s.frequency_hz,
-            "date_obs": s.date_obs,
-            "read_from": s.file.path,
-            "corrections": list(s.file.corrections),
-        }
-        for s in plan.subbands
-    ]
-    return json.dumps(entries, sort_keys=True)
+def frequency_grid(plans: Sequence[TimeStepPlan]) -> list[float]:
+    """The channels of a new store: every frequency of ``plans``, header jitter merged.
+
+    Frequencies closer than the channel tolerance are one channel, at the value of the
+    first time step that has it.
+    """
+    channels: list[float] = []
+    for plan in sorted(plans, key=lambda p: p.key):
+        for frequency in plan.frequencies_hz:
+            if all(abs(frequency - c) > SAME_CHANNEL_TOLERANCE_HZ for c in channels):
+                channels.append(frequency)
+    return sorted(channels)
 
 
-def ledger_fingerprints(entry: str) -> set[tuple[str, int, int]]:
-    """The (file name, size, mtime) triples of a ledger entry."""
-    return {(Path(e["path"]).name, e["size"], e["mtime_ns"]) for e in json.loads(entry)}
-
-
-def template_dataset(plan: TimeStepPlan) -> xr.Dataset:
+def template_dataset(plan: TimeStepPlan, frequencies_hz: Sequence[float]) -> xr.Dataset:
     """A one-time-step dataset with the store's variables, coordinates and attributes (lazy)."""
     sample = open_time_step(plan)
-    n_freq, n_pol = sample.sizes["frequency"], sample.sizes["polarization"]
+    n_freq, n_pol = len(frequencies_hz), sample.sizes["polarization"]
     sky_attrs = {k: v for k, v in sample["SKY"].attrs.items() if k not in PER_FILE_SKY_ATTRS}
     sky_attrs["beam_fit_params"] = "BEAM_FIT_PARAMS_SKY"
     n_l, n_m = sample.sizes["l"], sample.sizes["m"]
     text = np.array([""], dtype=object)
-    dataset = xr.Dataset(
+    return xr.Dataset(
         data_vars={
             "SKY": (
                 ("time", "frequency", "polarization", "l", "m"),
@@ -200,7 +219,7 @@ def template_dataset(plan: TimeStepPlan) -> xr.Dataset:
         },
         coords={
             "time": ("time", [plan.time_mjd], sample["time"].attrs),
-            "frequency": ("frequency", np.array(plan.frequencies_hz), sample["frequency"].attrs),
+            "frequency": ("frequency", np.array(frequencies_hz, dtype=float), sample["frequency"].attrs),
             "polarization": ("polarization", np.array(sample["polarization"].values, dtype=object)),
             "l": sample["l"].variable,
             "m": sample["m"].variable,
@@ -208,37 +227,52 @@ def template_dataset(plan: TimeStepPlan) -> xr.Dataset:
         },
         attrs=dict(sample.attrs),
     )
-    return dataset
 
 
 def encoding_for(dataset: xr.Dataset, settings: StoreSettings) -> dict:
-    """Chunking and compression of every variable with a time dimension."""
+    """Chunking, compression and chunk-key layout of every variable with a time dimension.
+
+    Chunk keys use ``/`` in both formats, so that one time step of an array is one
+    directory (``SKY/c/<t>`` in format 3, ``SKY/<t>`` in format 2) that a commit moves
+    with one rename.
+    """
+    key_encoding = {"name": "default" if settings.zarr_format == 3 else "v2", "separator": "/"}
+    encoding: dict[str, dict] = {
+        name: {"chunks": (SMALL_TIME_CHUNK, *dataset[name].shape[1:]), "chunk_key_encoding": key_encoding}
+        for name in SMALL_TIME_VARIABLES
+    }
     chunk = settings.chunk_lm
-    encoding: dict[str, dict] = {name: {"chunks": (1,)} for name in ("time", *LEDGER_VARIABLES)}
     encoding["SKY"] = {
         "chunks": (1, 1, 1, min(chunk, dataset.sizes["l"]), min(chunk, dataset.sizes["m"])),
         "dtype": "float32",
         "compressors": settings.compressors(),
+        "chunk_key_encoding": key_encoding,
     }
-    encoding["BEAM_FIT_PARAMS_SKY"] = {"chunks": (1, *dataset["BEAM_FIT_PARAMS_SKY"].shape[1:])}
     return encoding
 
 
-def create_store(path: str | os.PathLike[str], plan: TimeStepPlan, settings: StoreSettings) -> str:
-    """Create an empty store shaped after ``plan`` (its frequencies, grid and polarizations).
+def create_store(
+    path: str | os.PathLike[str], plans: Sequence[TimeStepPlan], settings: StoreSettings | None = None
+) -> str:
+    """Create an empty store for ``plans``: their channels, pixel grid and polarizations.
 
     The store is built beside ``path`` and renamed into place, so that it appears
-    complete or not at all. Returns the new store's identity.
+    complete or not at all. When a store already exists, it is kept. Returns the
+    store's identity.
     """
     target = Path(path)
+    if store_exists(target):
+        return read_state(target).store_id
     if target.exists() and not (target.is_dir() and not any(target.iterdir())):
         raise StoreError(f"{target}: exists and is not an ovro-ingest store; choose another store path or remove it")
+    settings = settings or StoreSettings()
+    first = min(plans, key=lambda p: p.key)
     identity = str(uuid.uuid4())
-    dataset = template_dataset(plan)
+    dataset = template_dataset(first, frequency_grid(plans))
     dataset.attrs.update(
         {
             STORE_ID_ATTR: identity,
-            GRID_ATTR: plan.grid.model_dump(mode="json"),
+            GRID_ATTR: first.grid.model_dump(mode="json"),
             SETTINGS_ATTR: settings.model_dump(mode="json"),
             "ovro_ingest_created_with": __version__,
         }
@@ -261,7 +295,7 @@ def create_store(path: str | os.PathLike[str], plan: TimeStepPlan, settings: Sto
         if target.exists():
             target.rmdir()
         os.rename(building, target)
-    except PermissionError as error:
+    except OSError as error:
         raise StoreError(f"{target}: cannot create the store ({error.strerror}); choose a writable location") from error
     finally:
         shutil.rmtree(building, ignore_errors=True)
@@ -280,6 +314,18 @@ def remove_store(path: str | os.PathLike[str]) -> None:
     shutil.rmtree(doomed)
 
 
+def leftovers_beside(path: str | os.PathLike[str]) -> list[Path]:
+    """Half-created or half-deleted stores that an interrupted create or rebuild left beside ``path``."""
+    target = Path(path)
+    if not target.parent.exists():
+        return []
+    return sorted(
+        p
+        for pattern in (f".{target.name}.creating-*", f".{target.name}.deleting-*")
+        for p in target.parent.glob(pattern)
+    )
+
+
 def channel_indices(state: StoreState, plan: TimeStepPlan) -> list[int]:
     """The store channel of each subband of ``plan`` (header jitter within tolerance allowed)."""
     indices = []
@@ -296,8 +342,8 @@ def channel_indices(state: StoreState, plan: TimeStepPlan) -> list[int]:
     return indices
 
 
-def check_fits_store(state: StoreState, plan: TimeStepPlan) -> None:
-    """Raise when the plan's pixel grid or polarizations differ from the store's."""
+def check_fits_store(state: StoreState, plan: TimeStepPlan) -> list[int]:
+    """Raise when ``plan`` does not fit the store (grid, polarizations, channels); else return its channels."""
     first = plan.subbands[0].file.source.path
     if plan.grid != state.grid:
         raise StoreMismatch(
@@ -308,172 +354,83 @@ def check_fits_store(state: StoreState, plan: TimeStepPlan) -> None:
         raise StoreMismatch(
             f"{first}: polarizations {list(plan.subbands[0].polarizations)} differ from the store's {state.polarizations}"
         )
+    return channel_indices(state, plan)
 
 
-def already_stored(state: StoreState, plan: TimeStepPlan) -> int | None:
-    """The index of ``plan``'s time step in the store, or None. Warns when its sources changed."""
-    if plan.key not in state.time_keys:
-        return None
-    index = state.time_keys.index(plan.key)
-    stored = ledger_fingerprints(state.source_files[index])
-    current = {(Path(f.path).name, f.size, f.mtime_ns) for f in plan.source_files}
-    if stored != current:
-        logger.warning(
-            "time step %s is already stored, but its source files changed since; kept the stored version "
-            "(rebuild the store to ingest the new files)",
-            plan.key,
-        )
-    return index
+def source_ledger(plan: TimeStepPlan) -> str:
+    """The ledger entry of a time step: its files, fingerprints and corrections, as JSON."""
+    entries = [
+        {
+            "path": s.file.source.path,
+            "subband": s.file.source.subband,
+            "size": s.file.source.size,
+            "mtime_ns": s.file.source.mtime_ns,
+            "frequency_hz": s.frequency_hz,
+            "date_obs": s.date_obs,
+            "read_from": s.file.path,
+            "corrections": list(s.file.corrections),
+        }
+        for s in plan.subbands
+    ]
+    return json.dumps(entries, sort_keys=True)
 
 
-def insertion_index(state: StoreState, plan: TimeStepPlan) -> int:
-    """Where ``plan`` goes on the time axis to keep it strictly increasing."""
-    index = int(np.searchsorted(state.times, plan.time_mjd))
-    if index < state.n_time and state.times[index] == plan.time_mjd:
-        raise StoreError(
-            f"time step {plan.key} has the same DATE-OBS as the stored time step {state.time_keys[index]} "
-            f"(MJD {plan.time_mjd:.8f}); check the file names and DATE-OBS of both"
-        )
-    if index < state.n_time:
-        logger.warning("time step %s is earlier than the store's last one: inserted at position %d", plan.key, index)
-    return index
+def ledger_fingerprints(entry: str) -> set[tuple[str, int, int]]:
+    """The (file name, size, mtime) triples of a ledger entry."""
+    return {(Path(e["path"]).name, e["size"], e["mtime_ns"]) for e in json.loads(entry)}
 
 
-def time_chunk_paths(array_dir: Path, zarr_format: int, index: int) -> list[Path]:
-    """The files or folders that hold time index ``index`` of an array (time is the first dimension).
-
-    Format 3 stores chunk ``(t, ...)`` under ``c/t/...``; format 2 under ``t.…`` (dot separator).
-    """
-    if zarr_format == 3:
-        path = array_dir / "c" / str(index)
-        return [path] if path.exists() else []
-    return sorted(p for p in array_dir.glob(f"{index}*") if p.name == str(index) or p.name.startswith(f"{index}."))
+def plan_fingerprints(plan: TimeStepPlan) -> set[tuple[str, int, int]]:
+    """The (file name, size, mtime) triples of a plan's source files, as the ledger records them."""
+    return {(Path(f.path).name, f.size, f.mtime_ns) for f in plan.source_files}
 
 
-def remove_time_chunks(array_dir: Path, zarr_format: int, index: int) -> None:
-    """Delete every chunk at time index ``index`` of an array."""
-    for path in time_chunk_paths(array_dir, zarr_format, index):
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-
-
-def shift_time_chunks(array_dir: Path, zarr_format: int, start: int, stop: int) -> None:
-    """Move the chunks of time indices ``start..stop-1`` one index up (renames, no rewrite).
-
-    Indices are moved from the top down, so every rename goes to a free name.
-    """
-    for index in range(stop - 1, start - 1, -1):
-        for path in time_chunk_paths(array_dir, zarr_format, index):
-            if zarr_format == 3:
-                path.rename(path.with_name(str(index + 1)))
-            else:
-                rest = path.name[len(str(index)) :]
-                path.rename(path.with_name(f"{index + 1}{rest}"))
-
-
-def write_time_step(group: zarr.Group, index: int, plan: TimeStepPlan, channels: list[int]) -> int:
-    """Write the pixels, beams, time and ledger of ``plan`` at ``index``; return pixel bytes written."""
-    sky = group["SKY"]
-    n_freq = sky.shape[1]
-    dataset = open_time_step(plan)
-    written = 0
-    missing = sorted(set(range(n_freq)) - set(channels))
-    for position, channel in enumerate(channels):
-        pixels = dataset["SKY"].data[0, position].compute(scheduler="synchronous")
-        sky[index, channel] = pixels
-        written += pixels.nbytes
-    for channel in missing:  # NaN is the fill value: this clears chunks left by an interrupted attempt
-        sky[index, channel] = np.full(sky.shape[2:], np.nan, dtype=np.float32)
-    beams = np.full(group["BEAM_FIT_PARAMS_SKY"].shape[1:], np.nan)
+def small_values(plan: TimeStepPlan, state: StoreState, channels: list[int]) -> dict[str, object]:
+    """The values of the small per-time-step arrays for ``plan`` (JSON-able)."""
+    beams = np.full((len(state.frequencies_hz), len(state.polarizations), 3), np.nan)
     for subband, channel in zip(plan.subbands, channels, strict=True):
         if subband.beam_rad is not None:
             beams[channel, :, :] = subband.beam_rad
-    group["BEAM_FIT_PARAMS_SKY"][index] = beams
-    group["time"][index] = plan.time_mjd
-    group["time_key"][index] = plan.key
-    group["source_files"][index] = source_ledger(plan)
-    group["software_version"][index] = __version__
-    group["wcs_header"][index] = plan.subbands[0].celestial_wcs
-    return written
+    return {
+        "time": plan.time_mjd,
+        "BEAM_FIT_PARAMS_SKY": beams.tolist(),
+        "time_key": plan.key,
+        "source_files": source_ledger(plan),
+        "software_version": __version__,
+        "wcs_header": plan.subbands[0].celestial_wcs,
+    }
 
 
-def append_time_step(
-    path: str | os.PathLike[str], plan: TimeStepPlan, settings: StoreSettings | None = None
-) -> AppendReceipt:
-    """Append one time step to the store, creating the store on first use.
+Placement = tuple[int, Literal["append", "insert", "stored"]]
 
-    Parameters
-    ----------
-    path : path
-        The Zarr store (a directory).
-    plan : TimeStepPlan
-        The time step, as ``combine_frequencies`` made it.
-    settings : StoreSettings, optional
-        Layout of a store to be created; an existing store keeps its own.
 
-    Returns
-    -------
-    AppendReceipt
-        Where the time step went, or that the store already held it.
+def placement(state: StoreState, key: str, time_mjd: float) -> Placement:
+    """Where the time step ``key`` observed at ``time_mjd`` goes on the time axis: appended, inserted at an index, or already stored there.
+
+    The common case (later than the last time step) reads one chunk; only a time
+    step at or before the last one reads the time and key columns.
 
     Raises
     ------
-    StoreMismatch
-        The time step does not fit the store (grid, polarizations, frequencies).
     StoreError
-        The store cannot be written, or another stored time step has the same time.
-
-    Notes
-    -----
-    A time step earlier than the store's last one is inserted in time order: the
-    chunks of the later time steps are renamed one index up (no pixel is rewritten).
+        The plan's time or key would break the order of the store, or another
+        stored time step has the same DATE-OBS.
     """
-    started = time.perf_counter()
-    if not store_exists(path):
-        create_store(path, plan, settings or StoreSettings())
-    state = read_state(path)
-    index = already_stored(state, plan)
-    if index is not None:
-        return AppendReceipt(
-            key=plan.key,
-            time_mjd=plan.time_mjd,
-            store_id=state.store_id,
-            index=index,
-            status="already stored",
-            n_subbands=len(plan.subbands),
-            bytes_written=0,
-            seconds=time.perf_counter() - started,
+    last = state.last()
+    if last is None or (key > last[0] and time_mjd > last[1]):
+        return state.n_time, "append"
+    keys, times = state.column("time_key"), np.asarray(state.column("time"))
+    if key in keys:
+        return keys.index(key), "stored"
+    by_time, by_key = int(np.searchsorted(times, time_mjd)), int(np.searchsorted(keys, key))
+    if by_time < state.n_time and times[by_time] == time_mjd:
+        raise StoreError(
+            f"time step {key} has the same DATE-OBS as the stored time step {keys[by_time]} "
+            f"(MJD {time_mjd:.8f}); check the file names and DATE-OBS of both"
         )
-    check_fits_store(state, plan)
-    channels = channel_indices(state, plan)
-    index = insertion_index(state, plan)
-    missing = sorted(set(range(len(state.frequencies_hz))) - set(channels))
-    if missing:
-        logger.warning(
-            "time step %s lacks %d subband(s) (%s MHz); they are stored as NaN",
-            plan.key,
-            len(missing),
-            ", ".join(f"{state.frequencies_hz[c] / 1e6:.3f}" for c in missing),
+    if by_time != by_key:
+        raise StoreError(
+            f"time step {key}: its DATE-OBS (MJD {time_mjd:.8f}) and its file-name time stamp disagree "
+            "about its place among the stored time steps; check the DATE-OBS of its files"
         )
-    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
-    settings = StoreSettings.model_validate(group.attrs[SETTINGS_ATTR])
-    for name in TIME_VARIABLES:
-        group[name].resize((state.n_time + 1, *group[name].shape[1:]))
-        remove_time_chunks(Path(path) / name, settings.zarr_format, state.n_time)  # debris of an interrupted append
-        if index < state.n_time:
-            shift_time_chunks(Path(path) / name, settings.zarr_format, index, state.n_time)
-    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)  # re-read the grown shapes
-    written = write_time_step(group, index, plan, channels)
-    zarr.consolidate_metadata(str(path))  # the commit: one atomic file replacement
-    return AppendReceipt(
-        key=plan.key,
-        time_mjd=plan.time_mjd,
-        store_id=state.store_id,
-        index=index,
-        status="written",
-        n_subbands=len(plan.subbands),
-        bytes_written=written,
-        seconds=time.perf_counter() - started,
-    )
+    return by_time, "insert"

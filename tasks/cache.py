@@ -1,8 +1,15 @@
 """Cache policies of the pipeline's tasks: each key says exactly what the cached result depends on.
 
 A cached result is reused only while everything it was derived from is unchanged:
-the task's inputs (which carry file fingerprints), the software version, and,
-where the result speaks of files or of the store, those files and that store.
+the task's inputs (which carry file fingerprints), its source code, the software
+version, and, where the result speaks of files or of the store, those files and
+that store.
+
+A key is computed before the task runs. A task that creates a file must therefore
+have no key (no cache) while that file is missing: a key meaning "missing" would
+be stored with a result that claims the file, and would come back once the file is
+deleted. Prefect's compound policies skip a part that returns no key, so these
+policies are whole policies, not parts to add together.
 """
 
 from __future__ import annotations
@@ -16,71 +23,94 @@ from prefect.context import TaskRunContext
 from prefect.utilities.hashing import hash_objects
 
 from ovro_ingest import __version__
+from ovro_ingest.commit import staging_path
 from ovro_ingest.discover import listing_fingerprint
-from ovro_ingest.headers import fixed_copy_path
+from ovro_ingest.headers import planned_fixed_copy
 from ovro_ingest.store import store_id
 
 
 @dataclass
-class SoftwareVersion(CachePolicy):
-    """Keys on the ovro-ingest version, so that an upgrade recomputes."""
+class InputsAndState(CachePolicy):
+    """Keys on the inputs, the task's source, the software version and :meth:`state` (no key when it is None)."""
+
+    def state(self, inputs: dict[str, Any]) -> object | None:
+        """What the result depends on beyond the inputs; None when the result cannot be reused."""
+        return ""
 
     def compute_key(
         self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
     ) -> str | None:
-        return __version__
+        state = self.state(inputs)
+        if state is None:
+            return None
+        return hash_objects(
+            INPUTS.compute_key(task_ctx, inputs, flow_parameters, **kwargs),
+            TASK_SOURCE.compute_key(task_ctx, inputs, flow_parameters, **kwargs),
+            __version__,
+            state,
+        )
 
 
 @dataclass
-class InputListing(CachePolicy):
-    """Keys on the names, sizes and mtimes of the FITS files under ``inputs['input_dir']``."""
+class InputListing(InputsAndState):
+    """The FITS files under ``input_dir`` (names, sizes, mtimes).
 
-    def compute_key(
-        self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
-    ) -> str | None:
+    The manifest file a cached result names may have been deleted since: the flow
+    then runs ``discover`` again with ``refresh_cache`` (see ``flows.ingest.time_steps_of``).
+    """
+
+    def state(self, inputs: dict[str, Any]) -> object | None:
         exclude = tuple(Path(p) for p in inputs.get("exclude") or ())
         return listing_fingerprint(inputs["input_dir"], exclude)
 
 
 @dataclass
-class FixedCopies(CachePolicy):
-    """Keys on the fixed copies a time step may use (present or not, and their mtimes).
+class FixedCopies(InputsAndState):
+    """The fixed copies the time step needs (their mtimes); no key while one is missing."""
 
-    A deleted or rewritten fixed copy therefore never comes back from the cache.
-    """
-
-    def compute_key(
-        self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
-    ) -> str | None:
+    def state(self, inputs: dict[str, Any]) -> object | None:
         if not inputs.get("fixed_dir"):
             return "no-fixed-dir"
         states = []
         for source in inputs["step"].files:
-            copy = fixed_copy_path(source, Path(inputs["fixed_dir"]))
-            states.append(copy.stat().st_mtime_ns if copy.exists() else None)
-        return hash_objects(states)
+            copy = planned_fixed_copy(source, inputs["fixed_dir"])
+            if copy is not None and not copy.exists():
+                return None
+            states.append(copy.stat().st_mtime_ns if copy is not None else None)
+        return states
 
 
 @dataclass
-class InputsInStore(CachePolicy):
-    """Keys on the inputs and on the identity of the store in ``inputs['store']``.
+class StagedInStore(InputsAndState):
+    """The store's identity and the staged copy of the time step; no key while either is missing.
 
-    No store, no key (and no cache): a deleted or rebuilt store (new identity) is
-    never reported as holding a time step from the cache.
+    A staged time step is consumed by its commit, so a cached staging is reused
+    only while it is still there (a run interrupted between staging and commit).
     """
 
-    def compute_key(
-        self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
-    ) -> str | None:
+    def state(self, inputs: dict[str, Any]) -> object | None:
         identity = store_id(inputs["store"])
-        if identity is None:
+        staged = staging_path(inputs["store"], inputs["plan"])
+        if identity is None or not staged.exists():
             return None
-        inputs_key = INPUTS.compute_key(task_ctx, inputs, flow_parameters, **kwargs)
-        return hash_objects(identity, inputs_key, __version__)
+        return [identity, staged.stat().st_mtime_ns]
 
 
-DISCOVERY = INPUTS + InputListing() + SoftwareVersion() + TASK_SOURCE
-FIXING = INPUTS + FixedCopies() + SoftwareVersion() + TASK_SOURCE
-PURE = INPUTS + SoftwareVersion() + TASK_SOURCE
+@dataclass
+class InputsInStore(InputsAndState):
+    """The identity of the store in ``inputs['store']``; no store, no key.
+
+    A deleted or rebuilt store (new identity) is never reported as holding a time
+    step from the cache.
+    """
+
+    def state(self, inputs: dict[str, Any]) -> object | None:
+        return store_id(inputs["store"])
+
+
+DISCOVERY = InputListing()
+FIXING = FixedCopies()
+PURE = InputsAndState()
 """For steps whose result depends only on their inputs (which carry file fingerprints)."""
+STAGING = StagedInStore()
 STORE_WRITE = InputsInStore()

@@ -1,4 +1,4 @@
-"""Task: discover the time steps of an input directory."""
+"""Task: discover the time steps of an input directory and list them in a manifest file."""
 
 from __future__ import annotations
 
@@ -6,22 +6,23 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from ovro_ingest.discover import discover_time_steps
-from ovro_ingest.models import TimeStepFiles
+from ovro_ingest.discover import discover_time_steps, listing_fingerprint, write_manifest
+from ovro_ingest.models import Manifest
 from tasks.cache import DISCOVERY
 
 
 @task(name="discover", task_run_name="discover", cache_policy=DISCOVERY, persist_result=True)
-def discover(input_dir: str, exclude: tuple[str, ...] = ()) -> list[TimeStepFiles]:
-    """Group the FITS files under ``input_dir`` into time steps (files of other names are skipped)."""
-    found = discover_time_steps(input_dir, exclude=tuple(Path(p) for p in exclude))
+def discover(input_dir: str, manifest_dir: str, exclude: tuple[str, ...] = ()) -> Manifest:
+    """Group the FITS files under ``input_dir`` into time steps, listed in a manifest in ``manifest_dir``."""
+    excluded = tuple(Path(p) for p in exclude)
+    fingerprint = listing_fingerprint(input_dir, excluded)
+    manifest = write_manifest(discover_time_steps(input_dir, exclude=excluded), manifest_dir, fingerprint)
     logger = get_run_logger()
-    n_files = sum(len(step.files) for step in found.time_steps)
-    logger.info("found %d time steps (%d files) in %s", len(found.time_steps), n_files, input_dir)
-    if found.skipped:
+    logger.info("found %d time steps (%d files) in %s", manifest.n_time_steps, manifest.n_files, input_dir)
+    if manifest.n_skipped:
         logger.warning(
-            "skipped %d file(s) whose names follow neither OVRO-LWA convention: %s",
-            len(found.skipped),
-            ", ".join(Path(p).name for p in found.skipped),
+            "skipped %d file(s) whose names follow neither OVRO-LWA convention, e.g. %s",
+            manifest.n_skipped,
+            ", ".join(manifest.skipped_examples),
         )
-    return found.time_steps
+    return manifest

@@ -1,0 +1,362 @@
+"""Step 5, append to Zarr: write a time step in parallel (staging), then commit it in order.
+
+Two phases, so that the time steps of a run are written concurrently while the
+store only ever changes by whole, committed time steps:
+
+1. :func:`write_time_step` (parallel, heavy): writes the pixels of one time step
+   into ``<store>/.staging/<key>-<hash>/``, a one-time-step copy of the ``SKY``
+   array with the store's own chunking and codecs, plus the time step's small
+   values (time, beams, ledger). The staging directory appears by a rename, so it
+   is complete or absent.
+2. :func:`commit_time_step` (in time order, light): moves the staged ``SKY`` chunks
+   into place (one directory rename per array), writes the small values, and
+   rewrites the consolidated metadata, the commit point. Its cost does not depend on
+   how many time steps the store holds.
+
+Every commit first writes a journal (``<store>/.ovro-ingest-journal.json``) naming
+each move it will make; the moves are idempotent, so a commit interrupted at any
+point (SIGKILL, power cut after the journal is on disk) is rolled forward by
+:func:`recover`, which every commit, every run and ``ovro-ingest repair`` call
+first. Readers that open the store through its consolidated metadata see only
+committed time steps: an append never changes committed chunks. An insertion before
+the last time step (a backfill) or a replacement moves committed chunks, so while
+it runs, a reader may see the moved range inconsistent (see the README).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from ovro_ingest.combine import open_time_step
+from ovro_ingest.errors import StoreError
+from ovro_ingest.models import AppendReceipt, StagedTimeStep, TimeStepPlan
+from ovro_ingest.store import (
+    SMALL_TIME_VARIABLES,
+    STAGED_VARIABLE,
+    TIME_VARIABLES,
+    StoreSettings,
+    StoreState,
+    check_fits_store,
+    create_store,
+    ledger_fingerprints,
+    placement,
+    plan_fingerprints,
+    read_state,
+    small_values,
+    store_exists,
+)
+
+logger = logging.getLogger(__name__)
+
+STAGING_DIR = ".staging"
+JOURNAL_FILE = ".ovro-ingest-journal.json"
+VALUES_FILE = "values.json"
+
+
+# ---------------------------------------------------------------- paths
+
+
+def staging_root(store: str | os.PathLike[str]) -> Path:
+    """The staging area of a store."""
+    return Path(store) / STAGING_DIR
+
+
+def staging_path(store: str | os.PathLike[str], plan: TimeStepPlan) -> Path:
+    """The staging directory of ``plan``: named after its key and the fingerprint of its inputs."""
+    return staging_root(store) / f"{plan.key}-{plan.fingerprint()[:12]}"
+
+
+def unit_path(root: Path, zarr_format: int, index: int) -> Path:
+    """The directory (or file) holding time index ``index`` of the array at ``root``.
+
+    Chunk keys use ``/``: format 3 keeps chunk ``(t, ...)`` under ``c/t/...``,
+    format 2 under ``t/...``.
+    """
+    return root / "c" / str(index) if zarr_format == 3 else root / str(index)
+
+
+def metadata_file(zarr_format: int) -> str:
+    """The name of an array's metadata document."""
+    return "zarr.json" if zarr_format == 3 else ".zarray"
+
+
+def journal_path(store: str | os.PathLike[str]) -> Path:
+    """The commit journal of a store (present only while a commit is under way)."""
+    return Path(store) / JOURNAL_FILE
+
+
+def write_json_atomically(path: Path, payload: object) -> None:
+    """Replace ``path`` with ``payload`` as JSON in one rename (readers see old or new, never half)."""
+    partial = path.with_name(f"{path.name}.partial-{uuid.uuid4().hex[:8]}")
+    partial.write_text(json.dumps(payload))
+    os.replace(partial, path)
+
+
+def move_if_present(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target`` unless it was moved already (a replayed journal)."""
+    if source.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(source, target)
+
+
+# ---------------------------------------------------------------- phase 1: staging
+
+
+def write_time_step(store: str | os.PathLike[str], plan: TimeStepPlan, replace: bool = False) -> StagedTimeStep:
+    """Write ``plan``'s pixels into the store's staging area (parallel-safe; the store is unchanged).
+
+    Parameters
+    ----------
+    store : path
+        An existing store (see :func:`ovro_ingest.store.create_store`).
+    plan : TimeStepPlan
+        The time step, as ``combine_frequencies`` made it.
+    replace : bool
+        Stage the time step even when the store holds it with other source files.
+
+    Returns
+    -------
+    StagedTimeStep
+        Where the staged time step is, or that the store already holds it.
+
+    Raises
+    ------
+    StoreMismatch
+        The time step does not fit the store (grid, polarizations, frequencies).
+    """
+    started = time.perf_counter()
+    state = read_state(store)
+    index, where = placement(state, plan.key, plan.time_mjd)
+    status = "staged"
+    if where == "stored":
+        if not replace or ledger_fingerprints(state.value("source_files", index)) == plan_fingerprints(plan):
+            warn_if_sources_changed(state, plan, index)
+            return StagedTimeStep(
+                key=plan.key,
+                time_mjd=plan.time_mjd,
+                store_id=state.store_id,
+                status="already stored",
+                index=index,
+                n_subbands=len(plan.subbands),
+                seconds=time.perf_counter() - started,
+            )
+        status = "staged to replace"
+    channels = check_fits_store(state, plan)
+    target = staging_path(store, plan)
+    written = 0
+    if not target.exists():  # a complete staging of these very inputs is reused
+        written = stage_pixels(state, plan, channels, target)
+    return StagedTimeStep(
+        key=plan.key,
+        time_mjd=plan.time_mjd,
+        store_id=state.store_id,
+        status=status,
+        path=str(target),
+        n_subbands=len(plan.subbands),
+        bytes_written=written,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def warn_if_sources_changed(state: StoreState, plan: TimeStepPlan, index: int) -> None:
+    """Warn when a stored time step's source files differ from ``plan``'s (the stored one is kept)."""
+    if ledger_fingerprints(state.value("source_files", index)) != plan_fingerprints(plan):
+        logger.warning(
+            "time step %s is already stored, but its source files changed since; kept the stored version "
+            "(pass --replace to store the new files instead)",
+            plan.key,
+        )
+
+
+def stage_pixels(state: StoreState, plan: TimeStepPlan, channels: list[int], target: Path) -> int:
+    """Write the staging directory ``target`` for ``plan``; return the pixel bytes written."""
+    fmt = state.settings.zarr_format
+    partial = target.with_name(f"{target.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        sky_metadata = json.loads((state.path / STAGED_VARIABLE / metadata_file(fmt)).read_text())
+        sky_metadata["shape"][0] = 1
+        (partial / STAGED_VARIABLE).mkdir(parents=True)
+        (partial / STAGED_VARIABLE / metadata_file(fmt)).write_text(json.dumps(sky_metadata))
+        # every chunk is written, even an all-NaN one, so that `validate` can check each ledger entry has its pixels
+        sky = zarr.open_array(
+            str(partial / STAGED_VARIABLE), mode="r+", zarr_format=fmt, config={"write_empty_chunks": True}
+        )
+        dataset = open_time_step(plan)
+        written = 0
+        for position, channel in enumerate(channels):
+            pixels = dataset["SKY"].data[0, position].compute(scheduler="synchronous")
+            sky[0, channel] = pixels
+            written += pixels.nbytes
+        (partial / VALUES_FILE).write_text(json.dumps(small_values(plan, state, channels)))
+        try:
+            os.rename(partial, target)
+        except OSError:  # staged meanwhile by another attempt at the same inputs: keep that one
+            if not target.exists():
+                raise
+        return written
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- phase 2: commit
+
+
+def commit_time_step(store: str | os.PathLike[str], staged: StagedTimeStep) -> AppendReceipt:
+    """Make a staged time step part of the store, in time order (callers hold the writer lock).
+
+    Returns
+    -------
+    AppendReceipt
+        The time step's index, or that the store already held it.
+
+    Raises
+    ------
+    StoreError
+        The staging belongs to another store or is gone, or the time step's place
+        on the time axis is ambiguous.
+    """
+    started = time.perf_counter()
+    recover(store)
+    state = read_state(store)
+
+    def receipt(status: str, index: int) -> AppendReceipt:
+        return AppendReceipt(
+            key=staged.key,
+            time_mjd=staged.time_mjd,
+            store_id=state.store_id,
+            index=index,
+            status=status,
+            n_subbands=staged.n_subbands,
+            bytes_written=staged.bytes_written,
+            seconds=staged.seconds + time.perf_counter() - started,
+        )
+
+    if state.store_id != staged.store_id:
+        raise StoreError(f"time step {staged.key} was staged for another store than {store}; run the ingest again")
+    if staged.path is None:
+        return receipt("already stored", staged.index if staged.index is not None else -1)
+    staging = Path(staged.path)
+    if not staging.exists():
+        raise StoreError(f"{staging}: the staged time step {staged.key} is gone; run the ingest again")
+    values = json.loads((staging / VALUES_FILE).read_text())
+    index, where = placement(state, staged.key, staged.time_mjd)
+    if where == "stored" and staged.status != "staged to replace":
+        shutil.rmtree(staging, ignore_errors=True)
+        return receipt("already stored", index)
+    journal = {
+        "key": staged.key,
+        "staging": str(staging),
+        "index": index,
+        "n_before": state.n_time,
+        "mode": "replace" if where == "stored" else "insert",
+        "phase": "prepared",
+        "values": {name: [values[name]] for name in SMALL_TIME_VARIABLES},
+    }
+    if where == "insert":
+        logger.warning("time step %s is earlier than the store's last one: inserted at position %d", staged.key, index)
+        for name in SMALL_TIME_VARIABLES:
+            journal["values"][name] += state.column(name, index)
+    write_json_atomically(journal_path(store), journal)
+    apply_journal(store, journal)
+    return receipt("replaced" if journal["mode"] == "replace" else "written", index)
+
+
+def apply_journal(store: str | os.PathLike[str], journal: dict) -> None:
+    """Carry out (or finish) the commit a journal describes; every step may be repeated safely.
+
+    Phases: ``prepared`` -> move the chunks the commit displaces onto a shelf in the
+    staging directory; ``shelved`` -> put them back one index up (insert) and the
+    staged chunks in place; ``placed`` -> grow the arrays, write the small values and
+    rewrite the consolidated metadata (the commit), then forget the journal.
+    """
+    root = Path(store)
+    state = read_state(store)
+    fmt = state.settings.zarr_format
+    index, n_before, insert = journal["index"], journal["n_before"], journal["mode"] == "insert"
+    staging = Path(journal["staging"])
+    sky = root / STAGED_VARIABLE
+    shelf = staging / "shelf"
+    moved = range(index, n_before) if insert else range(index, index + 1)
+    if journal["phase"] == "prepared":
+        for k in moved:
+            move_if_present(unit_path(sky, fmt, k), shelf / str(k))
+        journal["phase"] = "shelved"
+        write_json_atomically(journal_path(store), journal)
+    if journal["phase"] == "shelved":
+        if insert:
+            for k in reversed(moved):
+                move_if_present(shelf / str(k), unit_path(sky, fmt, k + 1))
+        move_if_present(unit_path(staging / STAGED_VARIABLE, fmt, 0), unit_path(sky, fmt, index))
+        journal["phase"] = "placed"
+        write_json_atomically(journal_path(store), journal)
+    n_after = n_before + 1 if insert else n_before
+    group = zarr.open_group(str(root), mode="r+", use_consolidated=False)
+    for name in TIME_VARIABLES:
+        if group[name].shape[0] != n_after:
+            group[name].resize((n_after, *group[name].shape[1:]))
+    for name, values in journal["values"].items():
+        array = group[name]
+        array[index : index + len(values)] = np.array(values, dtype=object if array.dtype.kind in "OTU" else float)
+    zarr.consolidate_metadata(str(root))  # the commit: one atomic file replacement
+    journal_path(store).unlink(missing_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def recover(store: str | os.PathLike[str]) -> bool:
+    """Finish a commit that was interrupted (callers hold the writer lock). True when there was one."""
+    path = journal_path(store)
+    if not path.exists():
+        return False
+    journal = json.loads(path.read_text())
+    logger.warning("finishing the interrupted commit of time step %s", journal["key"])
+    apply_journal(store, journal)
+    return True
+
+
+def clear_staging(store: str | os.PathLike[str], keep_complete: bool = True) -> list[Path]:
+    """Remove staging left by interrupted runs (callers hold the writer lock); return what was removed.
+
+    Complete stagings are kept by default: the next attempt at the same inputs reuses them.
+    """
+    root = staging_root(store)
+    if not root.exists():
+        return []
+    doomed = [p for p in root.iterdir() if not keep_complete or ".partial-" in p.name]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    if not any(root.iterdir()):
+        root.rmdir()
+    return doomed
+
+
+# ---------------------------------------------------------------- both phases
+
+
+def append_time_step(
+    store: str | os.PathLike[str], plan: TimeStepPlan, settings: StoreSettings | None = None, replace: bool = False
+) -> AppendReceipt:
+    """Stage and commit one time step, creating the store on first use (callers hold the writer lock).
+
+    Parameters
+    ----------
+    store : path
+        The Zarr store (a directory).
+    plan : TimeStepPlan
+        The time step, as ``combine_frequencies`` made it.
+    settings : StoreSettings, optional
+        Layout of a store to be created; an existing store keeps its own.
+    replace : bool
+        Replace a stored time step of the same key whose source files changed.
+    """
+    if not store_exists(store):
+        create_store(store, [plan], settings)
+    return commit_time_step(store, write_time_step(store, plan, replace))

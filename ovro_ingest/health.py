@@ -1,0 +1,179 @@
+"""Inspect and heal a store: ``validate`` checks it, ``repair`` rolls back what no commit finished.
+
+A healthy store: its consolidated metadata opens and is current (every array's own
+metadata agrees with it), every per-time-step array has one entry per committed time
+step, time and time keys strictly increase, each ledger entry names files whose
+channels hold pixels, and nothing uncommitted lies in it (no journal, no chunks
+beyond the last committed time step).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.core.sync import sync
+
+from ovro_ingest.commit import journal_path, recover, staging_root, unit_path
+from ovro_ingest.errors import StoreError
+from ovro_ingest.lock import writer_lock
+from ovro_ingest.store import (
+    SAME_CHANNEL_TOLERANCE_HZ,
+    STAGED_VARIABLE,
+    TIME_VARIABLES,
+    StoreState,
+    leftovers_beside,
+    read_state,
+    store_exists,
+)
+
+
+@dataclass
+class HealthReport:
+    """What ``validate`` found, or what ``repair`` did."""
+
+    store: str
+    n_time: int = 0
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+
+def validate_store(path: str | os.PathLike[str]) -> HealthReport:
+    """Check a store without changing it; see the module docstring for what is checked."""
+    report = HealthReport(store=str(path))
+    if not store_exists(path):
+        report.problems.append(f"{path}: no Zarr store here")
+        return report
+    try:
+        state = read_state(path)
+    except StoreError as error:
+        report.problems.append(str(error))
+        return report
+    report.n_time = state.n_time
+    if journal_path(path).exists():
+        report.problems.append("an interrupted commit left its journal; `ovro-ingest repair` finishes it")
+    check_metadata_is_current(state, report)
+    check_time_axis(state, report)
+    check_ledger_has_pixels(state, report)
+    check_nothing_uncommitted(state, report)
+    staged = list(staging_root(path).iterdir()) if staging_root(path).exists() else []
+    if staged:
+        report.notes.append(
+            f"{len(staged)} staged time step(s) not committed (an ingest is running, or was interrupted; "
+            "the next run or `ovro-ingest repair` clears them)"
+        )
+    return report
+
+
+def check_metadata_is_current(state: StoreState, report: HealthReport) -> None:
+    """Each array's own metadata must agree with the consolidated metadata (the commit record)."""
+    consolidated = state.group()
+    actual = zarr.open_group(str(state.path), mode="r", use_consolidated=False)
+    names = {name for name, _ in actual.arrays()}
+    if names != {name for name, _ in consolidated.arrays()}:
+        report.problems.append("the consolidated metadata does not list the store's arrays; `ovro-ingest repair`")
+        return
+    for name in sorted(names):
+        if actual[name].shape != consolidated[name].shape:
+            report.problems.append(
+                f"{name}: shape {actual[name].shape} differs from the committed {consolidated[name].shape} "
+                "(an uncommitted append); `ovro-ingest repair` rolls it back"
+            )
+    for name in TIME_VARIABLES:
+        if consolidated[name].shape[0] != state.n_time:
+            report.problems.append(f"{name}: {consolidated[name].shape[0]} time steps, `time` has {state.n_time}")
+
+
+def check_time_axis(state: StoreState, report: HealthReport) -> None:
+    """Time and time keys strictly increase; every time step has a version and a ledger entry."""
+    times, keys = np.asarray(state.column("time")), state.column("time_key")
+    if np.any(~np.isfinite(times)) or np.any(np.diff(times) <= 0):
+        report.problems.append("time is not strictly increasing (or has missing values)")
+    if any(a >= b for a, b in itertools.pairwise(keys)) or any(not k for k in keys):
+        report.problems.append("time_key is not strictly increasing (duplicate or missing time steps)")
+    if any(not v for v in state.column("software_version")):
+        report.problems.append("software_version is missing for some time steps")
+
+
+def check_ledger_has_pixels(state: StoreState, report: HealthReport) -> None:
+    """Each ledger entry parses, its frequencies are channels of the store, and those channels hold pixels."""
+    fmt = state.settings.zarr_format
+    for index, (key, entry) in enumerate(zip(state.column("time_key"), state.column("source_files"), strict=True)):
+        try:
+            files = json.loads(entry)
+        except ValueError:
+            report.problems.append(f"time step {key}: its source_files ledger entry is not JSON")
+            continue
+        unit = unit_path(state.path / STAGED_VARIABLE, fmt, index)
+        for item in files:
+            offsets = np.abs(state.frequencies_hz - item["frequency_hz"])
+            channel = int(np.argmin(offsets))
+            if offsets[channel] > SAME_CHANNEL_TOLERANCE_HZ:
+                report.problems.append(f"time step {key}: {item['path']} is not on the store's frequency grid")
+            elif not (unit / str(channel)).exists():
+                report.problems.append(f"time step {key}: no pixels for {Path(item['path']).name} (channel {channel})")
+
+
+def check_nothing_uncommitted(state: StoreState, report: HealthReport) -> None:
+    """No ``SKY`` chunks at or beyond the committed length."""
+    sky = state.path / STAGED_VARIABLE
+    stray = uncommitted_units(sky, state.settings.zarr_format, state.n_time)
+    if stray:
+        report.problems.append(
+            f"SKY holds chunks of {len(stray)} uncommitted time index(es) ({', '.join(p.name for p in stray[:5])}); "
+            "`ovro-ingest repair` removes them"
+        )
+
+
+def uncommitted_units(array: Path, zarr_format: int, n_time: int) -> list[Path]:
+    """The time-step directories of ``array`` at indices ``>= n_time``."""
+    folder = array / "c" if zarr_format == 3 else array
+    if not folder.exists():
+        return []
+    return sorted(p for p in folder.iterdir() if p.name.isdigit() and int(p.name) >= n_time)
+
+
+def repair_store(path: str | os.PathLike[str], wait_seconds: float = 0.0) -> HealthReport:
+    """Bring a store back to its last committed state, then validate it.
+
+    Finishes an interrupted commit (its journal), removes chunks beyond the committed
+    length, shrinks arrays an uncommitted append grew, clears the staging area and
+    the leftovers of an interrupted create or rebuild beside the store. Holds the
+    writer lock, so it never races a running ingest.
+    """
+    actions: list[str] = []
+    with writer_lock(path, who="ovro-ingest repair", wait_seconds=wait_seconds):
+        for leftover in leftovers_beside(path):
+            shutil.rmtree(leftover, ignore_errors=True)
+            actions.append(f"removed {leftover.name}")
+        if store_exists(path):
+            if recover(path):
+                actions.append("finished an interrupted commit")
+            state = read_state(path)
+            actual = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+            for name in TIME_VARIABLES:
+                if actual[name].shape[0] != state.n_time:
+                    # zarr would list every chunk of the array to delete the cut ones; the loop below does it cheaply
+                    sync(actual[name]._async_array.resize((state.n_time, *actual[name].shape[1:]), False))
+                    actions.append(f"{name}: rolled back to {state.n_time} time steps")
+            for unit in uncommitted_units(Path(path) / STAGED_VARIABLE, state.settings.zarr_format, state.n_time):
+                shutil.rmtree(unit)
+                actions.append(f"removed uncommitted SKY chunks at time index {unit.name}")
+            if staging_root(path).exists():
+                shutil.rmtree(staging_root(path))
+                actions.append("cleared the staging area")
+            zarr.consolidate_metadata(str(path))
+    report = validate_store(path)
+    report.notes = actions + report.notes
+    return report
