@@ -38,6 +38,7 @@ import zarr
 
 from ovro_ingest.combine import open_time_step
 from ovro_ingest.errors import StoreError
+from ovro_ingest.failpoints import failpoint
 from ovro_ingest.models import AppendReceipt, StagedTimeStep, TimeStepPlan
 from ovro_ingest.store import (
     SMALL_TIME_VARIABLES,
@@ -197,6 +198,7 @@ def stage_pixels(state: StoreState, plan: TimeStepPlan, channels: list[int], tar
             sky[0, channel] = pixels
             written += pixels.nbytes
         (partial / VALUES_FILE).write_text(json.dumps(small_values(plan, state, channels)))
+        failpoint("stage:written")
         try:
             os.rename(partial, target)
         except OSError:  # staged meanwhile by another attempt at the same inputs: keep that one
@@ -266,6 +268,7 @@ def commit_time_step(store: str | os.PathLike[str], staged: StagedTimeStep) -> A
         for name in SMALL_TIME_VARIABLES:
             journal["values"][name] += state.column(name, index)
     write_json_atomically(journal_path(store), journal)
+    failpoint("commit:journaled")
     apply_journal(store, journal)
     return receipt("replaced" if journal["mode"] == "replace" else "written", index)
 
@@ -291,6 +294,7 @@ def apply_journal(store: str | os.PathLike[str], journal: dict) -> None:
             move_if_present(unit_path(sky, fmt, k), shelf / str(k))
         journal["phase"] = "shelved"
         write_json_atomically(journal_path(store), journal)
+        failpoint("commit:shelved")
     if journal["phase"] == "shelved":
         if insert:
             for k in reversed(moved):
@@ -298,6 +302,7 @@ def apply_journal(store: str | os.PathLike[str], journal: dict) -> None:
         move_if_present(unit_path(staging / STAGED_VARIABLE, fmt, 0), unit_path(sky, fmt, index))
         journal["phase"] = "placed"
         write_json_atomically(journal_path(store), journal)
+        failpoint("commit:placed")
     n_after = n_before + 1 if insert else n_before
     group = zarr.open_group(str(root), mode="r+", use_consolidated=False)
     for name in TIME_VARIABLES:
@@ -306,7 +311,9 @@ def apply_journal(store: str | os.PathLike[str], journal: dict) -> None:
     for name, values in journal["values"].items():
         array = group[name]
         array[index : index + len(values)] = np.array(values, dtype=object if array.dtype.kind in "OTU" else float)
+        failpoint(f"commit:wrote-{name}")
     zarr.consolidate_metadata(str(root))  # the commit: one atomic file replacement
+    failpoint("commit:consolidated")
     journal_path(store).unlink(missing_ok=True)
     shutil.rmtree(staging, ignore_errors=True)
 

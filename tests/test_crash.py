@@ -1,0 +1,157 @@
+"""Crash harness: SIGKILL the ingest at random moments; the store stays valid and the re-run completes it.
+
+Each trial starts an ingest (two time steps staged at once, commits in order) in a
+child process, kills it with SIGKILL after a random delay, checks that the store
+opens with only correct, committed time steps, runs the ingest again and checks
+that the result validates and equals a store built without interruption.
+Half of the trials backfill: the store already holds every other time step, so
+that the killed run inserts (the journaled path that moves committed chunks).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ovro_ingest.commit import journal_path
+from ovro_ingest.discover import discover_time_steps
+from ovro_ingest.failpoints import ENVIRONMENT_VARIABLE
+from ovro_ingest.health import repair_store, validate_store
+from ovro_ingest.pipeline import ingest_directory, ingest_time_step
+from ovro_ingest.store import StoreSettings, store_exists
+from ovro_ingest.synth import generate
+from tests.store_checks import assert_same_store, assert_time_steps_match
+
+SETTINGS = StoreSettings(chunk_lm=32)
+TRIALS = 20
+FAILPOINTS = (
+    "stage:written",
+    "commit:journaled",
+    "commit:shelved",
+    "commit:placed",
+    "commit:wrote-time",
+    "commit:wrote-source_files",
+    "commit:consolidated",
+)
+CHILD = """
+import sys
+from ovro_ingest.pipeline import ingest_directory
+from ovro_ingest.store import StoreSettings
+print("ready", flush=True)
+ingest_directory(sys.argv[1], sys.argv[2], settings=StoreSettings(chunk_lm=32), workers=2)
+print("done", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory) -> dict[str, Path]:
+    """Inputs, the uninterrupted reference store, and a store holding every other time step."""
+    root = tmp_path_factory.mktemp("crash")
+    inputs = root / "night"
+    generate(inputs, time_steps=6, n_subbands=3, size=64, seed=7)
+    reference = root / "reference.zarr"
+    ingest_directory(inputs, reference, settings=SETTINGS)
+    half = root / "half.zarr"
+    for step in discover_time_steps(inputs).time_steps[::2]:
+        ingest_time_step(step, half, settings=SETTINGS)
+    return {"inputs": inputs, "reference": reference, "half": half, "root": root}
+
+
+def check_after_crash(store: Path, reference: Path) -> bool:
+    """The crashed store opens and holds only correct time steps (after finishing a journaled commit).
+
+    Returns whether a commit was interrupted (its journal was there).
+    """
+    if not store_exists(store):
+        return False
+    interrupted = journal_path(store).exists()
+    if interrupted:  # killed inside a commit: rolled forward, not lost
+        assert repair_store(store).ok
+    assert_time_steps_match(store, reference)
+    report = validate_store(store)
+    assert report.ok, report.problems
+    return interrupted
+
+
+def rerun_and_compare(store: Path, night: dict[str, Path]) -> None:
+    """Run the ingest again: the store validates and equals the uninterrupted one."""
+    ingest_directory(night["inputs"], store, settings=SETTINGS, workers=2)
+    report = validate_store(store)
+    assert report.ok, report.problems
+    assert_same_store(store, night["reference"])
+
+
+def run_child_and_kill(inputs: Path, store: Path, delay: float) -> bool:
+    """Start the ingest in a child process, SIGKILL it ``delay`` s after it is ready; True if it finished first."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(inputs), str(store)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert child.stdout.readline().strip() == "ready"
+    time.sleep(delay)
+    finished = child.poll() is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    return finished
+
+
+def uninterrupted_seconds(inputs: Path, store: Path) -> float:
+    """How long the child's ingest takes from 'ready' to the end."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(inputs), str(store)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert child.stdout.readline().strip() == "ready"
+    started = time.monotonic()
+    assert child.stdout.readline().strip() == "done"
+    elapsed = time.monotonic() - started
+    child.wait()
+    child.stdout.close()
+    return elapsed
+
+
+def test_sigkill_at_random_moments_never_corrupts_and_the_rerun_completes_the_store(night, tmp_path):
+    rng = random.Random(20261126)
+    duration = uninterrupted_seconds(night["inputs"], tmp_path / "timing.zarr")
+    finished_first = 0
+    for trial in range(TRIALS):
+        store = tmp_path / f"trial{trial}.zarr"
+        if trial % 2:
+            shutil.copytree(night["half"], store)
+        finished_first += run_child_and_kill(night["inputs"], store, rng.uniform(0, duration * 1.1))
+        check_after_crash(store, night["reference"])
+        rerun_and_compare(store, night)
+    assert finished_first <= TRIALS // 4, "most kills must land while the ingest runs"
+
+
+@pytest.mark.parametrize("backfill", [False, True], ids=["append", "backfill"])
+@pytest.mark.parametrize("point", FAILPOINTS)
+def test_sigkill_at_each_step_of_a_commit_is_rolled_forward(night, tmp_path, point, backfill):
+    store = tmp_path / "s.zarr"
+    if backfill:
+        shutil.copytree(night["half"], store)
+    else:  # the first time step is committed, the crash hits the second
+        ingest_time_step(discover_time_steps(night["inputs"]).time_steps[0], store, settings=SETTINGS)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(night["inputs"]), str(store)],
+        env={**os.environ, ENVIRONMENT_VARIABLE: point},
+        capture_output=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert child.returncode == -signal.SIGKILL, "the fail point must be reached"
+    interrupted = check_after_crash(store, night["reference"])
+    assert interrupted == point.startswith("commit:")
+    rerun_and_compare(store, night)
