@@ -203,9 +203,12 @@ def print_health(report, verb: str) -> None:
     for problem in report.problems:
         errors.print(f"[red]problem:[/] {problem}", soft_wrap=True)
     if report.ok:
-        console.print(f"[green]{verb}:[/] {report.store} holds {report.n_time} committed time steps and is consistent")
+        console.print(
+            f"[green]{verb}:[/] {report.store} holds {report.n_time} committed time steps and is consistent",
+            soft_wrap=True,
+        )
     else:
-        errors.print(f"[red]{verb}: {report.store} has {len(report.problems)} problem(s)[/]")
+        errors.print(f"[red]{verb}: {report.store} has {len(report.problems)} problem(s)[/]", soft_wrap=True)
 
 
 @app.command()

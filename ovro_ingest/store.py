@@ -157,9 +157,21 @@ def read_state(path: str | os.PathLike[str]) -> StoreState:
     except StoreError:
         raise
     except Exception as error:
+        if not is_ovro_ingest_group(path):
+            raise StoreError(
+                f"{path}: not an ovro-ingest store (no {STORE_ID_ATTR} attribute); choose another store path"
+            ) from error
         raise StoreError(
             f"{path}: cannot open the store ({error}); run `ovro-ingest repair {path}`, or rebuild it with --rebuild"
         ) from error
+
+
+def is_ovro_ingest_group(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` opens as a Zarr group carrying an ovro-ingest store identity."""
+    try:
+        return STORE_ID_ATTR in zarr.open_group(str(path), mode="r", use_consolidated=False).attrs
+    except Exception:
+        return False
 
 
 def store_id(path: str | os.PathLike[str]) -> str | None:

@@ -8,8 +8,10 @@ from astropy.time import Time
 
 from ovro_ingest.discover import discover_time_steps
 from ovro_ingest.errors import StoreMismatch
+from ovro_ingest.health import validate_store
 from ovro_ingest.pipeline import ingest_directory, ingest_time_step
 from ovro_ingest.store import StoreSettings, read_state, remove_store, store_id
+from tests.store_checks import assert_same_store
 
 SMALL = StoreSettings(chunk_lm=32)
 
@@ -106,3 +108,69 @@ def test_zarr_format_2_and_zstd_are_available(make_data, tmp_path):
     np.testing.assert_array_equal(
         xr.open_zarr(tmp_path / "v2.zarr")["SKY"].values, xr.open_zarr(tmp_path / "v3.zarr")["SKY"].values
     )
+
+
+def test_time_steps_staged_in_parallel_give_the_same_store_as_one_at_a_time(make_data, tmp_path):
+    folder = make_data(time_steps=5)
+    ingest_directory(folder, tmp_path / "parallel.zarr", settings=SMALL, workers=3)
+    ingest_directory(folder, tmp_path / "serial.zarr", settings=SMALL, workers=1)
+    assert_same_store(tmp_path / "parallel.zarr", tmp_path / "serial.zarr")
+    assert validate_store(tmp_path / "parallel.zarr").ok
+
+
+def test_a_new_store_gets_every_channel_of_its_first_run(make_data, tmp_path):
+    folder = make_data(time_steps=2, n_subbands=3)
+    next(folder.glob("20240524_050009_46MHz*.fits")).unlink()  # the first time step lacks the middle subband
+    ingest_directory(folder, tmp_path / "s.zarr", settings=SMALL)
+    ds = xr.open_zarr(tmp_path / "s.zarr")
+    assert ds.sizes["frequency"] == 3
+    assert np.isnan(ds["SKY"].values[0, 1]).all() and np.isfinite(ds["SKY"].values[1, 1]).any()
+
+
+def test_overlapping_inputs_in_separate_runs_store_each_time_step_once(make_data, tmp_path):
+    folder = make_data(time_steps=6)
+    steps = discover_time_steps(folder).time_steps
+    store = tmp_path / "s.zarr"
+    for first, last in ((0, 4), (2, 6), (0, 6)):
+        for step in steps[first:last]:
+            ingest_time_step(step, store, settings=SMALL)
+    reference = tmp_path / "r.zarr"
+    ingest_directory(folder, reference, settings=SMALL)
+    assert_same_store(store, reference)
+
+
+def test_changed_source_files_are_kept_unless_replace_is_asked(make_data, tmp_path, caplog):
+    folder = make_data(time_steps=2)
+    store = tmp_path / "s.zarr"
+    ingest_directory(folder, store, settings=SMALL)
+    changed = next(folder.glob("20240524_050019_41MHz*.fits"))
+    with fits.open(changed, mode="update") as hdul:
+        hdul[0].data[0, 0, 10, 20] = 1234.5
+    receipts = ingest_directory(folder, store, settings=SMALL)
+    assert [r.status for r in receipts] == ["already stored", "already stored"]
+    assert "source files changed" in caplog.text and "--replace" in caplog.text
+    assert xr.open_zarr(store)["SKY"].values[1, 0, 0, 20, 10] != 1234.5
+
+    receipts = ingest_directory(folder, store, settings=SMALL, replace=True)
+    assert [r.status for r in receipts] == ["already stored", "replaced"]
+    ds = xr.open_zarr(store)
+    assert ds["SKY"].values[1, 0, 0, 20, 10] == np.float32(1234.5)
+    assert str(changed.stat().st_mtime_ns) in ds["source_files"].values[1]
+    reference = tmp_path / "r.zarr"
+    ingest_directory(folder, reference, settings=SMALL)
+    assert_same_store(store, reference)
+
+
+def test_an_append_rewrites_no_array_without_time_and_no_committed_chunk(make_data, tmp_path):
+    folder = make_data(time_steps=3)
+    steps = discover_time_steps(folder).time_steps
+    store = tmp_path / "s.zarr"
+    ingest_time_step(steps[0], store, settings=SMALL)
+    ingest_time_step(steps[1], store, settings=SMALL)
+    fixed_parts = [
+        p for name in ("frequency", "polarization", "l", "m", "beam_params_label") for p in (store / name).rglob("*")
+    ]
+    committed_sky = list((store / "SKY" / "c" / "0").rglob("*")) + list((store / "SKY" / "c" / "1").rglob("*"))
+    before = {p: p.stat().st_mtime_ns for p in fixed_parts + committed_sky}
+    ingest_time_step(steps[2], store, settings=SMALL)
+    assert {p: p.stat().st_mtime_ns for p in before} == before
