@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ def test_version_and_help_on_every_command():
     from ovro_ingest import __version__
 
     assert ovro_ingest("--version").stdout.strip() == f"ovro-ingest {__version__}"
-    for command in ([], ["synth"], ["run"], ["demo"]):
+    for command in ([], ["synth"], ["run"], ["demo"], ["validate"], ["repair"]):
         result = ovro_ingest(*command, "--help")
         assert result.returncode == 0 and "Usage" in result.stdout, result.stderr
 
@@ -113,3 +115,43 @@ def test_demo_runs_with_no_prefect_server_configured(tmp_path):
     assert "2 written" in result.stdout and "xr.open_zarr" in result.stdout
     assert xr.open_zarr(tmp_path / "demo" / "store.zarr").sizes["time"] == 2
     assert (tmp_path / "demo" / ".prefect").is_dir(), "the demo keeps its Prefect home in its own folder"
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_run_fails_fast_naming_the_writer_that_holds_the_store(make_data, tmp_path):
+    from tests.test_lock import hold_lock
+
+    holder = hold_lock(tmp_path / "s.zarr", 120)
+    try:
+        result = ovro_ingest("run", str(make_data(time_steps=1)), str(tmp_path / "s.zarr"), "--workers", "1", "-q")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2
+    assert f"another ingest is writing this store: holder-under-test (pid {holder.pid}" in result.stderr
+    assert not (tmp_path / "s.zarr").exists()
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_sigkill_of_the_flow_process_mid_run_then_a_rerun_gives_the_uninterrupted_store(make_data, tmp_path):
+    from ovro_ingest.health import validate_store
+    from ovro_ingest.pipeline import ingest_directory
+    from ovro_ingest.store import StoreSettings
+    from tests.store_checks import assert_same_store
+
+    folder, store = make_data(time_steps=6, n_subbands=4, size=256), tmp_path / "s.zarr"
+    run = [*COMMAND, "run", str(folder), str(store), "--chunk-lm", "64", "--workers", "2", "-q"]
+    process = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (store / ".staging").exists():  # writing has begun
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the flow process and its Dask workers
+    process.wait()
+
+    result = ovro_ingest("run", str(folder), str(store), "--workers", "2", "-q")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert validate_store(store).ok
+    reference = tmp_path / "reference.zarr"
+    ingest_directory(folder, reference, settings=StoreSettings(chunk_lm=64))
+    assert_same_store(store, reference)

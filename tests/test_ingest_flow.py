@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -191,3 +192,75 @@ def test_flow_runs_on_an_existing_dask_cluster(tmp_path, dask_cluster):
     assert xr.open_zarr(tmp_path / "s.zarr").sizes["time"] == 2
     ran = [entry["key"] for entry in stream.data]
     assert sum("append_to_zarr" in str(key) for key in ran) == 2, ran
+
+
+def task_runs(state) -> dict[str, object]:
+    """Task run name -> task run, for the flow run of ``state``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    return {run.name: run for run in runs}
+
+
+def test_time_steps_are_written_concurrently_and_committed_in_time_order(tmp_path):
+    inputs = tmp_path / "night"
+    generate(inputs, time_steps=4, n_subbands=4, size=512)
+    state, summary = run_ingest(input_dir=inputs, store=tmp_path / "s.zarr", chunk_lm=128)
+    assert state.is_completed(), summary
+    runs = task_runs(state)
+    keys = [o.key for o in summary.outcomes]
+    writes = [(runs[f"write-{k}"].start_time, runs[f"write-{k}"].end_time) for k in keys]
+    overlapping = [(a, b) for a in writes for b in writes if a < b and b[0] < a[1]]
+    assert overlapping, f"no two time steps were written at the same time: {writes}"
+    commits = [runs[f"append-{k}"].start_time for k in keys]
+    assert commits == sorted(commits)
+    assert [o.index for o in summary.outcomes] == [0, 1, 2, 3]
+
+
+def test_a_deleted_manifest_or_fixed_copy_is_made_again_not_taken_from_the_cache(tmp_path):
+    from tests.fits_cases import scaled_integer_image
+
+    inputs, store = tmp_path / "night", tmp_path / "s.zarr"
+    inputs.mkdir()
+    scaled_integer_image(inputs / "20240524_050009_41MHz_averaged_20000_iterations-I-image.fits")
+    work = tmp_path / "s.zarr.work"
+    assert run_ingest(input_dir=inputs, store=store)[0].is_completed()
+    copy_made = {p: p.stat().st_mtime_ns for p in work.glob("fixed/*.fits")}
+    # the second run keys the fix on the copy that now exists (no cache yet) and reuses the copy; the third hits
+    for _ in range(2):
+        state, _ = run_ingest(input_dir=inputs, store=store)
+    assert task_states(state)["discover"] == "Cached" and task_states(state)["fix-20240524_050009"] == "Cached"
+    assert {p: p.stat().st_mtime_ns for p in work.glob("fixed/*.fits")} == copy_made
+
+    for made in (*work.glob("manifests/*.json"), *work.glob("fixed/*.fits")):
+        made.unlink()
+    state, summary = run_ingest(input_dir=inputs, store=store, rebuild=True)
+    assert state.is_completed(), summary
+    assert task_states(state)["fix-20240524_050009"] == "Completed"
+    assert len(list(work.glob("manifests/*.json"))) == 1 and len(list(work.glob("fixed/*.fits"))) == 1
+    assert xr.open_zarr(store).sizes["time"] == 1
+
+
+def test_a_worker_killed_in_a_commit_fails_the_run_and_the_rerun_completes_the_store(tmp_path):
+    from ovro_ingest.failpoints import ENVIRONMENT_VARIABLE
+    from ovro_ingest.health import validate_store
+    from tests.store_checks import assert_same_store
+
+    inputs, store = tmp_path / "night", tmp_path / "s.zarr"
+    generate(inputs, time_steps=3, n_subbands=2, size=64)
+    os.environ[ENVIRONMENT_VARIABLE] = "commit:placed"  # inherited by the Dask workers: each commit kills its worker
+    try:
+        state, _ = run_ingest(input_dir=inputs, store=store)
+    finally:
+        del os.environ[ENVIRONMENT_VARIABLE]
+    assert state.is_failed()
+    state, summary = run_ingest(input_dir=inputs, store=store)
+    assert state.is_completed(), summary
+    assert validate_store(store).ok
+    reference = tmp_path / "reference.zarr"
+    ingest_directory(inputs, reference, settings=StoreSettings(chunk_lm=32))
+    assert_same_store(store, reference)
