@@ -42,7 +42,7 @@ from ovro_ingest.failpoints import failpoint
 from ovro_ingest.models import AppendReceipt, StagedTimeStep, TimeStepPlan
 from ovro_ingest.store import (
     SMALL_TIME_VARIABLES,
-    STAGED_VARIABLE,
+    STAGED_VARIABLES,
     TIME_VARIABLES,
     StoreSettings,
     StoreState,
@@ -52,8 +52,8 @@ from ovro_ingest.store import (
     placement,
     plan_fingerprints,
     read_state,
-    small_values,
     store_exists,
+    time_step_values,
 )
 
 logger = logging.getLogger(__name__)
@@ -179,25 +179,24 @@ def warn_if_sources_changed(state: StoreState, plan: TimeStepPlan, index: int) -
 
 
 def stage_pixels(state: StoreState, plan: TimeStepPlan, channels: list[int], target: Path) -> int:
-    """Write the staging directory ``target`` for ``plan``; return the pixel bytes written."""
-    fmt = state.settings.zarr_format
+    """Write the staging directory ``target`` for ``plan``; return the pixel bytes written.
+
+    It holds one-time-step copies of the staged arrays (same chunks and codecs as the
+    store's) and ``values.json``, the values the commit writes into the other arrays.
+    """
     partial = target.with_name(f"{target.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
-        sky_metadata = json.loads((state.path / STAGED_VARIABLE / metadata_file(fmt)).read_text())
-        sky_metadata["shape"][0] = 1
-        (partial / STAGED_VARIABLE).mkdir(parents=True)
-        (partial / STAGED_VARIABLE / metadata_file(fmt)).write_text(json.dumps(sky_metadata))
-        # every chunk is written, even an all-NaN one, so that `validate` can check each ledger entry has its pixels
-        sky = zarr.open_array(
-            str(partial / STAGED_VARIABLE), mode="r+", zarr_format=fmt, config={"write_empty_chunks": True}
-        )
+        staged = {name: staging_array(state, partial, name) for name in STAGED_VARIABLES}
         dataset = open_time_step(plan)
         written = 0
         for position, channel in enumerate(channels):
             pixels = dataset["SKY"].data[0, position].compute(scheduler="synchronous")
-            sky[0, channel] = pixels
+            staged["SKY"][0, channel] = pixels
             written += pixels.nbytes
-        (partial / VALUES_FILE).write_text(json.dumps(small_values(plan, state, channels)))
+        values = time_step_values(plan, state, channels)
+        for name in STAGED_VARIABLES[1:]:
+            staged[name][0] = values.pop(name)
+        (partial / VALUES_FILE).write_text(json.dumps(values))
         failpoint("stage:written")
         try:
             os.rename(partial, target)
@@ -207,6 +206,20 @@ def stage_pixels(state: StoreState, plan: TimeStepPlan, channels: list[int], tar
         return written
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+
+
+def staging_array(state: StoreState, staging: Path, name: str) -> zarr.Array:
+    """A one-time-step copy of the store's array ``name`` in ``staging`` (its metadata, time length 1).
+
+    Every chunk is written, even an all-NaN one, so that ``validate`` can check each
+    ledger entry has its pixels.
+    """
+    fmt = state.settings.zarr_format
+    metadata = json.loads((state.path / name / metadata_file(fmt)).read_text())
+    metadata["shape"][0] = 1
+    (staging / name).mkdir(parents=True)
+    (staging / name / metadata_file(fmt)).write_text(json.dumps(metadata))
+    return zarr.open_array(str(staging / name), mode="r+", zarr_format=fmt, config={"write_empty_chunks": True})
 
 
 # ---------------------------------------------------------------- phase 2: commit
@@ -286,20 +299,21 @@ def apply_journal(store: str | os.PathLike[str], journal: dict) -> None:
     fmt = state.settings.zarr_format
     index, n_before, insert = journal["index"], journal["n_before"], journal["mode"] == "insert"
     staging = Path(journal["staging"])
-    sky = root / STAGED_VARIABLE
     shelf = staging / "shelf"
     moved = range(index, n_before) if insert else range(index, index + 1)
     if journal["phase"] == "prepared":
-        for k in moved:
-            move_if_present(unit_path(sky, fmt, k), shelf / str(k))
+        for name in STAGED_VARIABLES:
+            for k in moved:
+                move_if_present(unit_path(root / name, fmt, k), shelf / name / str(k))
         journal["phase"] = "shelved"
         write_json_atomically(journal_path(store), journal)
         failpoint("commit:shelved")
     if journal["phase"] == "shelved":
-        if insert:
-            for k in reversed(moved):
-                move_if_present(shelf / str(k), unit_path(sky, fmt, k + 1))
-        move_if_present(unit_path(staging / STAGED_VARIABLE, fmt, 0), unit_path(sky, fmt, index))
+        for name in STAGED_VARIABLES:
+            if insert:
+                for k in reversed(moved):
+                    move_if_present(shelf / name / str(k), unit_path(root / name, fmt, k + 1))
+            move_if_present(unit_path(staging / name, fmt, 0), unit_path(root / name, fmt, index))
         journal["phase"] = "placed"
         write_json_atomically(journal_path(store), journal)
         failpoint("commit:placed")

@@ -25,7 +25,7 @@ from ovro_ingest.errors import StoreError
 from ovro_ingest.lock import writer_lock
 from ovro_ingest.store import (
     SAME_CHANNEL_TOLERANCE_HZ,
-    STAGED_VARIABLE,
+    STAGED_VARIABLES,
     TIME_VARIABLES,
     StoreState,
     leftovers_beside,
@@ -115,7 +115,7 @@ def check_ledger_has_pixels(state: StoreState, report: HealthReport) -> None:
         except ValueError:
             report.problems.append(f"time step {key}: its source_files ledger entry is not JSON")
             continue
-        unit = unit_path(state.path / STAGED_VARIABLE, fmt, index)
+        unit = unit_path(state.path / "SKY", fmt, index)
         for item in files:
             offsets = np.abs(state.frequencies_hz - item["frequency_hz"])
             channel = int(np.argmin(offsets))
@@ -126,14 +126,14 @@ def check_ledger_has_pixels(state: StoreState, report: HealthReport) -> None:
 
 
 def check_nothing_uncommitted(state: StoreState, report: HealthReport) -> None:
-    """No ``SKY`` chunks at or beyond the committed length."""
-    sky = state.path / STAGED_VARIABLE
-    stray = uncommitted_units(sky, state.settings.zarr_format, state.n_time)
-    if stray:
-        report.problems.append(
-            f"SKY holds chunks of {len(stray)} uncommitted time index(es) ({', '.join(p.name for p in stray[:5])}); "
-            "`ovro-ingest repair` removes them"
-        )
+    """No chunks of the staged arrays at or beyond the committed length."""
+    for name in STAGED_VARIABLES:
+        stray = uncommitted_units(state.path / name, state.settings.zarr_format, state.n_time)
+        if stray:
+            report.problems.append(
+                f"{name} holds chunks of {len(stray)} uncommitted time index(es) "
+                f"({', '.join(p.name for p in stray[:5])}); `ovro-ingest repair` removes them"
+            )
 
 
 def uncommitted_units(array: Path, zarr_format: int, n_time: int) -> list[Path]:
@@ -167,9 +167,10 @@ def repair_store(path: str | os.PathLike[str], wait_seconds: float = 0.0) -> Hea
                     # zarr would list every chunk of the array to delete the cut ones; the loop below does it cheaply
                     sync(actual[name]._async_array.resize((state.n_time, *actual[name].shape[1:]), False))
                     actions.append(f"{name}: rolled back to {state.n_time} time steps")
-            for unit in uncommitted_units(Path(path) / STAGED_VARIABLE, state.settings.zarr_format, state.n_time):
-                shutil.rmtree(unit)
-                actions.append(f"removed uncommitted SKY chunks at time index {unit.name}")
+            for name in STAGED_VARIABLES:
+                for unit in uncommitted_units(Path(path) / name, state.settings.zarr_format, state.n_time):
+                    shutil.rmtree(unit) if unit.is_dir() else unit.unlink()
+                    actions.append(f"removed uncommitted {name} chunks at time index {unit.name}")
             if staging_root(path).exists():
                 shutil.rmtree(staging_root(path))
                 actions.append("cleared the staging area")

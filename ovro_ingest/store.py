@@ -10,10 +10,12 @@ Layout (dims ``time, frequency, polarization, l, m``)::
     software_version     (time) str, the ovro-ingest version that wrote the time step
     wcs_header           (time) str, the celestial FITS WCS of the time step
 
-``SKY`` has a time chunk of 1, so that each time step owns its chunks and can be
-written on its own (in parallel, into a staging area; see :mod:`ovro_ingest.commit`).
-The small per-time-step arrays have a time chunk of :data:`SMALL_TIME_CHUNK`, so that
-a reader opens a store of a year of data in a few reads. Arrays without a time
+``SKY``, ``source_files`` and ``wcs_header`` have a time chunk of 1, so that each time
+step owns its chunks and can be written on its own (in parallel, into a staging area;
+see :mod:`ovro_ingest.commit`). The tiny per-time-step arrays (``time``, ``time_key``,
+``software_version``, beams) have a time chunk of :data:`SMALL_TIME_CHUNK`, so that a
+reader opens a store of a year of data in a few reads, and a commit rewrites at most
+one such chunk per array. Arrays without a time
 dimension are written once, when the store is created, and never again.
 
 The consolidated metadata is the commit record: it says how many time steps the
@@ -50,11 +52,11 @@ logger = logging.getLogger(__name__)
 STORE_ID_ATTR = "ovro_ingest_store_id"
 GRID_ATTR = "ovro_ingest_grid"
 SETTINGS_ATTR = "ovro_ingest_settings"
-STAGED_VARIABLE = "SKY"
-"""The one array whose time steps are written in parallel, via the staging area."""
-SMALL_TIME_VARIABLES = ("time", "BEAM_FIT_PARAMS_SKY", "time_key", "source_files", "software_version", "wcs_header")
-"""Arrays with a time dimension that the commit writes (a few KiB per time step)."""
-TIME_VARIABLES = (STAGED_VARIABLE, *SMALL_TIME_VARIABLES)
+STAGED_VARIABLES = ("SKY", "source_files", "wcs_header")
+"""Arrays with a time chunk of 1, written in parallel via the staging area and moved into place by the commit."""
+SMALL_TIME_VARIABLES = ("time", "BEAM_FIT_PARAMS_SKY", "time_key", "software_version")
+"""Arrays with a time dimension that the commit writes (a few bytes per time step, large time chunks)."""
+TIME_VARIABLES = (*STAGED_VARIABLES, *SMALL_TIME_VARIABLES)
 SMALL_TIME_CHUNK = 512
 # attributes xradio copies from one file's header that are not true of every time step
 PER_FILE_SKY_ATTRS = ("obsdate", "pointing_center", "user", "description")
@@ -253,6 +255,8 @@ def encoding_for(dataset: xr.Dataset, settings: StoreSettings) -> dict:
         name: {"chunks": (SMALL_TIME_CHUNK, *dataset[name].shape[1:]), "chunk_key_encoding": key_encoding}
         for name in SMALL_TIME_VARIABLES
     }
+    for name in ("source_files", "wcs_header"):
+        encoding[name] = {"chunks": (1,), "chunk_key_encoding": key_encoding}
     chunk = settings.chunk_lm
     encoding["SKY"] = {
         "chunks": (1, 1, 1, min(chunk, dataset.sizes["l"]), min(chunk, dataset.sizes["m"])),
@@ -397,8 +401,8 @@ def plan_fingerprints(plan: TimeStepPlan) -> set[tuple[str, int, int]]:
     return {(Path(f.path).name, f.size, f.mtime_ns) for f in plan.source_files}
 
 
-def small_values(plan: TimeStepPlan, state: StoreState, channels: list[int]) -> dict[str, object]:
-    """The values of the small per-time-step arrays for ``plan`` (JSON-able)."""
+def time_step_values(plan: TimeStepPlan, state: StoreState, channels: list[int]) -> dict[str, object]:
+    """The values of every per-time-step array except ``SKY`` for ``plan`` (JSON-able)."""
     beams = np.full((len(state.frequencies_hz), len(state.polarizations), 3), np.nan)
     for subband, channel in zip(plan.subbands, channels, strict=True):
         if subband.beam_rad is not None:

@@ -38,7 +38,7 @@ FAILPOINTS = (
     "commit:shelved",
     "commit:placed",
     "commit:wrote-time",
-    "commit:wrote-source_files",
+    "commit:wrote-time_key",
     "commit:consolidated",
 )
 CHILD = """
