@@ -74,7 +74,9 @@ class StoreSettings(BaseModel):
 
     chunk_lm: int = Field(1024, ge=16, description="Chunk length along l and m, in pixels.")
     codec: Literal["lz4", "zstd", "none"] = "lz4"
-    codec_level: int = Field(3, ge=0, le=9, description="Blosc level; 3 measured best for lz4 (benchmarks/codec_choice.py).")
+    codec_level: int = Field(
+        3, ge=0, le=9, description="Blosc level; 3 measured best for lz4 (benchmarks/codec_choice.py)."
+    )
     zarr_format: Literal[2, 3] = 3
 
     def compressors(self) -> list:
