@@ -18,9 +18,10 @@ def assert_same_store(got: Path, want: Path) -> None:
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
 
 
-def assert_time_steps_match(got: Path, want: Path) -> None:
+def assert_time_steps_match(got: Path | xr.Dataset, want: Path) -> None:
     """Every time step ``got`` holds is in ``want``, with the same pixels, time and ledger."""
-    a, b = xr.open_zarr(got), xr.open_zarr(want)
+    a = got if isinstance(got, xr.Dataset) else xr.open_zarr(got)
+    b = xr.open_zarr(want)
     keys = list(b["time_key"].values)
     assert list(a["time_key"].values) == sorted(a["time_key"].values), "time keys out of order"
     for index, key in enumerate(a["time_key"].values):

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+import xarray as xr
 
 from ovro_ingest.commit import journal_path
 from ovro_ingest.discover import discover_time_steps
@@ -155,3 +156,22 @@ def test_sigkill_at_each_step_of_a_commit_is_rolled_forward(night, tmp_path, poi
     interrupted = check_after_crash(store, night["reference"])
     assert interrupted == point.startswith("commit:")
     rerun_and_compare(store, night)
+
+
+def test_a_reader_during_an_ingest_sees_only_complete_time_steps(night, tmp_path):
+    store = tmp_path / "s.zarr"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(night["inputs"]), str(store)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    seen = set()
+    while child.poll() is None:
+        if store_exists(store):
+            view = xr.open_zarr(store)  # one consistent view: its metadata is read once
+            seen.add(view.sizes["time"])
+            assert_time_steps_match(view, night["reference"])
+    child.stdout.close()
+    assert child.returncode == 0
+    assert len(seen - {0, 6}) >= 2, f"the reader must have seen the store grow: {sorted(seen)}"

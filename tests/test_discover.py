@@ -72,3 +72,25 @@ def test_discover_searches_subfolders_and_excludes_the_fixed_dir(make_data):
 def test_discover_names_a_missing_input_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         discover_time_steps(tmp_path / "nowhere")
+
+
+def test_discover_result_stays_small_for_a_full_night_and_its_manifest_round_trips(tmp_path):
+    from ovro_ingest.discover import Discovery, read_manifest, write_manifest
+    from ovro_ingest.models import SourceFile, TimeStepFiles
+
+    night = [
+        TimeStepFiles(
+            key=f"20240524_{step // 360:02d}{step // 6 % 60:02d}{step % 6 * 10:02d}",
+            files=tuple(
+                SourceFile(
+                    path=f"/data/night/{step}_{sb}MHz-image.fits", subband=f"{sb}MHz", size=67_115_520, mtime_ns=1
+                )
+                for sb in range(41, 85, 3)
+            ),
+        )
+        for step in range(4320)  # 12 hours at 10 s, 15 subbands
+    ]
+    manifest = write_manifest(Discovery(time_steps=night), tmp_path / "manifests", "f" * 32)
+    assert len(manifest.model_dump_json()) < 2048, "the persisted result of discover stays small"
+    assert manifest.n_time_steps == 4320 and manifest.n_files == 4320 * 15
+    assert read_manifest(manifest) == night

@@ -174,3 +174,15 @@ def test_an_append_rewrites_no_array_without_time_and_no_committed_chunk(make_da
     before = {p: p.stat().st_mtime_ns for p in fixed_parts + committed_sky}
     ingest_time_step(steps[2], store, settings=SMALL)
     assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_header_jitter_of_a_few_khz_is_the_same_channel(make_data, tmp_path):
+    folder = make_data(time_steps=2, n_subbands=3)
+    jittered = next(folder.glob("20240524_050019_46MHz*.fits"))
+    with fits.open(jittered, mode="update") as hdul:
+        hdul[0].header["CRVAL3"] += 3_000.0
+    ingest_directory(folder, tmp_path / "s.zarr", settings=SMALL)
+    ds = xr.open_zarr(tmp_path / "s.zarr")
+    assert ds.sizes["frequency"] == 3
+    assert np.isfinite(ds["SKY"].values[1, 1]).any()
+    assert ds["frequency"].values[1] == fits.getval(next(folder.glob("20240524_050009_46MHz*.fits")), "CRVAL3")
