@@ -25,6 +25,7 @@ it runs, a reader may see the moved range inconsistent (see the README).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -76,13 +77,32 @@ def staging_path(store: str | os.PathLike[str], plan: TimeStepPlan) -> Path:
     return staging_root(store) / f"{plan.key}-{plan.fingerprint()[:12]}"
 
 
-def unit_path(root: Path, zarr_format: int, index: int) -> Path:
-    """The directory (or file) holding time index ``index`` of the array at ``root``.
+def chunk_suffixes(array: Path, zarr_format: int) -> list[str]:
+    """What follows the time index in the keys of one time step's chunks of ``array``.
 
-    Chunk keys use ``/``: format 3 keeps chunk ``(t, ...)`` under ``c/t/...``,
-    format 2 under ``t/...``.
+    Format 3 keeps chunk ``(t, ...)`` under the directory ``c/t/``, moved as one
+    (suffix ``""``). Format 2 keeps it in files ``t.f.p.l.m`` (``.`` separator, which
+    every format-2 reader, xradio included, walks correctly): one suffix per chunk
+    of the other dimensions, computed from the chunk grid, not listed.
     """
-    return root / "c" / str(index) if zarr_format == 3 else root / str(index)
+    if zarr_format == 3:
+        return [""]
+    metadata = json.loads((array / metadata_file(2)).read_text())
+    counts = [-(-size // chunk) for size, chunk in zip(metadata["shape"][1:], metadata["chunks"][1:], strict=True)]
+    return ["".join(f".{i}" for i in index) for index in itertools.product(*(range(c) for c in counts))]
+
+
+def time_step_key(zarr_format: int, index: int, suffix: str = "") -> str:
+    """The key (relative path) of a chunk of time index ``index`` (see :func:`chunk_suffixes`)."""
+    return f"c/{index}{suffix}" if zarr_format == 3 else f"{index}{suffix}"
+
+
+def move_time_step(source: Path, source_index: int, target: Path, target_index: int, suffixes: list[str], fmt: int):
+    """Move the chunks of one time step from array folder ``source`` to ``target`` (renames only)."""
+    for suffix in suffixes:
+        move_if_present(
+            source / time_step_key(fmt, source_index, suffix), target / time_step_key(fmt, target_index, suffix)
+        )
 
 
 def metadata_file(zarr_format: int) -> str:
@@ -301,10 +321,11 @@ def apply_journal(store: str | os.PathLike[str], journal: dict) -> None:
     staging = Path(journal["staging"])
     shelf = staging / "shelf"
     moved = range(index, n_before) if insert else range(index, index + 1)
+    suffixes = {name: chunk_suffixes(root / name, fmt) for name in STAGED_VARIABLES}
     if journal["phase"] == "prepared":
         for name in STAGED_VARIABLES:
             for k in moved:
-                move_if_present(unit_path(root / name, fmt, k), shelf / name / str(k))
+                move_time_step(root / name, k, shelf / name, k, suffixes[name], fmt)
         journal["phase"] = "shelved"
         write_json_atomically(journal_path(store), journal)
         failpoint("commit:shelved")
@@ -312,8 +333,8 @@ def apply_journal(store: str | os.PathLike[str], journal: dict) -> None:
         for name in STAGED_VARIABLES:
             if insert:
                 for k in reversed(moved):
-                    move_if_present(shelf / name / str(k), unit_path(root / name, fmt, k + 1))
-            move_if_present(unit_path(staging / name, fmt, 0), unit_path(root / name, fmt, index))
+                    move_time_step(shelf / name, k, root / name, k + 1, suffixes[name], fmt)
+            move_time_step(staging / name, 0, root / name, index, suffixes[name], fmt)
         journal["phase"] = "placed"
         write_json_atomically(journal_path(store), journal)
         failpoint("commit:placed")

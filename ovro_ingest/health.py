@@ -20,7 +20,7 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 
-from ovro_ingest.commit import journal_path, recover, staging_root, unit_path
+from ovro_ingest.commit import journal_path, recover, staging_root, time_step_key
 from ovro_ingest.errors import StoreError
 from ovro_ingest.lock import writer_lock
 from ovro_ingest.store import (
@@ -115,33 +115,37 @@ def check_ledger_has_pixels(state: StoreState, report: HealthReport) -> None:
         except ValueError:
             report.problems.append(f"time step {key}: its source_files ledger entry is not JSON")
             continue
-        unit = unit_path(state.path / "SKY", fmt, index)
+        sep = "." if fmt == 2 else "/"
         for item in files:
             offsets = np.abs(state.frequencies_hz - item["frequency_hz"])
             channel = int(np.argmin(offsets))
             if offsets[channel] > SAME_CHANNEL_TOLERANCE_HZ:
                 report.problems.append(f"time step {key}: {item['path']} is not on the store's frequency grid")
-            elif not (unit / str(channel)).exists():
+            elif not (state.path / "SKY" / time_step_key(fmt, index, f"{sep}{channel}{sep}0{sep}0{sep}0")).exists():
                 report.problems.append(f"time step {key}: no pixels for {Path(item['path']).name} (channel {channel})")
 
 
 def check_nothing_uncommitted(state: StoreState, report: HealthReport) -> None:
     """No chunks of the staged arrays at or beyond the committed length."""
     for name in STAGED_VARIABLES:
-        stray = uncommitted_units(state.path / name, state.settings.zarr_format, state.n_time)
+        stray = uncommitted_chunks(state.path / name, state.settings.zarr_format, state.n_time)
         if stray:
             report.problems.append(
                 f"{name} holds chunks of {len(stray)} uncommitted time index(es) "
-                f"({', '.join(p.name for p in stray[:5])}); `ovro-ingest repair` removes them"
+                f"({', '.join(str(k) for k in sorted(stray)[:5])}); `ovro-ingest repair` removes them"
             )
 
 
-def uncommitted_units(array: Path, zarr_format: int, n_time: int) -> list[Path]:
-    """The time-step directories of ``array`` at indices ``>= n_time``."""
+def uncommitted_chunks(array: Path, zarr_format: int, n_time: int) -> dict[int, list[Path]]:
+    """The chunk folders (format 3) or files (format 2) of ``array`` at time indices ``>= n_time``, by index."""
     folder = array / "c" if zarr_format == 3 else array
-    if not folder.exists():
-        return []
-    return sorted(p for p in folder.iterdir() if p.name.isdigit() and int(p.name) >= n_time)
+    found: dict[int, list[Path]] = {}
+    if folder.exists():
+        for path in folder.iterdir():
+            head = path.name.split(".")[0]
+            if head.isdigit() and int(head) >= n_time:
+                found.setdefault(int(head), []).append(path)
+    return found
 
 
 def repair_store(path: str | os.PathLike[str], wait_seconds: float = 0.0) -> HealthReport:
@@ -168,9 +172,11 @@ def repair_store(path: str | os.PathLike[str], wait_seconds: float = 0.0) -> Hea
                     sync(actual[name]._async_array.resize((state.n_time, *actual[name].shape[1:]), False))
                     actions.append(f"{name}: rolled back to {state.n_time} time steps")
             for name in STAGED_VARIABLES:
-                for unit in uncommitted_units(Path(path) / name, state.settings.zarr_format, state.n_time):
-                    shutil.rmtree(unit) if unit.is_dir() else unit.unlink()
-                    actions.append(f"removed uncommitted {name} chunks at time index {unit.name}")
+                stray = uncommitted_chunks(Path(path) / name, state.settings.zarr_format, state.n_time)
+                for index, paths in sorted(stray.items()):
+                    for chunk in paths:
+                        shutil.rmtree(chunk) if chunk.is_dir() else chunk.unlink()
+                    actions.append(f"removed uncommitted {name} chunks at time index {index}")
             if staging_root(path).exists():
                 shutil.rmtree(staging_root(path))
                 actions.append("cleared the staging area")

@@ -248,11 +248,13 @@ def template_dataset(plan: TimeStepPlan, frequencies_hz: Sequence[float]) -> xr.
 def encoding_for(dataset: xr.Dataset, settings: StoreSettings) -> dict:
     """Chunking, compression and chunk-key layout of every variable with a time dimension.
 
-    Chunk keys use ``/`` in both formats, so that one time step of an array is one
-    directory (``SKY/c/<t>`` in format 3, ``SKY/<t>`` in format 2) that a commit moves
-    with one rename.
+    Format 3 keys chunks with ``/``, so that one time step of an array is one directory
+    (``SKY/c/<t>``) that a commit moves with one rename; format 2 keeps the ``.``
+    separator its readers expect (a commit moves the time step's chunk files).
     """
-    key_encoding = {"name": "default" if settings.zarr_format == 3 else "v2", "separator": "/"}
+    key_encoding = (
+        {"name": "default", "separator": "/"} if settings.zarr_format == 3 else {"name": "v2", "separator": "."}
+    )
     encoding: dict[str, dict] = {
         name: {"chunks": (SMALL_TIME_CHUNK, *dataset[name].shape[1:]), "chunk_key_encoding": key_encoding}
         for name in SMALL_TIME_VARIABLES

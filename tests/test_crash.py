@@ -47,7 +47,8 @@ import sys
 from ovro_ingest.pipeline import ingest_directory
 from ovro_ingest.store import StoreSettings
 print("ready", flush=True)
-ingest_directory(sys.argv[1], sys.argv[2], settings=StoreSettings(chunk_lm=32), workers=2)
+zarr_format = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+ingest_directory(sys.argv[1], sys.argv[2], settings=StoreSettings(chunk_lm=32, zarr_format=zarr_format), workers=2)
 print("done", flush=True)
 """
 
@@ -82,9 +83,9 @@ def check_after_crash(store: Path, reference: Path) -> bool:
     return interrupted
 
 
-def rerun_and_compare(store: Path, night: dict[str, Path]) -> None:
+def rerun_and_compare(store: Path, night: dict[str, Path], settings: StoreSettings = SETTINGS) -> None:
     """Run the ingest again: the store validates and equals the uninterrupted one."""
-    ingest_directory(night["inputs"], store, settings=SETTINGS, workers=2)
+    ingest_directory(night["inputs"], store, settings=settings, workers=2)
     report = validate_store(store)
     assert report.ok, report.problems
     assert_same_store(store, night["reference"])
@@ -175,3 +176,21 @@ def test_a_reader_during_an_ingest_sees_only_complete_time_steps(night, tmp_path
     child.stdout.close()
     assert child.returncode == 0
     assert len(seen - {0, 6}) >= 2, f"the reader must have seen the store grow: {sorted(seen)}"
+
+
+@pytest.mark.parametrize("point", ["commit:shelved", "commit:placed"])
+def test_zarr_format_2_backfill_interrupted_mid_move_is_rolled_forward(night, tmp_path, point):
+    v2 = StoreSettings(chunk_lm=32, zarr_format=2)
+    reference, store = tmp_path / "reference.zarr", tmp_path / "s.zarr"
+    ingest_directory(night["inputs"], reference, settings=v2)
+    for step in discover_time_steps(night["inputs"]).time_steps[::2]:
+        ingest_time_step(step, store, settings=v2)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(night["inputs"]), str(store), "2"],
+        env={**os.environ, ENVIRONMENT_VARIABLE: point},
+        capture_output=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert check_after_crash(store, reference)
+    rerun_and_compare(store, {**night, "reference": reference}, settings=v2)
