@@ -71,6 +71,7 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
     level = "DEBUG" if verbose else "WARNING" if quiet else "INFO"
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", level)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ovro_ingest")  # domain warnings reach the Prefect UI
     logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
@@ -141,6 +142,9 @@ def run(
     wait_for_lock: Annotated[
         float, typer.Option(min=0, help="Seconds to wait when another ingest writes the store (default: fail).")
     ] = 0.0,
+    keep_bad_beams: Annotated[
+        bool, typer.Option(help="Store files with a missing or invalid beam (NaN beam) instead of leaving them out.")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail, and tracebacks.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and the summary.")] = False,
 ) -> None:
@@ -162,6 +166,7 @@ def run(
         zarr_format=zarr_format,
         replace=replace,
         wait_for_lock=wait_for_lock,
+        keep_bad_beams=keep_bad_beams,
     )
     raise typer.Exit(code)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import allow_failure, flow, get_run_logger, unmapped
@@ -23,7 +24,7 @@ from ovro_ingest.discover import read_manifest
 from ovro_ingest.lock import writer_lock
 from ovro_ingest.models import TimeStepFiles
 from ovro_ingest.pipeline import prepare_store
-from ovro_ingest.store import StoreSettings, remove_store, store_exists
+from ovro_ingest.store import StoreSettings, record_run, remove_store, store_exists
 from tasks.append_to_zarr import append_to_zarr, create_store_for, write_to_staging
 from tasks.combine_frequencies import combine_frequencies
 from tasks.discover import discover
@@ -72,6 +73,7 @@ def ingest(
     zarr_format: int = 3,
     replace: bool = False,
     wait_for_lock: float = 0.0,
+    keep_bad_beams: bool = False,
 ) -> IngestSummary:
     """Ingest the OVRO-LWA images under ``input_dir`` into the Zarr store ``store``.
 
@@ -101,6 +103,9 @@ def ingest(
         (by default they are kept, with a warning).
     wait_for_lock : float
         Seconds to wait when another ingest is writing the store (default: fail at once).
+    keep_bad_beams : bool
+        Store files whose beam is missing or invalid, with a NaN beam (by default
+        they are left out of their time step, with a warning).
 
     Returns
     -------
@@ -123,7 +128,7 @@ def ingest(
         steps = time_steps_of(str(Path(input_dir).resolve()), str(work_dir / "manifests"), (str(work_dir), fixed_dir))
         fixed = fix_headers.map(steps, fixed_dir=unmapped(fixed_dir))
         loaded = load_subbands.map(fixed)
-        plans = combine_frequencies.map(loaded)
+        plans = combine_frequencies.map(loaded, keep_bad_beams=unmapped(keep_bad_beams))
         if not store_exists(store):
             create_store_from(plans, store, settings)
         staged = write_to_staging.map(plans, store=unmapped(store), replace=unmapped(replace))
@@ -136,10 +141,26 @@ def ingest(
             ],
         )
         clear_staging(store)
+        if any(o.status in ("written", "replaced") for o in summary.outcomes):  # a no-op run leaves no trace
+            record_run(store, run_record(run, summary))
     logger.info(summary.one_line())
     if summary.failed:
         raise IngestIncomplete(summary)
     return summary
+
+
+def run_record(run, summary: IngestSummary) -> dict:
+    """What the store remembers of this flow run: its id, name, parameters and outcome."""
+    import prefect
+
+    return {
+        "flow_run_id": str(run.id),
+        "flow_run_name": run.name,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "parameters": {k: v for k, v in run.parameters.items()},
+        "time_steps": summary.one_line(),
+        "prefect": prefect.__version__,
+    }
 
 
 def time_steps_of(input_dir: str, manifest_dir: str, exclude: tuple[str, ...]) -> list[TimeStepFiles]:

@@ -9,12 +9,16 @@ frequency, one pixel grid, one set of polarizations) and fixes their order;
 from __future__ import annotations
 
 import itertools
+import logging
 
 import xarray as xr
+from astropy.time import Time
 
 from ovro_ingest.errors import TimeStepRejected
-from ovro_ingest.load import open_subband
-from ovro_ingest.models import LoadedTimeStep, TimeStepPlan
+from ovro_ingest.load import name_time_offset_s, open_subband
+from ovro_ingest.models import ExcludedFile, LoadedTimeStep, SubbandImage, TimeStepPlan
+
+logger = logging.getLogger(__name__)
 
 SAME_CHANNEL_TOLERANCE_HZ = 1_000_000.0
 """Two header frequencies closer than this are the same channel.
@@ -22,15 +26,22 @@ SAME_CHANNEL_TOLERANCE_HZ = 1_000_000.0
 OVRO-LWA subbands are 4.59 MHz apart (2.7 MHz with 16 subbands) while header
 jitter is a few kHz; 1 MHz separates the two cases with a wide margin both ways.
 """
+DATE_OBS_SPREAD_TOLERANCE_S = 1.0
+"""Subbands of one time step are imaged from the same 10 s of data; more spread is worth a warning."""
+NAME_TIME_TOLERANCE_S = 60.0
+"""A file-name time stamp further than this from DATE-OBS is worth a warning (real data: up to ~30 min)."""
 
 
-def combine_frequencies(step: LoadedTimeStep) -> TimeStepPlan:
+def combine_frequencies(step: LoadedTimeStep, keep_bad_beams: bool = False) -> TimeStepPlan:
     """Order the subbands of a time step by frequency and check they belong together.
 
     Parameters
     ----------
     step : LoadedTimeStep
         The loaded subbands of one time step.
+    keep_bad_beams : bool
+        Keep files whose beam is missing or invalid (their beam is stored as NaN)
+        instead of leaving them out of the time step.
 
     Returns
     -------
@@ -45,7 +56,8 @@ def combine_frequencies(step: LoadedTimeStep) -> TimeStepPlan:
     """
     if not step.subbands:
         raise TimeStepRejected(f"time step {step.key}: no subband images")
-    subbands = sorted(step.subbands, key=lambda s: (s.frequency_hz, s.file.source.path))
+    subbands, excluded = split_bad_beams(step, keep_bad_beams)
+    subbands = sorted(subbands, key=lambda s: (s.frequency_hz, s.file.source.path))
     for lower, upper in itertools.pairwise(subbands):
         if upper.frequency_hz - lower.frequency_hz < SAME_CHANNEL_TOLERANCE_HZ:
             raise TimeStepRejected(
@@ -72,7 +84,54 @@ def combine_frequencies(step: LoadedTimeStep) -> TimeStepPlan:
                 f"time step {step.key}: {subband.file.source.path} has polarizations {subband.polarizations} but "
                 f"{reference.file.source.path} has {reference.polarizations}"
             )
-    return TimeStepPlan(key=step.key, time_mjd=min(s.time_mjd for s in subbands), subbands=tuple(subbands))
+    times = [s.time_mjd for s in subbands]
+    spread_s = (max(times) - min(times)) * 86400.0
+    warn_about_time(step.key, min(times), spread_s)
+    return TimeStepPlan(
+        key=step.key,
+        time_mjd=min(times),
+        subbands=tuple(subbands),
+        excluded=excluded,
+        date_obs_spread_s=spread_s,
+    )
+
+
+def split_bad_beams(step: LoadedTimeStep, keep_bad_beams: bool) -> tuple[list[SubbandImage], tuple[ExcludedFile, ...]]:
+    """The subbands to store, and those left out for a missing or invalid beam (with a warning)."""
+    bad = [s for s in step.subbands if s.beam_problem]
+    if not bad or keep_bad_beams:
+        return list(step.subbands), ()
+    excluded = tuple(ExcludedFile(source=s.file.source, reason=s.beam_problem) for s in bad)
+    good = [s for s in step.subbands if not s.beam_problem]
+    listing = "; ".join(f"{e.source.path}: {e.reason}" for e in excluded)
+    if not good:
+        raise TimeStepRejected(
+            f"time step {step.key}: no file has a valid beam ({listing}); fix BMAJ/BMIN, "
+            "or pass --keep-bad-beams to store them with NaN beams"
+        )
+    logger.warning(
+        "time step %s: left out %d file(s) with an invalid beam (pass --keep-bad-beams to keep them): %s",
+        step.key,
+        len(excluded),
+        listing,
+    )
+    return good, excluded
+
+
+def warn_about_time(key: str, time_mjd: float, spread_s: float) -> None:
+    """Warn when the subbands' DATE-OBS spread, or when the name's time stamp is far from DATE-OBS."""
+    if spread_s > DATE_OBS_SPREAD_TOLERANCE_S:
+        logger.warning("time step %s: the DATE-OBS of its subbands spread over %.1f s", key, spread_s)
+    offset = name_time_offset_s(key, time_mjd)
+    if abs(offset) > NAME_TIME_TOLERANCE_S:
+        moment = Time(time_mjd, format="mjd", scale="utc").isot
+        logger.warning(
+            "time step %s: DATE-OBS %s is %+.0f s from the file-name time stamp %s; the stored time is DATE-OBS",
+            key,
+            moment,
+            offset,
+            key,
+        )
 
 
 def open_time_step(plan: TimeStepPlan) -> xr.Dataset:

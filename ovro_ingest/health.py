@@ -116,7 +116,7 @@ def check_ledger_has_pixels(state: StoreState, report: HealthReport) -> None:
             report.problems.append(f"time step {key}: its source_files ledger entry is not JSON")
             continue
         sep = "." if fmt == 2 else "/"
-        for item in files:
+        for item in (f for f in files if "excluded" not in f):
             offsets = np.abs(state.frequencies_hz - item["frequency_hz"])
             channel = int(np.argmin(offsets))
             if offsets[channel] > SAME_CHANNEL_TOLERANCE_HZ:

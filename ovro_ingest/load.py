@@ -9,7 +9,9 @@ they are written.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
+from datetime import UTC, datetime
 
 import xarray as xr
 from astropy.io import fits
@@ -53,6 +55,27 @@ def observation_time(header: fits.Header, path: str) -> tuple[float, str]:
     except ValueError as error:
         raise BadInputFile(path, f"unparseable DATE-OBS {text!r}", "fix DATE-OBS (ISO 8601, UTC)") from error
     return float(moment.utc.mjd), text
+
+
+def name_time_offset_s(key: str, time_mjd: float) -> float:
+    """DATE-OBS minus the file name's time stamp (``YYYYMMDD_HHMMSS``), in seconds."""
+    named = Time(datetime.strptime(key, "%Y%m%d_%H%M%S").replace(tzinfo=UTC), scale="utc")
+    return (time_mjd - named.mjd) * 86400.0
+
+
+def beam_problem(header: fits.Header) -> str | None:
+    """Why the header's synthesized beam (BMAJ, BMIN) is unusable, or None when it is fine."""
+    for keyword in ("BMAJ", "BMIN"):
+        value = header.get(keyword)
+        if value is None:
+            return f"no {keyword} keyword (no synthesized beam)"
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return f"{keyword}={value!r} is not a number"
+        if not math.isfinite(number) or number <= 0:
+            return f"{keyword}={number} is not a positive beam size"
+    return None
 
 
 def spatial_grid(header: fits.Header) -> SpatialGrid:
@@ -109,8 +132,9 @@ def load_subband(readable: ReadableFile) -> SubbandImage:
         )
     header = fits.getheader(path)
     time_mjd, date_obs = observation_time(header, readable.source.path)
+    problem = beam_problem(header)
     beam = None
-    if "BEAM_FIT_PARAMS_SKY" in dataset:
+    if problem is None and "BEAM_FIT_PARAMS_SKY" in dataset:
         values = dataset["BEAM_FIT_PARAMS_SKY"].values.reshape(-1, 3)[0]
         beam = (float(values[0]), float(values[1]), float(values[2]))
     return SubbandImage(
@@ -120,6 +144,7 @@ def load_subband(readable: ReadableFile) -> SubbandImage:
         date_obs=date_obs,
         polarizations=tuple(str(p) for p in dataset["polarization"].values),
         beam_rad=beam,
+        beam_problem=problem,
         grid=spatial_grid(header),
         celestial_wcs=celestial_wcs_text(header),
     )

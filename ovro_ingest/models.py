@@ -132,7 +132,9 @@ class SubbandImage(Record):
     date_obs: str
     polarizations: tuple[str, ...]
     beam_rad: tuple[float, float, float] | None
-    """Synthesized beam (major, minor, position angle) in radians, if the header has one."""
+    """Synthesized beam (major, minor, position angle) in radians, if the header has a valid one."""
+    beam_problem: str | None = None
+    """Why the header's beam is unusable (missing, non-finite, non-positive), or None."""
     grid: SpatialGrid
     celestial_wcs: str
     """The celestial part of the FITS header (a WCS header as text)."""
@@ -145,12 +147,22 @@ class LoadedTimeStep(Record):
     subbands: tuple[SubbandImage, ...]
 
 
+class ExcludedFile(Record):
+    """A file left out of its time step, and why (it is recorded in the store's ledger)."""
+
+    source: SourceFile
+    reason: str
+
+
 class TimeStepPlan(Record):
     """One time step ready to write: subbands in ascending frequency (output of ``combine``)."""
 
     key: str
     time_mjd: float
     subbands: tuple[SubbandImage, ...]
+    excluded: tuple[ExcludedFile, ...] = ()
+    date_obs_spread_s: float = 0.0
+    """Largest difference between the DATE-OBS of the subbands, in seconds."""
 
     @property
     def frequencies_hz(self) -> list[float]:

@@ -6,6 +6,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ovro_ingest.combine import combine_frequencies
@@ -15,13 +16,15 @@ from ovro_ingest.headers import make_readable
 from ovro_ingest.load import load_subbands
 from ovro_ingest.lock import writer_lock
 from ovro_ingest.models import AppendReceipt, ReadableTimeStep, TimeStepFiles, TimeStepPlan
-from ovro_ingest.store import StoreSettings, create_store, leftovers_beside, store_exists
+from ovro_ingest.store import StoreSettings, create_store, leftovers_beside, record_run, store_exists
 
 
-def plan_time_step(step: TimeStepFiles, fixed_dir: str | os.PathLike[str] | None = None) -> TimeStepPlan:
+def plan_time_step(
+    step: TimeStepFiles, fixed_dir: str | os.PathLike[str] | None = None, keep_bad_beams: bool = False
+) -> TimeStepPlan:
     """Fix, load and combine one time step (no pixel is read)."""
     readable = ReadableTimeStep(key=step.key, files=tuple(make_readable(f, fixed_dir) for f in step.files))
-    return combine_frequencies(load_subbands(readable))
+    return combine_frequencies(load_subbands(readable), keep_bad_beams)
 
 
 def prepare_store(store: str | os.PathLike[str]) -> None:
@@ -79,11 +82,25 @@ def ingest_directory(
     settings: StoreSettings | None = None,
     workers: int = 1,
     replace: bool = False,
+    keep_bad_beams: bool = False,
 ) -> list[AppendReceipt]:
     """Ingest every time step under ``input_dir`` into ``store``, holding the writer lock."""
     exclude = (Path(fixed_dir),) if fixed_dir else ()
     steps = discover_time_steps(input_dir, exclude=exclude).time_steps
     with writer_lock(store, who="ovro_ingest.pipeline.ingest_directory"):
         prepare_store(store)
-        plans = [plan_time_step(step, fixed_dir) for step in steps]
-        return append_plans(store, plans, settings, workers=workers, replace=replace)
+        plans = [plan_time_step(step, fixed_dir, keep_bad_beams) for step in steps]
+        receipts = append_plans(store, plans, settings, workers=workers, replace=replace)
+        if any(r.status in ("written", "replaced") for r in receipts):  # a run that changed nothing leaves no trace
+            record_run(store, run_record("ovro_ingest.pipeline.ingest_directory", input_dir, receipts))
+        return receipts
+
+
+def run_record(who: str, input_dir: str | os.PathLike[str], receipts: Sequence[AppendReceipt]) -> dict:
+    """What the store remembers of an ingest run."""
+    return {
+        "who": who,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "input_dir": str(Path(input_dir).resolve()),
+        "time_steps": {status: sum(r.status == status for r in receipts) for status in {r.status for r in receipts}},
+    }

@@ -52,12 +52,22 @@ logger = logging.getLogger(__name__)
 STORE_ID_ATTR = "ovro_ingest_store_id"
 GRID_ATTR = "ovro_ingest_grid"
 SETTINGS_ATTR = "ovro_ingest_settings"
+RUNS_ATTR = "ovro_ingest_runs"
 STAGED_VARIABLES = ("SKY", "source_files", "wcs_header")
 """Arrays with a time chunk of 1, written in parallel via the staging area and moved into place by the commit."""
-SMALL_TIME_VARIABLES = ("time", "BEAM_FIT_PARAMS_SKY", "time_key", "software_version")
+SMALL_TIME_VARIABLES = (
+    "time",
+    "BEAM_FIT_PARAMS_SKY",
+    "time_key",
+    "software_version",
+    "frequency_header",
+    "date_obs_spread",
+)
 """Arrays with a time dimension that the commit writes (a few bytes per time step, large time chunks)."""
 TIME_VARIABLES = (*STAGED_VARIABLES, *SMALL_TIME_VARIABLES)
 SMALL_TIME_CHUNK = 512
+TIME_ATTRS = {"type": "time", "units": "d", "scale": "utc", "format": "mjd"}
+"""xradio's time measure: MJD days, UTC (its schema check requires these)."""
 # attributes xradio copies from one file's header that are not true of every time step
 PER_FILE_SKY_ATTRS = ("obsdate", "pointing_center", "user", "description")
 
@@ -65,6 +75,8 @@ warnings.filterwarnings("ignore", message="Consolidated metadata is currently no
 # the staging area and the commit journal live in the store's folder, beside the arrays
 warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component of a Zarr hierarchy")
 warnings.filterwarnings("ignore", message="The data type .* does not have a Zarr V3 specification")
+# fixed-width strings (labels, polarization) are what xradio's schema asks for; zarr calls the v3 form unstable
+warnings.filterwarnings("ignore", message=r"The data type \(FixedLengthUTF32")
 
 
 class StoreSettings(BaseModel):
@@ -186,23 +198,24 @@ def store_id(path: str | os.PathLike[str]) -> str | None:
     return group.attrs.get(STORE_ID_ATTR)
 
 
-def frequency_grid(plans: Sequence[TimeStepPlan]) -> list[float]:
-    """The channels of a new store: every frequency of ``plans``, header jitter merged.
+def frequency_grid(plans: Sequence[TimeStepPlan]) -> list[tuple[float, str]]:
+    """The channels of a new store, ascending: (frequency in Hz, subband label) for every frequency of ``plans``.
 
-    Frequencies closer than the channel tolerance are one channel, at the value of the
-    first time step that has it.
+    Frequencies closer than the channel tolerance are one channel, at the value (and
+    with the file-name label) of the first time step that has it.
     """
-    channels: list[float] = []
+    channels: list[tuple[float, str]] = []
     for plan in sorted(plans, key=lambda p: p.key):
-        for frequency in plan.frequencies_hz:
-            if all(abs(frequency - c) > SAME_CHANNEL_TOLERANCE_HZ for c in channels):
-                channels.append(frequency)
+        for subband in plan.subbands:
+            if all(abs(subband.frequency_hz - c) > SAME_CHANNEL_TOLERANCE_HZ for c, _ in channels):
+                channels.append((subband.frequency_hz, subband.file.source.subband))
     return sorted(channels)
 
 
-def template_dataset(plan: TimeStepPlan, frequencies_hz: Sequence[float]) -> xr.Dataset:
+def template_dataset(plan: TimeStepPlan, channels: Sequence[tuple[float, str]]) -> xr.Dataset:
     """A one-time-step dataset with the store's variables, coordinates and attributes (lazy)."""
     sample = open_time_step(plan)
+    frequencies_hz = [frequency for frequency, _ in channels]
     n_freq, n_pol = len(frequencies_hz), sample.sizes["polarization"]
     sky_attrs = {k: v for k, v in sample["SKY"].attrs.items() if k not in PER_FILE_SKY_ATTRS}
     sky_attrs["beam_fit_params"] = "BEAM_FIT_PARAMS_SKY"
@@ -232,17 +245,49 @@ def template_dataset(plan: TimeStepPlan, frequencies_hz: Sequence[float]) -> xr.
             ),
             "software_version": ("time", text, {"description": "ovro-ingest version that wrote the time step"}),
             "wcs_header": ("time", text, {"description": "celestial FITS WCS header of the time step"}),
+            "frequency_header": (
+                ("time", "frequency"),
+                np.full((1, n_freq), np.nan),
+                {"units": "Hz", "description": "frequency in each file's header (NaN: no image)"},
+            ),
+            "date_obs_spread": (
+                "time",
+                np.zeros(1),
+                {"units": "s", "description": "largest difference between the DATE-OBS of the subbands"},
+            ),
         },
         coords={
-            "time": ("time", [plan.time_mjd], sample["time"].attrs),
+            "time": ("time", [plan.time_mjd], TIME_ATTRS),
             "frequency": ("frequency", np.array(frequencies_hz, dtype=float), sample["frequency"].attrs),
-            "polarization": ("polarization", np.array(sample["polarization"].values, dtype=object)),
+            "frequency_label": ("frequency", np.array([label for _, label in channels], dtype=str)),
+            "polarization": ("polarization", np.array(sample["polarization"].values, dtype=str)),
             "l": sample["l"].variable,
             "m": sample["m"].variable,
-            "beam_params_label": ("beam_params_label", np.array(["major", "minor", "pa"], dtype=object)),
+            "beam_params_label": ("beam_params_label", np.array(["major", "minor", "pa"], dtype=str)),
         },
-        attrs=dict(sample.attrs),
+        attrs={**sample.attrs, "fits_wcs_header": plan.subbands[0].celestial_wcs},
     )
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of the software that shapes what the store holds."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"ovro-ingest": __version__}
+    for package in ("xradio", "zarr", "xarray", "astropy", "numpy", "numcodecs"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def record_run(path: str | os.PathLike[str], run: dict) -> None:
+    """Append ``run`` (who, when, parameters) to the store's list of ingest runs (callers hold the writer lock)."""
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    runs = list(group.attrs.get(RUNS_ATTR, []))
+    group.attrs[RUNS_ATTR] = [*runs, {**run, "software": software_versions()}]
+    zarr.consolidate_metadata(str(path))
 
 
 def encoding_for(dataset: xr.Dataset, settings: StoreSettings) -> dict:
@@ -294,7 +339,8 @@ def create_store(
             STORE_ID_ATTR: identity,
             GRID_ATTR: first.grid.model_dump(mode="json"),
             SETTINGS_ATTR: settings.model_dump(mode="json"),
-            "ovro_ingest_created_with": __version__,
+            "ovro_ingest_created_with": software_versions(),
+            RUNS_ATTR: [],
         }
     )
     building = target.with_name(f".{target.name}.creating-{identity[:8]}")
@@ -392,12 +438,13 @@ def source_ledger(plan: TimeStepPlan) -> str:
         }
         for s in plan.subbands
     ]
+    entries += [{"path": e.source.path, "subband": e.source.subband, "excluded": e.reason} for e in plan.excluded]
     return json.dumps(entries, sort_keys=True)
 
 
 def ledger_fingerprints(entry: str) -> set[tuple[str, int, int]]:
     """The (file name, size, mtime) triples of a ledger entry."""
-    return {(Path(e["path"]).name, e["size"], e["mtime_ns"]) for e in json.loads(entry)}
+    return {(Path(e["path"]).name, e["size"], e["mtime_ns"]) for e in json.loads(entry) if "excluded" not in e}
 
 
 def plan_fingerprints(plan: TimeStepPlan) -> set[tuple[str, int, int]]:
@@ -411,6 +458,9 @@ def time_step_values(plan: TimeStepPlan, state: StoreState, channels: list[int])
     for subband, channel in zip(plan.subbands, channels, strict=True):
         if subband.beam_rad is not None:
             beams[channel, :, :] = subband.beam_rad
+    header_frequencies = np.full(len(state.frequencies_hz), np.nan)
+    for subband, channel in zip(plan.subbands, channels, strict=True):
+        header_frequencies[channel] = subband.frequency_hz
     return {
         "time": plan.time_mjd,
         "BEAM_FIT_PARAMS_SKY": beams.tolist(),
@@ -418,6 +468,8 @@ def time_step_values(plan: TimeStepPlan, state: StoreState, channels: list[int])
         "source_files": source_ledger(plan),
         "software_version": __version__,
         "wcs_header": plan.subbands[0].celestial_wcs,
+        "frequency_header": header_frequencies.tolist(),
+        "date_obs_spread": plan.date_obs_spread_s,
     }
 
 

@@ -10,6 +10,6 @@ from tasks.cache import PURE
 
 
 @task(name="combine_frequencies", task_run_name="combine-{step.key}", cache_policy=PURE, persist_result=True)
-def combine_frequencies(step: LoadedTimeStep) -> TimeStepPlan:
-    """Order the subbands by frequency; reject duplicate frequencies and mixed grids."""
-    return combine(step)
+def combine_frequencies(step: LoadedTimeStep, keep_bad_beams: bool = False) -> TimeStepPlan:
+    """Order the subbands by frequency; reject duplicate frequencies and mixed grids; leave out invalid beams."""
+    return combine(step, keep_bad_beams)

@@ -1,0 +1,179 @@
+"""Audit an input directory without writing anything: would an ingest succeed, and what will it meet?
+
+Reads headers only (no pixels, no xradio), so a night of files is audited in
+seconds. Per time step it reports the subbands found and missing, the DATE-OBS
+spread, the offset between the file-name time stamp and DATE-OBS, frequency jitter,
+beam problems, pixel-grid mismatches, files that will need a fixed copy, and files
+that cannot be ingested at all.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from astropy.io import fits
+
+from ovro_ingest.combine import SAME_CHANNEL_TOLERANCE_HZ
+from ovro_ingest.discover import discover_time_steps
+from ovro_ingest.errors import IngestError
+from ovro_ingest.headers import (
+    check_complete,
+    frequency_from_header_or_name,
+    image_hdu_index,
+    needed_corrections,
+    open_fits,
+)
+from ovro_ingest.load import beam_problem, name_time_offset_s, observation_time, spatial_grid
+from ovro_ingest.models import SourceFile, SpatialGrid
+
+
+@dataclass
+class FileAudit:
+    """What the headers of one file say."""
+
+    path: str
+    subband: str
+    frequency_hz: float | None = None
+    time_mjd: float | None = None
+    grid: SpatialGrid | None = None
+    corrections: list[str] = field(default_factory=list)
+    beam_problem: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class TimeStepAudit:
+    """What an ingest would meet in one time step."""
+
+    key: str
+    files: list[FileAudit]
+    missing_subbands: list[str] = field(default_factory=list)
+    date_obs_spread_s: float = 0.0
+    name_offset_s: float | None = None
+    problems: list[str] = field(default_factory=list)
+    """Why the time step would fail (empty: it would be stored)."""
+    notes: list[str] = field(default_factory=list)
+    """What would be stored with a warning or a correction."""
+
+    @property
+    def ok(self) -> bool:
+        """True when an ingest would store this time step."""
+        return not self.problems
+
+
+@dataclass
+class AuditReport:
+    """The audit of an input directory."""
+
+    input_dir: str
+    time_steps: list[TimeStepAudit]
+    skipped: list[str]
+    channels_hz: list[float]
+    max_jitter_hz: float
+
+    @property
+    def ok(self) -> bool:
+        """True when an ingest would store every time step."""
+        return all(step.ok for step in self.time_steps)
+
+
+def audit_file(source: SourceFile) -> FileAudit:
+    """Read the facts an ingest needs from one file's header, and what would go wrong."""
+    result = FileAudit(path=source.path, subband=source.subband)
+    try:
+        with open_fits(source.path) as hdulist:
+            index = image_hdu_index(hdulist, source.path)
+            check_complete(hdulist, index, source.path)
+            header = hdulist[index].header
+            result.corrections = needed_corrections(header, index > 0, source)
+            result.frequency_hz = header_frequency(header, source)
+            result.time_mjd, _ = observation_time(header, source.path)
+            result.grid = spatial_grid(header)
+            result.beam_problem = beam_problem(header)
+    except IngestError as error:
+        result.error = str(error)
+    except (KeyError, ValueError, OSError) as error:
+        result.error = f"{source.path}: unreadable header ({type(error).__name__}: {error})"
+    return result
+
+
+def header_frequency(header: fits.Header, source: SourceFile) -> float:
+    """The image frequency: the FREQ axis' value at its reference pixel, else RESTFRQ or the name."""
+    for axis in range(1, header["NAXIS"] + 1):
+        if str(header.get(f"CTYPE{axis}", "")).strip().startswith("FREQ"):
+            return float(header[f"CRVAL{axis}"]) + (1 - float(header.get(f"CRPIX{axis}", 1))) * float(
+                header.get(f"CDELT{axis}", 0.0)
+            )
+    return frequency_from_header_or_name(header, source)[0]
+
+
+def channels_of(files: list[FileAudit]) -> list[float]:
+    """The channels an ingest of these files would create (frequencies closer than the tolerance merged)."""
+    channels: list[float] = []
+    for frequency in sorted(f.frequency_hz for f in files if f.frequency_hz is not None):
+        if not channels or frequency - channels[-1] > SAME_CHANNEL_TOLERANCE_HZ:
+            channels.append(frequency)
+    return channels
+
+
+def audit_time_step(key: str, files: list[FileAudit], grid: SpatialGrid | None, labels: set[str]) -> TimeStepAudit:
+    """Judge one time step: what fails it, what is only worth a note."""
+    step = TimeStepAudit(key=key, files=files)
+    usable = [f for f in files if f.error is None and f.beam_problem is None]
+    step.problems += [f.error for f in files if f.error]
+    step.notes += [f"{Path(f.path).name}: {f.beam_problem}; it would be left out" for f in files if f.beam_problem]
+    step.notes += [f"{Path(f.path).name}: {'; '.join(f.corrections)}" for f in files if f.corrections and not f.error]
+    if not usable and not step.problems:
+        step.problems.append(f"time step {key}: no file with a valid beam")
+    counts = Counter(f.subband for f in files)
+    step.problems += [f"time step {key}: {n} files for subband {label}" for label, n in counts.items() if n > 1]
+    step.missing_subbands = sorted(labels - set(counts), key=lambda label: int(label.removesuffix("MHz")))
+    if step.missing_subbands:
+        step.notes.append(f"missing subbands {', '.join(step.missing_subbands)} (stored as NaN)")
+    for f in usable:
+        if grid is not None and f.grid != grid:
+            step.problems.append(f"{f.path}: pixel grid {f.grid.describe()} differs from the run's {grid.describe()}")
+    times = [f.time_mjd for f in usable if f.time_mjd is not None]
+    if times:
+        step.date_obs_spread_s = (max(times) - min(times)) * 86400.0
+        step.name_offset_s = name_time_offset_s(key, min(times))
+    return step
+
+
+def audit_directory(input_dir: str | os.PathLike[str]) -> AuditReport:
+    """Audit every time step under ``input_dir`` (see the module docstring); writes nothing."""
+    found = discover_time_steps(input_dir)
+    audited = {step.key: [audit_file(f) for f in step.files] for step in found.time_steps}
+    every_file = [f for files in audited.values() for f in files]
+    grids = Counter(f.grid for f in every_file if f.grid is not None)
+    grid = grids.most_common(1)[0][0] if grids else None
+    labels = {f.subband for f in every_file}
+    channels = channels_of(every_file)
+    jitter = max(
+        (min(abs(f.frequency_hz - c) for c in channels) for f in every_file if f.frequency_hz is not None),
+        default=0.0,
+    )
+    return AuditReport(
+        input_dir=str(input_dir),
+        time_steps=[audit_time_step(key, files, grid, labels) for key, files in audited.items()],
+        skipped=found.skipped,
+        channels_hz=channels,
+        max_jitter_hz=jitter,
+    )
+
+
+def describe_offset(seconds: float | None) -> str:
+    """A name/DATE-OBS offset for a table cell."""
+    if seconds is None or math.isnan(seconds):
+        return ""
+    return f"{seconds:+.1f}"
+
+
+def audit_time() -> str:
+    """Now, for the report's header."""
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
