@@ -62,17 +62,47 @@ def append_plans(
     return receipts
 
 
+def ingest_plans(
+    store: str | os.PathLike[str],
+    plans: Sequence[TimeStepPlan],
+    who: str,
+    source: str,
+    settings: StoreSettings | None = None,
+    workers: int = 1,
+    replace: bool = False,
+) -> list[AppendReceipt]:
+    """Append ``plans`` holding the writer lock, and record the run in the store when it changed it."""
+    with writer_lock(store, who=who):
+        prepare_store(store)
+        receipts = append_plans(store, plans, settings, workers=workers, replace=replace)
+        if any(r.status in ("written", "replaced") for r in receipts):  # a run that changed nothing leaves no trace
+            record_run(store, run_record(who, source, receipts))
+        return receipts
+
+
+def run_record(who: str, source: str, receipts: Sequence[AppendReceipt]) -> dict:
+    """What the store remembers of an ingest run."""
+    statuses = sorted({r.status for r in receipts})
+    return {
+        "who": who,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "input_dir": source,
+        "time_steps": {status: sum(r.status == status for r in receipts) for status in statuses},
+    }
+
+
 def ingest_time_step(
     step: TimeStepFiles,
     store: str | os.PathLike[str],
     fixed_dir: str | None = None,
     settings: StoreSettings | None = None,
     replace: bool = False,
+    keep_bad_beams: bool = False,
 ) -> AppendReceipt:
-    """Fix, load, combine and append one time step, holding the writer lock."""
-    with writer_lock(store, who="ovro_ingest.pipeline.ingest_time_step"):
-        prepare_store(store)
-        return append_plans(store, [plan_time_step(step, fixed_dir)], settings, replace=replace)[0]
+    """Fix, load, combine and append one time step."""
+    plan = plan_time_step(step, fixed_dir, keep_bad_beams)
+    source = str(Path(step.files[0].path).parent)
+    return ingest_plans(store, [plan], "ovro_ingest.pipeline.ingest_time_step", source, settings, replace=replace)[0]
 
 
 def ingest_directory(
@@ -84,23 +114,9 @@ def ingest_directory(
     replace: bool = False,
     keep_bad_beams: bool = False,
 ) -> list[AppendReceipt]:
-    """Ingest every time step under ``input_dir`` into ``store``, holding the writer lock."""
+    """Ingest every time step under ``input_dir`` into ``store``."""
     exclude = (Path(fixed_dir),) if fixed_dir else ()
     steps = discover_time_steps(input_dir, exclude=exclude).time_steps
-    with writer_lock(store, who="ovro_ingest.pipeline.ingest_directory"):
-        prepare_store(store)
-        plans = [plan_time_step(step, fixed_dir, keep_bad_beams) for step in steps]
-        receipts = append_plans(store, plans, settings, workers=workers, replace=replace)
-        if any(r.status in ("written", "replaced") for r in receipts):  # a run that changed nothing leaves no trace
-            record_run(store, run_record("ovro_ingest.pipeline.ingest_directory", input_dir, receipts))
-        return receipts
-
-
-def run_record(who: str, input_dir: str | os.PathLike[str], receipts: Sequence[AppendReceipt]) -> dict:
-    """What the store remembers of an ingest run."""
-    return {
-        "who": who,
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "input_dir": str(Path(input_dir).resolve()),
-        "time_steps": {status: sum(r.status == status for r in receipts) for status in {r.status for r in receipts}},
-    }
+    plans = [plan_time_step(step, fixed_dir, keep_bad_beams) for step in steps]
+    who, source = "ovro_ingest.pipeline.ingest_directory", str(Path(input_dir).resolve())
+    return ingest_plans(store, plans, who, source, settings, workers=workers, replace=replace)
