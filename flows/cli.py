@@ -201,6 +201,52 @@ def demo(
     raise typer.Exit(code)
 
 
+@app.command()
+def audit(input_dir: Annotated[Path, typer.Argument(help="Folder of FITS images (searched recursively).")]) -> None:
+    """Report what an ingest of INPUT_DIR would meet, reading headers only (nothing is written).
+
+    Exits 0 when every time step would be stored, 1 when some would fail, 2 when the folder cannot be read.
+    """
+    from ovro_ingest.audit import audit_directory
+
+    try:
+        report = audit_directory(input_dir)
+    except FileNotFoundError as error:
+        errors.print(f"[red]audit failed:[/] {error}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    table = Table(title=f"audit of {report.input_dir}")
+    for column in ("time step", "files", "missing subbands", "DATE-OBS spread s", "DATE-OBS - name s", "verdict"):
+        table.add_column(column, no_wrap=True)
+    for step in report.time_steps:
+        offset = "" if step.name_offset_s is None else f"{step.name_offset_s:+.1f}"
+        verdict = "[green]ok[/]" if step.ok else "[red]would fail[/]"
+        table.add_row(
+            step.key,
+            str(len(step.files)),
+            ", ".join(step.missing_subbands),
+            f"{step.date_obs_spread_s:.1f}",
+            offset,
+            verdict,
+        )
+    console.print(table)
+    for step in report.time_steps:
+        for note in step.notes:
+            console.print(f"note {step.key}: {note}", soft_wrap=True)
+        for problem in step.problems:
+            console.print(f"[red]would fail[/] {step.key}: {problem}", soft_wrap=True)
+    if report.skipped:
+        console.print(f"{len(report.skipped)} file(s) follow neither naming convention and would be skipped")
+    channels = ", ".join(f"{c / 1e6:.3f}" for c in report.channels_hz)
+    console.print(
+        f"channels (MHz): {channels}; largest frequency jitter: {report.max_jitter_hz:.0f} Hz", soft_wrap=True
+    )
+    failing = sum(not step.ok for step in report.time_steps)
+    console.print(
+        f"{len(report.time_steps)} time steps: {len(report.time_steps) - failing} would be stored, {failing} would fail"
+    )
+    raise typer.Exit(0 if report.ok else 1)
+
+
 def print_health(report, verb: str) -> None:
     """Print a validate/repair report: problems in red, notes plain."""
     for note in report.notes:

@@ -9,11 +9,10 @@ that cannot be ingested at all.
 
 from __future__ import annotations
 
-import math
+import itertools
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from astropy.io import fits
@@ -132,6 +131,10 @@ def audit_time_step(key: str, files: list[FileAudit], grid: SpatialGrid | None, 
         step.problems.append(f"time step {key}: no file with a valid beam")
     counts = Counter(f.subband for f in files)
     step.problems += [f"time step {key}: {n} files for subband {label}" for label, n in counts.items() if n > 1]
+    by_frequency = sorted((f for f in usable if f.frequency_hz is not None), key=lambda f: f.frequency_hz)
+    for lower, upper in itertools.pairwise(by_frequency):
+        if upper.frequency_hz - lower.frequency_hz < SAME_CHANNEL_TOLERANCE_HZ and lower.subband != upper.subband:
+            step.problems.append(f"time step {key}: two files for one frequency: {lower.path} and {upper.path}")
     step.missing_subbands = sorted(labels - set(counts), key=lambda label: int(label.removesuffix("MHz")))
     if step.missing_subbands:
         step.notes.append(f"missing subbands {', '.join(step.missing_subbands)} (stored as NaN)")
@@ -165,15 +168,3 @@ def audit_directory(input_dir: str | os.PathLike[str]) -> AuditReport:
         channels_hz=channels,
         max_jitter_hz=jitter,
     )
-
-
-def describe_offset(seconds: float | None) -> str:
-    """A name/DATE-OBS offset for a table cell."""
-    if seconds is None or math.isnan(seconds):
-        return ""
-    return f"{seconds:+.1f}"
-
-
-def audit_time() -> str:
-    """Now, for the report's header."""
-    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

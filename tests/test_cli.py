@@ -26,7 +26,7 @@ def test_version_and_help_on_every_command():
     from ovro_ingest import __version__
 
     assert ovro_ingest("--version").stdout.strip() == f"ovro-ingest {__version__}"
-    for command in ([], ["synth"], ["run"], ["demo"], ["validate"], ["repair"]):
+    for command in ([], ["synth"], ["run"], ["demo"], ["validate"], ["repair"], ["audit"]):
         result = ovro_ingest(*command, "--help")
         assert result.returncode == 0 and "Usage" in result.stdout, result.stderr
 

@@ -70,8 +70,11 @@ def test_flow_ingests_both_naming_conventions_exactly(tmp_path):
 
     names = task_states(state)
     for step in steps:
-        for prefix in ("fix", "load", "combine", "append"):
+        for prefix in ("fix", "load", "combine", "write", "append"):
             assert names[f"{prefix}-{step.key}"] == "Completed"
+    (run,) = ds.attrs["ovro_ingest_runs"]
+    assert run["flow_run_id"] == str(state.state_details.flow_run_id) and run["time_steps"] == summary.one_line()
+    assert run["parameters"]["input_dir"] == str(inputs) and run["software"]["xradio"]
 
 
 def test_failed_time_step_is_the_only_one_recomputed_after_repair_and_a_rerun_does_nothing(tmp_path):
