@@ -105,9 +105,8 @@ def header_frequency(header: fits.Header, source: SourceFile) -> float:
     """The image frequency: the FREQ axis' value at its reference pixel, else RESTFRQ or the name."""
     for axis in range(1, header["NAXIS"] + 1):
         if str(header.get(f"CTYPE{axis}", "")).strip().startswith("FREQ"):
-            return float(header[f"CRVAL{axis}"]) + (1 - float(header.get(f"CRPIX{axis}", 1))) * float(
-                header.get(f"CDELT{axis}", 0.0)
-            )
+            crval, crpix = float(header.get(f"CRVAL{axis}", 0.0)), float(header.get(f"CRPIX{axis}", 0.0))
+            return crval + (1 - crpix) * float(header.get(f"CDELT{axis}", 1.0))  # FITS defaults
     return frequency_from_header_or_name(header, source)[0]
 
 

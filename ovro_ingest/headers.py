@@ -102,7 +102,22 @@ def needed_corrections(header: fits.Header, in_extension: bool, source: SourceFi
         corrections.append(f"added a FREQ axis at {frequency:.1f} Hz (from {origin})")
     if header["NAXIS"] in (2, 3):
         corrections.append("added a STOKES axis (I)")
+    corrections += [f"added {keyword}={value} (the FITS default)" for keyword, value in missing_wcs_defaults(header)]
     return corrections
+
+
+WCS_DEFAULTS = (("CRPIX", 0.0), ("CDELT", 1.0), ("CRVAL", 0.0))
+"""Keywords the FITS standard gives a default value when absent (WCS Paper I), and the loader requires."""
+
+
+def missing_wcs_defaults(header: fits.Header) -> list[tuple[str, float]]:
+    """The (keyword, FITS default) pairs a header lacks on the axes it has."""
+    return [
+        (f"{keyword}{axis}", value)
+        for axis in range(1, header["NAXIS"] + 1)
+        for keyword, value in WCS_DEFAULTS
+        if f"{keyword}{axis}" not in header
+    ]
 
 
 def fixed_copy_path(source: SourceFile, fixed_dir: Path) -> Path:
@@ -133,6 +148,7 @@ def write_fixed_copy(source: SourceFile, index: int, dest: Path) -> None:
         data = np.asarray(hdulist[index].data, dtype=np.float32)  # astropy applies BSCALE/BZERO and BLANK
     for keyword in ("BSCALE", "BZERO", "BLANK"):
         header.remove(keyword, ignore_missing=True)
+    header.update(dict(missing_wcs_defaults(header)))
     for axis in range(1, header["NAXIS"] + 1):
         if isinstance(header.get(f"CTYPE{axis}"), str):
             header[f"CTYPE{axis}"] = header[f"CTYPE{axis}"].strip()

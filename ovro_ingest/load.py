@@ -83,8 +83,8 @@ def spatial_grid(header: fits.Header) -> SpatialGrid:
     return SpatialGrid(
         shape_lm=(int(header["NAXIS1"]), int(header["NAXIS2"])),
         projection=str(header.get("CTYPE1", ""))[-3:],
-        crpix=(float(header["CRPIX1"]), float(header["CRPIX2"])),
-        cdelt_deg=(float(header["CDELT1"]), float(header["CDELT2"])),
+        crpix=(float(header.get("CRPIX1", 0.0)), float(header.get("CRPIX2", 0.0))),  # FITS defaults
+        cdelt_deg=(float(header.get("CDELT1", 1.0)), float(header.get("CDELT2", 1.0))),
     )
 
 

@@ -116,3 +116,25 @@ def test_an_empty_or_non_fits_file_is_named_with_the_fix(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(BadInputFile, match=r"averaged_1-I-image\.fits: (empty file|not a readable FITS)"):
         make_readable(SourceFile.from_path(path, "41MHz"), tmp_path / "fixed")
+
+
+def test_missing_wcs_keywords_get_their_fits_defaults_in_a_recorded_fixed_copy(tmp_path):
+    from ovro_ingest.load import load_subband
+    from ovro_ingest.synth import generate
+
+    (path,) = generate(tmp_path / "in", time_steps=1, n_subbands=1, size=32)
+    with fits.open(path, mode="update") as hdul:
+        for keyword in ("CDELT4", "CRPIX4", "CRVAL4"):
+            del hdul[0].header[keyword]
+    readable = make_readable(SourceFile.from_path(path, "41MHz"), tmp_path / "fixed")
+    assert set(readable.corrections) == {
+        "added CRPIX4=0.0 (the FITS default)",
+        "added CDELT4=1.0 (the FITS default)",
+        "added CRVAL4=0.0 (the FITS default)",
+    }
+    header = fits.getheader(readable.path)
+    assert (header["CRPIX4"], header["CDELT4"], header["CRVAL4"]) == (0.0, 1.0, 0.0)
+    assert fits.getheader(path)["SPECSYS"] == header["SPECSYS"], "keywords the file has are kept"
+    image = load_subband(readable)
+    np.testing.assert_array_equal(fits.getdata(readable.path), fits.getdata(path))
+    assert image.polarizations == ("I",)
