@@ -159,8 +159,14 @@ def write_time_step(store: str | os.PathLike[str], plan: TimeStepPlan, replace: 
     index, where = placement(state, plan.key, plan.time_mjd)
     status = "staged"
     if where == "stored":
-        if not replace or ledger_fingerprints(state.value("source_files", index)) == plan_fingerprints(plan):
-            warn_if_sources_changed(state, plan, index)
+        changed = ledger_fingerprints(state.value("source_files", index)) != plan_fingerprints(plan)
+        if not (replace and changed):
+            if changed:
+                logger.warning(
+                    "time step %s is already stored, but its source files changed since; kept the stored version "
+                    "(pass --replace to store the new files instead)",
+                    plan.key,
+                )
             return StagedTimeStep(
                 key=plan.key,
                 time_mjd=plan.time_mjd,
@@ -186,16 +192,6 @@ def write_time_step(store: str | os.PathLike[str], plan: TimeStepPlan, replace: 
         bytes_written=written,
         seconds=time.perf_counter() - started,
     )
-
-
-def warn_if_sources_changed(state: StoreState, plan: TimeStepPlan, index: int) -> None:
-    """Warn when a stored time step's source files differ from ``plan``'s (the stored one is kept)."""
-    if ledger_fingerprints(state.value("source_files", index)) != plan_fingerprints(plan):
-        logger.warning(
-            "time step %s is already stored, but its source files changed since; kept the stored version "
-            "(pass --replace to store the new files instead)",
-            plan.key,
-        )
 
 
 def stage_pixels(state: StoreState, plan: TimeStepPlan, channels: list[int], target: Path) -> int:
@@ -280,13 +276,14 @@ def commit_time_step(store: str | os.PathLike[str], staged: StagedTimeStep) -> A
     if staged.path is None:
         return receipt("already stored", staged.index if staged.index is not None else -1)
     staging = Path(staged.path)
+    index, where = placement(state, staged.key, staged.time_mjd)
+    if where == "stored" and (staged.status != "staged to replace" or not staging.exists()):
+        # stored meanwhile, e.g. by the recovery above when a killed worker's commit is retried
+        shutil.rmtree(staging, ignore_errors=True)
+        return receipt("already stored", index)
     if not staging.exists():
         raise StoreError(f"{staging}: the staged time step {staged.key} is gone; run the ingest again")
     values = json.loads((staging / VALUES_FILE).read_text())
-    index, where = placement(state, staged.key, staged.time_mjd)
-    if where == "stored" and staged.status != "staged to replace":
-        shutil.rmtree(staging, ignore_errors=True)
-        return receipt("already stored", index)
     journal = {
         "key": staged.key,
         "staging": str(staging),
