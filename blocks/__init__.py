@@ -1,5 +1,10 @@
-"""Prefect Blocks holding the ingest settings (input root, store, fixed-file dir, chunking, codec, Dask address).
+"""Prefect Blocks of the ingest: the settings an operator saves once and the deployments load.
 
-Not written yet: the block that deployments load arrives with the operations work
-(issue 5). Until then the flow takes every setting as a parameter.
+Register the block type with ``prefect block register -m blocks``; save one with
+``IngestSettings(input_root=..., store=...).save("nightly")`` or
+``deployments/stand-up``.
 """
+
+from blocks.ingest_settings import IngestSettings
+
+__all__ = ["IngestSettings"]

@@ -18,6 +18,7 @@ from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 from prefect_dask import DaskTaskRunner
 
+from flows.request import resolve_request
 from flows.summary import IngestIncomplete, IngestSummary, outcome_of
 from ovro_ingest.commit import clear_staging
 from ovro_ingest.discover import read_manifest
@@ -30,12 +31,6 @@ from tasks.combine_frequencies import combine_frequencies
 from tasks.discover import discover
 from tasks.fix_headers import fix_headers
 from tasks.load_subbands import load_subbands
-
-
-def work_dir_of(store: str) -> Path:
-    """The run's working folder beside the store, ``<store>.work``: manifests and, by default, fixed copies."""
-    path = Path(store).resolve()
-    return path.with_name(path.name + ".work")
 
 
 def local_cluster_options(workers: int | None) -> dict:
@@ -62,15 +57,18 @@ def use_dask_cluster(dask_address: str | None, workers: int | None) -> None:
 
 @flow(name="ingest", task_runner=DaskTaskRunner(), persist_result=True)
 def ingest(
-    input_dir: str,
-    store: str,
+    input_dir: str | None = None,
+    store: str | None = None,
+    settings_block: str | None = None,
+    night: str | None = None,
+    time_steps: list[str] | None = None,
     fixed_dir: str | None = None,
-    chunk_lm: int = 1024,
+    chunk_lm: int | None = None,
     rebuild: bool = False,
     dask_address: str | None = None,
     workers: int | None = None,
-    codec: str = "lz4",
-    zarr_format: int = 3,
+    codec: str | None = None,
+    zarr_format: int | None = None,
     replace: bool = False,
     wait_for_lock: float = 0.0,
     keep_bad_beams: bool = False,
@@ -79,25 +77,34 @@ def ingest(
 
     Parameters
     ----------
-    input_dir : str
-        Folder of FITS images (searched recursively).
-    store : str
-        The Zarr store; created on first use, appended to afterwards.
+    input_dir : str, optional
+        Folder of FITS images (searched recursively). Default: the night's folder
+        under the settings block's input root.
+    store : str, optional
+        The Zarr store; created on first use, appended to afterwards. Default: the
+        settings block's store.
+    settings_block : str, optional
+        Name of a saved ``IngestSettings`` block whose values fill in the parameters
+        not given (the deployments use it).
+    night : str, optional
+        ISO date of the night to ingest from the block's input root (default: yesterday, UTC).
+    time_steps : list of str, optional
+        Only these time steps (``YYYYMMDD_HHMMSS`` keys), e.g. to re-run chosen ones.
     fixed_dir : str, optional
         Folder for fixed copies of files the loader cannot read as they are
         (default: ``<store>.work/fixed``).
-    chunk_lm : int
-        Chunk length along l and m for a new store.
+    chunk_lm : int, optional
+        Chunk length along l and m for a new store (default 1024).
     rebuild : bool
         Delete the store first and ingest everything again.
     dask_address : str, optional
         Address of an existing Dask scheduler; by default a local cluster is started.
     workers : int, optional
         Worker processes of the local cluster (default: one per core).
-    codec : {"lz4", "zstd", "none"}
-        Lossless compression of a new store.
-    zarr_format : {2, 3}
-        Zarr format of a new store.
+    codec : {"lz4", "zstd", "none"}, optional
+        Lossless compression of a new store (default lz4).
+    zarr_format : {2, 3}, optional
+        Zarr format of a new store (default 3).
     replace : bool
         Store again the time steps the store holds whose source files changed
         (by default they are kept, with a warning).
@@ -113,24 +120,25 @@ def ingest(
         One outcome per time step. The flow run fails, after every other time
         step is stored, when any time step failed.
     """
-    use_dask_cluster(dask_address, workers)
+    request = resolve_request(
+        input_dir, store, settings_block, night, fixed_dir, chunk_lm, codec, zarr_format, dask_address, workers
+    )
+    use_dask_cluster(request.dask_address, request.workers)
     logger = get_run_logger()
-    settings = StoreSettings(chunk_lm=chunk_lm, codec=codec, zarr_format=zarr_format)
-    store = str(Path(store).resolve())
-    work_dir = work_dir_of(store)
-    fixed_dir = str(Path(fixed_dir).resolve()) if fixed_dir else str(work_dir / "fixed")
+    store, fixed_dir = request.store, request.fixed_dir
     run = FlowRunContext.get().flow_run
     with writer_lock(store, who=f"flow run {run.name!r} ({run.id})", wait_seconds=wait_for_lock):
         if rebuild:
             logger.info("rebuild: removing %s", store)
             remove_store(store)
         prepare_store(store)
-        steps = time_steps_of(str(Path(input_dir).resolve()), str(work_dir / "manifests"), (str(work_dir), fixed_dir))
+        manifests = str(Path(request.work_dir) / "manifests")
+        steps = select(time_steps_of(request.input_dir, manifests, (request.work_dir, fixed_dir)), time_steps)
         fixed = fix_headers.map(steps, fixed_dir=unmapped(fixed_dir))
         loaded = load_subbands.map(fixed)
         plans = combine_frequencies.map(loaded, keep_bad_beams=unmapped(keep_bad_beams))
         if not store_exists(store):
-            create_store_from(plans, store, settings)
+            create_store_from(plans, store, request.settings)
         staged = write_to_staging.map(plans, store=unmapped(store), replace=unmapped(replace))
         appends = commit_in_time_order(plans, staged, store)
         summary = IngestSummary(
@@ -147,6 +155,16 @@ def ingest(
     if summary.failed:
         raise IngestIncomplete(summary)
     return summary
+
+
+def select(steps: list[TimeStepFiles], keys: list[str] | None) -> list[TimeStepFiles]:
+    """The time steps named in ``keys`` (all when None); an unknown key is an error."""
+    if not keys:
+        return steps
+    unknown = sorted(set(keys) - {step.key for step in steps})
+    if unknown:
+        raise ValueError(f"time steps not found in the input folder: {', '.join(unknown)}; check the time_steps keys")
+    return [step for step in steps if step.key in set(keys)]
 
 
 def run_record(run, summary: IngestSummary) -> dict:

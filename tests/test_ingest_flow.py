@@ -28,7 +28,8 @@ def run_ingest(**parameters):
     from flows.ingest import ingest
 
     parameters.setdefault("workers", 2)
-    parameters.setdefault("chunk_lm", 32)
+    if "settings_block" not in parameters:
+        parameters.setdefault("chunk_lm", 32)
     state = ingest(**{k: str(v) if isinstance(v, Path) else v for k, v in parameters.items()}, return_state=True)
     return state, state.result(raise_on_failure=False)
 
@@ -270,3 +271,20 @@ def test_a_worker_killed_in_a_commit_is_replaced_and_the_retried_commit_finishes
     reference = tmp_path / "reference.zarr"
     ingest_directory(inputs, reference, settings=StoreSettings(chunk_lm=32))
     assert_same_store(store, reference)
+
+
+def test_a_run_from_a_settings_block_ingests_the_nights_folder_and_only_the_chosen_time_steps(tmp_path):
+    from blocks import IngestSettings
+
+    generate(tmp_path / "nights" / "2024-05-24", time_steps=3, n_subbands=2, size=32)
+    IngestSettings(input_root=str(tmp_path / "nights"), store=str(tmp_path / "a.zarr"), chunk_lm=16).save(
+        "flow-test", overwrite=True
+    )
+    state, summary = run_ingest(settings_block="flow-test", night="2024-05-24", time_steps=["20240524_050019"])
+    assert state.is_completed(), summary
+    assert [o.key for o in summary.outcomes] == ["20240524_050019"]
+    ds = xr.open_zarr(tmp_path / "a.zarr")
+    assert list(ds["time_key"].values) == ["20240524_050019"] and ds["SKY"].encoding["chunks"][-1] == 16
+
+    state, error = run_ingest(settings_block="flow-test", night="2024-05-24", time_steps=["20240524_999999"])
+    assert state.is_failed() and "time steps not found in the input folder: 20240524_999999" in str(error)
