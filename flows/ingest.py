@@ -18,12 +18,13 @@ from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 from prefect_dask import DaskTaskRunner
 
+from flows.report import publish
 from flows.request import resolve_request
 from flows.summary import IngestIncomplete, IngestSummary, outcome_of
 from ovro_ingest.commit import clear_staging
 from ovro_ingest.discover import read_manifest
 from ovro_ingest.lock import writer_lock
-from ovro_ingest.models import TimeStepFiles
+from ovro_ingest.models import Manifest, TimeStepFiles
 from ovro_ingest.pipeline import prepare_store
 from ovro_ingest.store import StoreSettings, record_run, remove_store, store_exists
 from tasks.append_to_zarr import append_to_zarr, create_store_for, write_to_staging
@@ -133,7 +134,8 @@ def ingest(
             remove_store(store)
         prepare_store(store)
         manifests = str(Path(request.work_dir) / "manifests")
-        steps = select(time_steps_of(request.input_dir, manifests, (request.work_dir, fixed_dir)), time_steps)
+        manifest = discovered(request.input_dir, manifests, (request.work_dir, fixed_dir))
+        steps = select(read_manifest(manifest), time_steps)
         fixed = fix_headers.map(steps, fixed_dir=unmapped(fixed_dir))
         loaded = load_subbands.map(fixed)
         plans = combine_frequencies.map(loaded, keep_bad_beams=unmapped(keep_bad_beams))
@@ -151,6 +153,8 @@ def ingest(
         clear_staging(store)
         if any(o.status in ("written", "replaced") for o in summary.outcomes):  # a no-op run leaves no trace
             record_run(store, run_record(run, summary))
+    excluded = [item for plan in plans if succeeded(plan) for item in plan.result().excluded]
+    publish(summary, manifest, excluded, request.work_dir)
     logger.info(summary.one_line())
     if summary.failed:
         raise IngestIncomplete(summary)
@@ -181,12 +185,12 @@ def run_record(run, summary: IngestSummary) -> dict:
     }
 
 
-def time_steps_of(input_dir: str, manifest_dir: str, exclude: tuple[str, ...]) -> list[TimeStepFiles]:
+def discovered(input_dir: str, manifest_dir: str, exclude: tuple[str, ...]) -> Manifest:
     """Discover the time steps (cached); when the cached manifest file is gone, discover afresh."""
     manifest = discover(input_dir, manifest_dir, exclude=exclude)
     if not Path(manifest.path).is_file():
         manifest = discover.with_options(refresh_cache=True)(input_dir, manifest_dir, exclude=exclude)
-    return read_manifest(manifest)
+    return manifest
 
 
 def create_store_from(plans: list[PrefectFuture], store: str, settings: StoreSettings) -> None:

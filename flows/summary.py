@@ -15,6 +15,7 @@ class StepOutcome(BaseModel):
 
     key: str
     n_files: int
+    n_subbands: int = 0
     status: str
     """``written``, ``already stored`` or ``failed``."""
     index: int | None = None
@@ -72,10 +73,17 @@ def outcome_of(step: TimeStepFiles, chain: Sequence[PrefectFuture | None]) -> St
     receipt: AppendReceipt = chain[-1].result()
     # a cached receipt tells of work an earlier run did
     if chain[-1].state.name == "Cached":
-        return StepOutcome(key=step.key, n_files=len(step.files), status="already stored", index=receipt.index)
+        return StepOutcome(
+            key=step.key,
+            n_files=len(step.files),
+            n_subbands=receipt.n_subbands,
+            status="already stored",
+            index=receipt.index,
+        )
     return StepOutcome(
         key=step.key,
         n_files=len(step.files),
+        n_subbands=receipt.n_subbands,
         status=receipt.status,
         index=receipt.index,
         bytes_written=receipt.bytes_written,

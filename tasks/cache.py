@@ -56,7 +56,7 @@ class InputListing(InputsAndState):
     """The FITS files under ``input_dir`` (names, sizes, mtimes).
 
     The manifest file a cached result names may have been deleted since: the flow
-    then runs ``discover`` again with ``refresh_cache`` (see ``flows.ingest.time_steps_of``).
+    then runs ``discover`` again with ``refresh_cache`` (see ``flows.ingest.discovered``).
     """
 
     def state(self, inputs: dict[str, Any]) -> object | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -288,3 +289,33 @@ def test_a_run_from_a_settings_block_ingests_the_nights_folder_and_only_the_chos
 
     state, error = run_ingest(settings_block="flow-test", night="2024-05-24", time_steps=["20240524_999999"])
     assert state.is_failed() and "time steps not found in the input folder: 20240524_999999" in str(error)
+
+
+def test_every_run_publishes_a_table_a_summary_and_a_quick_look_picture(tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    inputs, store = tmp_path / "night", tmp_path / "s.zarr"
+    generate(inputs, time_steps=2, n_subbands=3, size=64)
+    (inputs / "notes.fits").write_bytes(b"not an image")  # skipped: its name follows neither convention
+    state, summary = run_ingest(input_dir=inputs, store=store)
+    assert state.is_completed(), summary
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
+    by_key = {a.key: a for a in artifacts}
+    table = by_key["ingest-time-steps"].data
+    rows = json.loads(table) if isinstance(table, str) else table
+    assert [(r["time step"], r["files"], r["subbands"], r["status"]) for r in rows] == [
+        ("20240524_050009", 3, 3, "written"),
+        ("20240524_050019", 3, 3, "written"),
+    ]
+    assert all(r["MB written"] == round(3 * 64 * 64 * 4 / 1e6, 1) for r in rows)
+    markdown = by_key["ingest-summary"].data
+    assert "2 time steps: 2 written, 0 already stored, 0 failed" in markdown
+    assert "3 channels, 43.246 to 52.433 MHz" in markdown and "**store**: 2 time steps" in markdown
+    assert "1 files named after neither convention, e.g. `notes.fits`" in markdown
+    picture = tmp_path / "s.zarr.work" / "quicklook" / "newest.png"
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 10_000
+    assert picture.as_uri() in markdown

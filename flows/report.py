@@ -1,0 +1,83 @@
+"""What a run shows in the Prefect UI: a table per time step, a markdown summary, a quick-look picture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flows.summary import IngestSummary
+from ovro_ingest.models import ExcludedFile, Manifest
+from ovro_ingest.quicklook import quicklook_png
+from ovro_ingest.store import read_state, store_exists
+
+
+def time_step_rows(summary: IngestSummary) -> list[dict]:
+    """One table row per time step: files, subbands, status, seconds, bytes written."""
+    return [
+        {
+            "time step": o.key,
+            "files": o.n_files,
+            "subbands": o.n_subbands,
+            "status": o.status,
+            "index": "" if o.index is None else o.index,
+            "seconds": round(o.seconds, 2),
+            "MB written": round(o.bytes_written / 1e6, 1),
+            "error": o.error or "",
+        }
+        for o in summary.outcomes
+    ]
+
+
+def summary_markdown(
+    summary: IngestSummary, manifest: Manifest, excluded: list[ExcludedFile], quicklook: Path | None
+) -> str:
+    """Totals, frequency range, store size, and what was skipped or failed and why."""
+    written = sum(o.bytes_written for o in summary.outcomes)
+    seconds = sum(o.seconds for o in summary.outcomes)
+    lines = [
+        f"### Ingest into `{summary.store}`",
+        "",
+        f"- **time steps**: {summary.one_line()}",
+        f"- **written**: {written / 1e6:.1f} MB of pixels in {seconds:.1f} s of writing",
+        f"- **input**: `{manifest.path}` lists {manifest.n_files} files in {manifest.n_time_steps} time steps",
+    ]
+    if store_exists(summary.store):
+        state = read_state(summary.store)
+        sky = Path(summary.store) / "SKY"
+        newest = sky / "c" / str(state.n_time - 1) if state.settings.zarr_format == 3 else None
+        per_step = sum(p.stat().st_size for p in newest.rglob("*") if p.is_file()) if newest and newest.exists() else 0
+        lines += [
+            f"- **frequencies**: {len(state.frequencies_hz)} channels, "
+            f"{state.frequencies_hz.min() / 1e6:.3f} to {state.frequencies_hz.max() / 1e6:.3f} MHz",
+            f"- **store**: {state.n_time} time steps"
+            + (f", about {per_step * state.n_time / 1e9:.2f} GB (newest time step x time steps)" if per_step else ""),
+        ]
+    if manifest.n_skipped:
+        examples = ", ".join(f"`{name}`" for name in manifest.skipped_examples)
+        lines.append(f"- **skipped**: {manifest.n_skipped} files named after neither convention, e.g. {examples}")
+    for item in excluded:
+        lines.append(f"- **left out** `{item.source.path}`: {item.reason}")
+    for o in summary.failed:
+        lines.append(f"- **failed** {o.key}: {o.error}")
+    if quicklook:
+        lines += ["", f"Quick look at the newest time step: [{quicklook.name}]({quicklook.as_uri()})"]
+    return "\n".join(lines)
+
+
+def publish(summary: IngestSummary, manifest: Manifest, excluded: list[ExcludedFile], work_dir: str) -> Path | None:
+    """Create the run's artifacts; the quick-look PNG goes to ``<work_dir>/quicklook/``. Returns its path."""
+    quicklook = None
+    if store_exists(summary.store):
+        try:
+            quicklook = quicklook_png(summary.store, Path(work_dir) / "quicklook" / "newest.png")
+        except Exception as error:  # a picture must never fail a run that stored its data
+            get_run_logger().warning("no quick-look picture: %s", error)
+    create_table_artifact(
+        key="ingest-time-steps", table=time_step_rows(summary), description="Each time step of this run"
+    )
+    create_markdown_artifact(
+        key="ingest-summary", markdown=summary_markdown(summary, manifest, excluded, quicklook), description="Summary"
+    )
+    return quicklook
