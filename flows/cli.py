@@ -145,6 +145,10 @@ def run(
     keep_bad_beams: Annotated[
         bool, typer.Option(help="Store files with a missing or invalid beam (NaN beam) instead of leaving them out.")
     ] = False,
+    time_steps: Annotated[
+        list[str] | None, typer.Option("--time-steps", help="Only this time step (YYYYMMDD_HHMMSS); repeatable.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print what the run would do, and write nothing.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail, and tracebacks.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and the summary.")] = False,
 ) -> None:
@@ -152,6 +156,8 @@ def run(
 
     Exits 0 only when every time step is stored, 1 when some failed, 2 when the run could not start.
     """
+    if dry_run:
+        raise typer.Exit(print_plan(input_dir, store, time_steps))
     configure_logging(verbose, quiet)
     code = run_flow(
         verbose,
@@ -167,8 +173,39 @@ def run(
         replace=replace,
         wait_for_lock=wait_for_lock,
         keep_bad_beams=keep_bad_beams,
+        time_steps=time_steps or None,
     )
     raise typer.Exit(code)
+
+
+def print_plan(input_dir: Path, store: Path, keys: list[str] | None) -> int:
+    """Print what a run would do per time step (nothing is written); return the exit code run would give."""
+    from ovro_ingest.audit import plan_run
+
+    try:
+        planned = plan_run(input_dir, store, keys)
+    except FileNotFoundError as error:
+        errors.print(f"[red]dry run failed:[/] {error}", soft_wrap=True)
+        return 2
+    table = Table(title=f"dry run: {input_dir} -> {store} (nothing is written)")
+    for column in ("time step", "subbands", "missing", "gap before (s)", "would"):
+        table.add_column(column, no_wrap=True)
+    for step in planned:
+        style = {"would fail": "red", "append": "green", "backfill": "yellow"}.get(step.action, "")
+        table.add_row(
+            step.audit.key,
+            str(len(step.audit.files)),
+            ", ".join(step.audit.missing_subbands),
+            "" if step.gap_s is None else f"{step.gap_s:.0f}",
+            f"[{style}]{step.action}[/]" if style else step.action,
+        )
+    console.print(table)
+    for step in planned:
+        for problem in step.audit.problems:
+            console.print(f"[red]would fail[/] {step.audit.key}: {problem}", soft_wrap=True)
+    counts = {a: sum(s.action == a for s in planned) for a in ("append", "backfill", "already stored", "would fail")}
+    console.print(f"{len(planned)} time steps: " + ", ".join(f"{n} {a}" for a, n in counts.items()))
+    return 1 if counts["would fail"] else 0
 
 
 @app.command()

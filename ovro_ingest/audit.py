@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from astropy.io import fits
 
 from ovro_ingest.combine import SAME_CHANNEL_TOLERANCE_HZ
@@ -167,3 +168,45 @@ def audit_directory(input_dir: str | os.PathLike[str]) -> AuditReport:
         channels_hz=channels,
         max_jitter_hz=jitter,
     )
+
+
+@dataclass
+class PlannedStep:
+    """What a run would do with one time step (``ovro-ingest run --dry-run``)."""
+
+    audit: TimeStepAudit
+    action: str
+    """``"append"``, ``"backfill"``, ``"already stored"`` or ``"would fail"``."""
+    gap_s: float | None = None
+    """Seconds since the previous time step, when more than 1.5 cadences (a gap in the data)."""
+
+
+def plan_run(
+    input_dir: str | os.PathLike[str], store: str | os.PathLike[str], keys: list[str] | None = None
+) -> list[PlannedStep]:
+    """What ``ovro-ingest run INPUT_DIR STORE`` would do, time step by time step, without writing anything."""
+    from ovro_ingest.store import read_state, store_exists
+
+    report = audit_directory(input_dir)
+    steps = [s for s in report.time_steps if not keys or s.key in keys]
+    stored, last = set(), None
+    if store_exists(store):
+        state = read_state(store)
+        stored, last = set(state.column("time_key")), (state.last() or (None,))[0]
+    times = [min((f.time_mjd for f in s.files if f.time_mjd is not None), default=None) for s in steps]
+    known = [t for t in times if t is not None]
+    cadence = float(np.median(np.diff(known))) if len(known) > 2 else None
+    planned = []
+    for index, step in enumerate(steps):
+        if not step.ok:
+            action = "would fail"
+        elif step.key in stored:
+            action = "already stored"
+        else:
+            action = "backfill" if last is not None and step.key < last else "append"
+        gap = None
+        if cadence and index and times[index] is not None and times[index - 1] is not None:
+            delta = times[index] - times[index - 1]
+            gap = delta * 86400.0 if delta > 1.5 * cadence else None
+        planned.append(PlannedStep(audit=step, action=action, gap_s=gap))
+    return planned

@@ -155,3 +155,29 @@ def test_sigkill_of_the_flow_process_mid_run_then_a_rerun_gives_the_uninterrupte
     reference = tmp_path / "reference.zarr"
     ingest_directory(folder, reference, settings=StoreSettings(chunk_lm=64))
     assert_same_store(store, reference)
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(make_data, tmp_path):
+    from ovro_ingest.discover import discover_time_steps
+    from ovro_ingest.pipeline import ingest_time_step
+    from ovro_ingest.store import StoreSettings
+
+    folder = make_data(time_steps=5, n_subbands=2, size=32)
+    for gone in folder.glob("20240524_050029_*.fits"):
+        gone.unlink()  # a gap of 20 s in a 10 s cadence
+    steps = discover_time_steps(folder).time_steps
+    store = tmp_path / "s.zarr"
+    ingest_time_step(steps[0], store, settings=StoreSettings(chunk_lm=16))
+    ingest_time_step(steps[2], store, settings=StoreSettings(chunk_lm=16))
+    before = {p: p.stat().st_mtime_ns for p in (*store.rglob("*"), *folder.rglob("*"))}
+    result = ovro_ingest("run", str(folder), str(store), "--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│ 2024" in line}
+    assert "already stored" in lines["20240524_050009"] and "backfill" in lines["20240524_050019"]
+    assert "20" in lines["20240524_050039"].split("│")[4] and "already stored" in lines["20240524_050039"]
+    assert "append" in lines["20240524_050049"]
+    assert "4 time steps: 1 append, 1 backfill, 2 already stored, 0 would fail" in result.stdout
+    assert {p: p.stat().st_mtime_ns for p in (*store.rglob("*"), *folder.rglob("*"))} == before
+
+    result = ovro_ingest("run", str(folder), str(store), "--dry-run", "--time-steps", "20240524_050049")
+    assert "1 time steps: 1 append" in result.stdout
