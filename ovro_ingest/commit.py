@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from ovro_ingest.combine import open_time_step
 from ovro_ingest.errors import StoreError
 from ovro_ingest.failpoints import failpoint
+from ovro_ingest.load import read_sky
 from ovro_ingest.models import AppendReceipt, StagedTimeStep, TimeStepPlan
 from ovro_ingest.store import (
     SMALL_TIME_VARIABLES,
@@ -203,10 +203,9 @@ def stage_pixels(state: StoreState, plan: TimeStepPlan, channels: list[int], tar
     partial = target.with_name(f"{target.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
         staged = {name: staging_array(state, partial, name) for name in STAGED_VARIABLES}
-        dataset = open_time_step(plan)
         written = 0
-        for position, channel in enumerate(channels):
-            pixels = dataset["SKY"].data[0, position].compute(scheduler="synchronous")
+        for subband, channel in zip(plan.subbands, channels, strict=True):
+            pixels = read_sky(subband.file.path)
             staged["SKY"][0, channel] = pixels
             written += pixels.nbytes
         values = time_step_values(plan, state, channels)

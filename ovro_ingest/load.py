@@ -13,6 +13,7 @@ import math
 import warnings
 from datetime import UTC, datetime
 
+import numpy as np
 import xarray as xr
 from astropy.io import fits
 from astropy.time import Time
@@ -39,6 +40,19 @@ def _import_open_image():
 def open_subband(path: str) -> xr.Dataset:
     """Open a FITS image lazily with xradio (no sky coordinates, no mask scan)."""
     return _import_open_image()(path, do_sky_coords=False, compute_mask=False)
+
+
+def read_sky(path: str) -> np.ndarray:
+    """The pixels of a readable image as the store holds them: (polarization, l, m) float32.
+
+    Read straight from the FITS file (memory-mapped), the one copy being the
+    transpose to (l, m): ``SKY[p, l, m] == data[p, 0, m, l]``, exactly what xradio's
+    ``open_image`` gives for these files (the tests compare both), without building
+    a dask graph per file.
+    """
+    with fits.open(path, memmap=True) as hdulist:
+        data = hdulist[0].data
+        return np.ascontiguousarray(data[:, 0].transpose(0, 2, 1), dtype=np.float32)
 
 
 def observation_time(header: fits.Header, path: str) -> tuple[float, str]:

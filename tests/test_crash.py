@@ -52,6 +52,60 @@ ingest_directory(sys.argv[1], sys.argv[2], settings=StoreSettings(chunk_lm=32, z
 print("done", flush=True)
 """
 
+ZYGOTE = """
+import os, sys
+from ovro_ingest.pipeline import ingest_directory
+from ovro_ingest.store import StoreSettings
+print("ready", flush=True)
+for line in sys.stdin:  # "INPUTS STORE": ingest in a forked child (no start-up cost); "reap": wait for it
+    if line.strip() == "reap":
+        _, status = os.waitpid(pid, 0)
+        print("ended", status, flush=True)
+        continue
+    inputs, store = line.split()
+    pid = os.fork()
+    if pid == 0:
+        ingest_directory(inputs, store, settings=StoreSettings(chunk_lm=32), workers=2)
+        os._exit(0)
+    print(pid, flush=True)
+"""
+
+
+class Zygote:
+    """A process that has imported the ingest once and forks one child per ingest, for fast kill trials."""
+
+    def __init__(self) -> None:
+        # single-threaded numerics: forking a process is only safe before threads exist
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", ZYGOTE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        assert self.process.stdout.readline().strip() == "ready"
+
+    def ingest(self, inputs: Path, store: Path, kill_after: float | None) -> tuple[bool, float]:
+        """Ingest in a forked child; SIGKILL it after ``kill_after`` s. Returns (finished by itself, seconds)."""
+        self.process.stdin.write(f"{inputs} {store}\n")
+        self.process.stdin.flush()
+        pid = int(self.process.stdout.readline())
+        started = time.monotonic()
+        if kill_after is not None:
+            time.sleep(kill_after)
+            os.kill(pid, signal.SIGKILL)  # the child, or its zombie: its pid is not reused before the reap below
+        self.process.stdin.write("reap\n")
+        self.process.stdin.flush()
+        status = int(self.process.stdout.readline().split()[1])
+        return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, time.monotonic() - started
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+        self.process.stdout.close()
+
 
 @pytest.fixture(scope="module")
 def night(tmp_path_factory) -> dict[str, Path]:
@@ -91,51 +145,22 @@ def rerun_and_compare(store: Path, night: dict[str, Path], settings: StoreSettin
     assert_same_store(store, night["reference"])
 
 
-def run_child_and_kill(inputs: Path, store: Path, delay: float) -> bool:
-    """Start the ingest in a child process, SIGKILL it ``delay`` s after it is ready; True if it finished first."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(inputs), str(store)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert child.stdout.readline().strip() == "ready"
-    time.sleep(delay)
-    finished = child.poll() is not None
-    child.send_signal(signal.SIGKILL)  # a no-op when the child has finished
-    child.wait()
-    child.stdout.close()
-    return finished
-
-
-def uninterrupted_seconds(inputs: Path, store: Path) -> float:
-    """How long the child's ingest takes from 'ready' to the end."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(inputs), str(store)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert child.stdout.readline().strip() == "ready"
-    started = time.monotonic()
-    assert child.stdout.readline().strip() == "done"
-    elapsed = time.monotonic() - started
-    child.wait()
-    child.stdout.close()
-    return elapsed
-
-
 def test_sigkill_at_random_moments_never_corrupts_and_the_rerun_completes_the_store(night, tmp_path):
     rng = random.Random(20261126)
-    duration = uninterrupted_seconds(night["inputs"], tmp_path / "timing.zarr")
-    finished_first = 0
-    for trial in range(TRIALS):
-        store = tmp_path / f"trial{trial}.zarr"
-        if trial % 2:
-            shutil.copytree(night["half"], store)
-        finished_first += run_child_and_kill(night["inputs"], store, rng.uniform(0, duration * 1.1))
-        check_after_crash(store, night["reference"])
-        rerun_and_compare(store, night)
+    zygote = Zygote()
+    try:
+        finished, duration = zygote.ingest(night["inputs"], tmp_path / "timing.zarr", kill_after=None)
+        assert finished
+        finished_first = 0
+        for trial in range(TRIALS):
+            store = tmp_path / f"trial{trial}.zarr"
+            if trial % 2:
+                shutil.copytree(night["half"], store)
+            finished_first += zygote.ingest(night["inputs"], store, kill_after=rng.uniform(0, duration * 1.1))[0]
+            check_after_crash(store, night["reference"])
+            rerun_and_compare(store, night)
+    finally:
+        zygote.close()
     assert finished_first <= TRIALS // 4, "most kills must land while the ingest runs"
 
 
