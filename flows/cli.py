@@ -10,12 +10,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.prompt import Prompt
 from rich.table import Table
 
 from ovro_ingest import __version__
@@ -98,6 +102,42 @@ def print_summary(summary) -> None:
     console.print(summary.one_line())
 
 
+class ProgressHandler(logging.Handler):
+    """Drives a rich progress bar from the flow's progress records (see ``flows.ingest.report_progress``)."""
+
+    def __init__(self, progress: Progress) -> None:
+        super().__init__(level=logging.INFO)
+        self.progress = progress
+        self.task = progress.add_task("time steps", total=None)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, "done"):
+            outcome = record.outcome
+            self.progress.update(
+                self.task, completed=record.done, total=record.total, description=f"{outcome.key} {outcome.status}"
+            )
+
+
+@contextmanager
+def progress_bar() -> Iterator[None]:
+    """A progress bar over the run's time steps, on a terminal only (logs and pipes get the summary table)."""
+    if not console.is_terminal:
+        yield
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        handler = ProgressHandler(progress)
+        logger = logging.getLogger("ovro_ingest.progress")
+        logger.disabled, logger.propagate = False, False  # the bar replaces the progress log lines
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+            logger.propagate = True
+
+
 def run_flow(verbose: bool, **parameters) -> int:
     """Run the ingest flow with ``parameters``; print the outcome; return the exit code."""
     from flows.server import prefect_api
@@ -106,7 +146,8 @@ def run_flow(verbose: bool, **parameters) -> int:
         from flows.ingest import ingest
         from flows.summary import IngestIncomplete, IngestSummary
 
-        state = ingest(**parameters, return_state=True)
+        with progress_bar():  # after Prefect's logging set-up, which would disable an earlier logger
+            state = ingest(**parameters, return_state=True)
         result = state.result(raise_on_failure=False)
     if isinstance(result, IngestSummary):
         print_summary(result)
@@ -149,6 +190,9 @@ def run(
         list[str] | None, typer.Option("--time-steps", help="Only this time step (YYYYMMDD_HHMMSS); repeatable.")
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print what the run would do, and write nothing.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask; resume a store an interrupted run left unfinished.")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail, and tracebacks.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and the summary.")] = False,
 ) -> None:
@@ -158,6 +202,7 @@ def run(
     """
     if dry_run:
         raise typer.Exit(print_plan(input_dir, store, time_steps))
+    rebuild = rebuild or ask_resume_or_rebuild(store, yes)
     configure_logging(verbose, quiet)
     code = run_flow(
         verbose,
@@ -176,6 +221,27 @@ def run(
         time_steps=time_steps or None,
     )
     raise typer.Exit(code)
+
+
+def ask_resume_or_rebuild(store: Path, yes: bool) -> bool:
+    """When an interrupted run left the store unfinished and a person is at the terminal, ask; True = rebuild.
+
+    Without a terminal, or with --yes, the run resumes: it finishes or rolls back what
+    was left, which is always safe.
+    """
+    from ovro_ingest.health import uncommitted_state
+
+    left = uncommitted_state(store)
+    if not left or yes or not sys.stdin.isatty():
+        return False
+    console.print(f"{store} was left unfinished by an interrupted run: {'; '.join(left)}.", soft_wrap=True)
+    answer = Prompt.ask(
+        "Resume (finish it and go on) or rebuild (delete the store and ingest everything)?",
+        choices=["resume", "rebuild"],
+        default="resume",
+        console=console,
+    )
+    return answer == "rebuild"
 
 
 def print_plan(input_dir: Path, store: Path, keys: list[str] | None) -> int:

@@ -20,7 +20,7 @@ from prefect_dask import DaskTaskRunner
 
 from flows.report import publish
 from flows.request import resolve_request
-from flows.summary import IngestIncomplete, IngestSummary, outcome_of
+from flows.summary import IngestIncomplete, IngestSummary, StepOutcome, outcome_of
 from ovro_ingest.commit import clear_staging
 from ovro_ingest.discover import read_manifest
 from ovro_ingest.lock import writer_lock
@@ -143,13 +143,11 @@ def ingest(
             create_store_from(plans, store, request.settings)
         staged = write_to_staging.map(plans, store=unmapped(store), replace=unmapped(replace))
         appends = commit_in_time_order(plans, staged, store)
-        summary = IngestSummary(
-            store=store,
-            outcomes=[
-                outcome_of(step, chain)
-                for step, chain in zip(steps, zip(fixed, loaded, plans, staged, appends, strict=True), strict=True)
-            ],
-        )
+        outcomes = []
+        for step, chain in zip(steps, zip(fixed, loaded, plans, staged, appends, strict=True), strict=True):
+            outcomes.append(outcome_of(step, chain))
+            report_progress(len(outcomes), len(steps), outcomes[-1])
+        summary = IngestSummary(store=store, outcomes=outcomes)
         clear_staging(store)
         if any(o.status in ("written", "replaced") for o in summary.outcomes):  # a no-op run leaves no trace
             record_run(store, run_record(run, summary))
@@ -159,6 +157,22 @@ def ingest(
     if summary.failed:
         raise IngestIncomplete(summary)
     return summary
+
+
+PROGRESS = logging.getLogger("ovro_ingest.progress")
+"""Time steps as they finish: the CLI's progress bar listens here; the run's logs show it too."""
+
+
+def report_progress(done: int, total: int, outcome: StepOutcome) -> None:
+    """Tell listeners that ``done`` of ``total`` time steps are finished, the last one with ``outcome``."""
+    PROGRESS.info(
+        "%d/%d %s %s",
+        done,
+        total,
+        outcome.key,
+        outcome.status,
+        extra={"done": done, "total": total, "outcome": outcome},
+    )
 
 
 def select(steps: list[TimeStepFiles], keys: list[str] | None) -> list[TimeStepFiles]:

@@ -20,6 +20,7 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 
+from ovro_ingest.commit import JOURNAL_FILE as JOURNAL_NAME
 from ovro_ingest.commit import journal_path, recover, staging_root, time_step_key
 from ovro_ingest.errors import StoreError
 from ovro_ingest.lock import writer_lock
@@ -145,6 +146,16 @@ def uncommitted_chunks(array: Path, zarr_format: int, n_time: int) -> dict[int, 
             head = path.name.split(".")[0]
             if head.isdigit() and int(head) >= n_time:
                 found.setdefault(int(head), []).append(path)
+    return found
+
+
+def uncommitted_state(path: str | os.PathLike[str]) -> list[str]:
+    """What an interrupted run left in or beside the store (cheap checks only; empty when nothing)."""
+    found = [f"an interrupted commit ({JOURNAL_NAME})"] if journal_path(path).exists() else []
+    staging = staging_root(path)
+    if staging.exists() and any(staging.iterdir()):
+        found.append(f"{sum(1 for _ in staging.iterdir())} staged time step(s) not committed")
+    found += [f"{leftover.name} beside the store" for leftover in leftovers_beside(path)]
     return found
 
 

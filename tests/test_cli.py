@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -181,3 +182,73 @@ def test_dry_run_prints_the_plan_and_writes_nothing(make_data, tmp_path):
 
     result = ovro_ingest("run", str(folder), str(store), "--dry-run", "--time-steps", "20240524_050049")
     assert "1 time steps: 1 append" in result.stdout
+
+
+def read_until(master: int, text: str, timeout: float = 300) -> str:
+    """Read a pseudo-terminal until ``text`` appears (or it closes); return what was read."""
+    import select
+
+    seen, deadline = b"", time.monotonic() + timeout
+    while text.encode() not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the other end closed
+                break
+            if not chunk:
+                break
+            seen += chunk
+    return seen.decode(errors="replace")
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_on_a_terminal_an_unfinished_store_prompts_resume_or_rebuild_and_shows_progress(make_data, tmp_path):
+    import pty
+
+    from ovro_ingest.failpoints import ENVIRONMENT_VARIABLE
+    from ovro_ingest.health import validate_store
+
+    folder, store = make_data(time_steps=3, n_subbands=2, size=32), tmp_path / "s.zarr"
+    child = [
+        sys.executable,
+        "-c",
+        "import sys; from ovro_ingest.pipeline import ingest_directory; ingest_directory(*sys.argv[1:])",
+    ]
+    subprocess.run([*child, str(folder), str(store)], env={**os.environ, ENVIRONMENT_VARIABLE: "commit:placed"})
+    assert (store / ".ovro-ingest-journal.json").exists(), "an interrupted commit was left"
+
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [*COMMAND, "run", str(folder), str(store), "--workers", "1"], stdin=slave, stdout=slave, stderr=slave
+    )
+    os.close(slave)
+    try:
+        shown = read_until(master, "Resume (finish it and go on) or rebuild")
+        assert "was left unfinished by an interrupted run: an interrupted commit" in shown
+        os.write(master, b"resume\n")
+        shown = read_until(master, "0 failed")
+        assert process.wait(timeout=300) == 0, shown
+        shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)  # terminal colours and cursor moves
+    finally:
+        process.kill()
+        os.close(master)
+    assert "3 time steps: 2 written, 1 already stored, 0 failed" in shown  # the interrupted one was finished
+    assert "━" in shown and "20240524_050029 written" in shown, "a progress bar over the time steps"
+    assert validate_store(store).ok
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_without_a_terminal_an_unfinished_store_is_resumed_without_asking(make_data, tmp_path):
+    from ovro_ingest.failpoints import ENVIRONMENT_VARIABLE
+
+    folder, store = make_data(time_steps=2, n_subbands=2, size=32), tmp_path / "s.zarr"
+    child = [
+        sys.executable,
+        "-c",
+        "import sys; from ovro_ingest.pipeline import ingest_directory; ingest_directory(*sys.argv[1:])",
+    ]
+    subprocess.run([*child, str(folder), str(store)], env={**os.environ, ENVIRONMENT_VARIABLE: "commit:placed"})
+    result = ovro_ingest("run", str(folder), str(store), "--workers", "1", "-q")
+    assert result.returncode == 0 and "Resume" not in result.stdout, result.stdout + result.stderr
+    assert xr.open_zarr(store).sizes["time"] == 2
