@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import allow_failure, flow, get_run_logger, unmapped
+from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 from prefect_dask import DaskTaskRunner
@@ -23,6 +26,7 @@ from flows.request import resolve_request
 from flows.summary import IngestIncomplete, IngestSummary, StepOutcome, outcome_of
 from ovro_ingest.commit import clear_staging
 from ovro_ingest.discover import read_manifest
+from ovro_ingest.errors import StoreBusy
 from ovro_ingest.lock import writer_lock
 from ovro_ingest.models import Manifest, TimeStepFiles
 from ovro_ingest.pipeline import prepare_store
@@ -128,7 +132,10 @@ def ingest(
     logger = get_run_logger()
     store, fixed_dir = request.store, request.fixed_dir
     run = FlowRunContext.get().flow_run
-    with writer_lock(store, who=f"flow run {run.name!r} ({run.id})", wait_seconds=wait_for_lock):
+    with (
+        one_writer_per_server(wait_for_lock),
+        writer_lock(store, who=f"flow run {run.name!r} ({run.id})", wait_seconds=wait_for_lock),
+    ):
         if rebuild:
             logger.info("rebuild: removing %s", store)
             remove_store(store)
@@ -157,6 +164,27 @@ def ingest(
     if summary.failed:
         raise IngestIncomplete(summary)
     return summary
+
+
+WRITE_LIMIT = "ovro-ingest-writes"
+"""Prefect global concurrency limit that, when an operator creates it, queues ingests in Prefect itself."""
+
+
+@contextmanager
+def one_writer_per_server(wait_seconds: float) -> Iterator[None]:
+    """Hold a slot of the ``ovro-ingest-writes`` limit, if the server has one (``deployments/stand-up`` makes it).
+
+    On top of the store's own lock: runs wait in Prefect (visible in the UI) instead of
+    failing at the lock. Without the limit, nothing is held.
+    """
+    try:
+        with concurrency(WRITE_LIMIT, occupy=1, timeout_seconds=max(wait_seconds, 1.0), strict=False):
+            yield
+    except TimeoutError as error:
+        raise StoreBusy(
+            f"another ingest holds the Prefect concurrency limit {WRITE_LIMIT!r} after {wait_seconds:g} s; "
+            "wait for it to finish, or raise --wait-for-lock"
+        ) from error
 
 
 PROGRESS = logging.getLogger("ovro_ingest.progress")

@@ -319,3 +319,26 @@ def test_every_run_publishes_a_table_a_summary_and_a_quick_look_picture(tmp_path
     picture = tmp_path / "s.zarr.work" / "quicklook" / "newest.png"
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 10_000
     assert picture.as_uri() in markdown
+
+
+def test_the_prefect_concurrency_limit_keeps_a_second_writer_out(tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+
+    from flows.ingest import WRITE_LIMIT
+
+    inputs = tmp_path / "night"
+    generate(inputs, time_steps=1, n_subbands=2, size=32)
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=WRITE_LIMIT, limit=1))
+    try:
+        with concurrency(WRITE_LIMIT, occupy=1, strict=True):  # another ingest holds the slot
+            state, error = run_ingest(input_dir=inputs, store=tmp_path / "s.zarr", wait_for_lock=1)
+        assert state.is_failed() and f"holds the Prefect concurrency limit '{WRITE_LIMIT}'" in str(error)
+        assert not (tmp_path / "s.zarr").exists()
+        state, summary = run_ingest(input_dir=inputs, store=tmp_path / "s.zarr")
+        assert state.is_completed(), summary
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name(WRITE_LIMIT)
