@@ -74,6 +74,7 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
     """Set Prefect's log level from -v/-q (before Prefect is imported)."""
     level = "DEBUG" if verbose else "WARNING" if quiet else "INFO"
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", level)
+    os.environ.setdefault("OVRO_INGEST_LOG_LEVEL", level)  # the domain's loggers, in every process (tasks/__init__)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ovro_ingest")  # domain warnings reach the Prefect UI
     logging.getLogger("distributed").setLevel(logging.WARNING)
@@ -220,6 +221,11 @@ def run(
         keep_bad_beams=keep_bad_beams,
         time_steps=time_steps or None,
     )
+    if verbose and code in (0, 1):
+        from ovro_ingest.health import validate_store
+
+        report = validate_store(store)
+        print_health(report, "valid" if report.ok else "invalid")
     raise typer.Exit(code)
 
 

@@ -205,9 +205,16 @@ def stage_pixels(state: StoreState, plan: TimeStepPlan, channels: list[int], tar
         staged = {name: staging_array(state, partial, name) for name in STAGED_VARIABLES}
         written = 0
         for subband, channel in zip(plan.subbands, channels, strict=True):
+            started = time.perf_counter()
             pixels = read_sky(subband.file.path)
             staged["SKY"][0, channel] = pixels
             written += pixels.nbytes
+            logger.debug(
+                "%s: %.1f MB read and staged in %.3f s",
+                subband.file.source.name,
+                pixels.nbytes / 1e6,
+                time.perf_counter() - started,
+            )
         values = time_step_values(plan, state, channels)
         for name in STAGED_VARIABLES[1:]:
             staged[name][0] = values.pop(name)

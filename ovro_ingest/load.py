@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
 from datetime import UTC, datetime
 
@@ -132,6 +133,7 @@ def load_subband(readable: ReadableFile) -> SubbandImage:
         When xradio cannot open it, or it lacks what the store needs.
     """
     path = readable.path
+    started = time.perf_counter()
     try:
         dataset = open_subband(path)
     except Exception as error:  # xradio raises bare RuntimeErrors and worse
@@ -151,6 +153,14 @@ def load_subband(readable: ReadableFile) -> SubbandImage:
     if problem is None and "BEAM_FIT_PARAMS_SKY" in dataset:
         values = dataset["BEAM_FIT_PARAMS_SKY"].values.reshape(-1, 3)[0]
         beam = (float(values[0]), float(values[1]), float(values[2]))
+    logger.debug(
+        "%s: opened in %.3f s (%.4f MHz, DATE-OBS %s, beam %s)",
+        readable.source.name,
+        time.perf_counter() - started,
+        float(dataset["frequency"].values[0]) / 1e6,
+        date_obs,
+        problem or "valid",
+    )
     return SubbandImage(
         file=readable,
         frequency_hz=float(dataset["frequency"].values[0]),

@@ -202,6 +202,16 @@ def read_until(master: int, text: str, timeout: float = 300) -> str:
     return seen.decode(errors="replace")
 
 
+def leave_unfinished(folder: Path, store: Path) -> None:
+    """Ingest ``folder`` into ``store`` in a process killed inside its first commit."""
+    from ovro_ingest.failpoints import ENVIRONMENT_VARIABLE
+
+    code = "import sys; from ovro_ingest.pipeline import ingest_directory; ingest_directory(*sys.argv[1:])"
+    environment = {**os.environ, ENVIRONMENT_VARIABLE: "commit:placed"}
+    subprocess.run([sys.executable, "-c", code, str(folder), str(store)], env=environment)
+    assert (store / ".ovro-ingest-journal.json").exists(), "an interrupted commit was left"
+
+
 @pytest.mark.usefixtures("prefect_server")
 def test_on_a_terminal_an_unfinished_store_prompts_resume_or_rebuild_and_shows_progress(make_data, tmp_path):
     import pty
@@ -252,3 +262,14 @@ def test_without_a_terminal_an_unfinished_store_is_resumed_without_asking(make_d
     result = ovro_ingest("run", str(folder), str(store), "--workers", "1", "-q")
     assert result.returncode == 0 and "Resume" not in result.stdout, result.stdout + result.stderr
     assert xr.open_zarr(store).sizes["time"] == 2
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_verbose_run_shows_per_file_timing_and_validates_the_store(make_data, tmp_path):
+    folder = make_data(time_steps=2, n_subbands=2, size=32)
+    result = ovro_ingest("run", str(folder), str(tmp_path / "s.zarr"), "--workers", "1", "-v")
+    assert result.returncode == 0, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert re.search(r"20240524_050019_46MHz\S*\.fits: opened in [0-9.]+ s \(47\.8\d+ MHz", output), output[-3000:]
+    assert re.search(r"20240524_050019_46MHz\S*\.fits: 0\.0 MB read and staged in [0-9.]+ s", output)
+    assert "holds 2 committed time steps and is consistent" in result.stdout
