@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -174,17 +174,19 @@ WRITE_LIMIT = "ovro-ingest-writes"
 def one_writer_per_server(wait_seconds: float) -> Iterator[None]:
     """Hold a slot of the ``ovro-ingest-writes`` limit, if the server has one (``deployments/stand-up`` makes it).
 
-    On top of the store's own lock: runs wait in Prefect (visible in the UI) instead of
-    failing at the lock. Without the limit, nothing is held.
+    On top of the store's own lock: a second run waits up to ``wait_seconds`` (at least
+    1 s) for the slot, in Prefect, then fails naming the limit. Without the limit,
+    nothing is held.
     """
-    try:
-        with concurrency(WRITE_LIMIT, occupy=1, timeout_seconds=max(wait_seconds, 1.0), strict=False):
-            yield
-    except TimeoutError as error:
-        raise StoreBusy(
-            f"another ingest holds the Prefect concurrency limit {WRITE_LIMIT!r} after {wait_seconds:g} s; "
-            "wait for it to finish, or raise --wait-for-lock"
-        ) from error
+    with ExitStack() as held:
+        try:
+            held.enter_context(concurrency(WRITE_LIMIT, occupy=1, timeout_seconds=max(wait_seconds, 1.0), strict=False))
+        except TimeoutError as error:  # only the acquisition: errors of the run itself pass through unchanged
+            raise StoreBusy(
+                f"another ingest holds the Prefect concurrency limit {WRITE_LIMIT!r} after {wait_seconds:g} s; "
+                "wait for it to finish, or raise --wait-for-lock"
+            ) from error
+        yield
 
 
 PROGRESS = logging.getLogger("ovro_ingest.progress")

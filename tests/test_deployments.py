@@ -11,7 +11,7 @@ import re
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -67,8 +67,10 @@ def deployment_run(env: dict, *args: str) -> tuple[str, subprocess.CompletedProc
 
 def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_path):
     port, ops, nights, store = free_port(), tmp_path / "ops", tmp_path / "nights", tmp_path / "archive.zarr"
-    generate(nights / "2024-05-24", time_steps=2, n_subbands=2, size=32)
+    yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    generate(nights / yesterday, time_steps=2, n_subbands=2, size=32)
     generate(nights / "2024-05-25", time_steps=3, n_subbands=2, size=32, start=DEFAULT_START + timedelta(days=1))
+    generate(tmp_path / "extra", time_steps=2, n_subbands=2, size=32, start=DEFAULT_START + timedelta(days=2))
     broken = next((nights / "2024-05-25").glob("20240525_050019_46MHz*.fits"))
     original = broken.read_bytes()
     broken.write_bytes(original[: len(original) // 2])
@@ -91,18 +93,22 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
         nightly = next(d for d in deployments if d["name"] == "nightly")
         assert nightly["schedules"][0]["schedule"]["cron"] == "0 15 * * *"
 
-        run_id, result = deployment_run(cli, "ingest/nightly", "--param", "night=2024-05-24", "--param", "workers=1")
+        run_id, result = deployment_run(cli, "ingest/nightly")  # no parameter: yesterday's folder (UTC)
         assert wait_for_final_state(api, run_id)["state"]["type"] == "COMPLETED", result.stdout
         assert xr.open_zarr(store).sizes["time"] == 2
 
         run_id, _ = deployment_run(
-            cli, "ingest/adhoc", "--param", f"input_dir={nights / '2024-05-25'}", "--param", f"store={store}",
+            cli, "ingest/adhoc", "--param", f"input_dir={tmp_path / 'extra'}", "--param", f"store={store}",
             "--param", "workers=1",
         )  # fmt: skip
+        assert wait_for_final_state(api, run_id)["state"]["type"] == "COMPLETED"
+        assert xr.open_zarr(store).sizes["time"] == 4
+
+        run_id, _ = deployment_run(cli, "ingest/nightly", "--param", "night=2024-05-25", "--param", "workers=1")
         assert wait_for_final_state(api, run_id)["state"]["type"] == "FAILED"
         states = latest_task_states(api, run_id)
         assert states["fix-20240525_050019"] == "Failed", "the failing task's name shows the time step"
-        assert xr.open_zarr(store).sizes["time"] == 4, "the other time steps are stored"
+        assert xr.open_zarr(store).sizes["time"] == 6, "the other time steps are stored"
         stored = chunk_times_by_key(store)
 
         broken.write_bytes(original)  # repaired; then Retry, as the UI's button does it
@@ -114,7 +120,7 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
         for key in ("20240525_050009", "20240525_050029"):
             assert [states[f"{step}-{key}"] for step in ("fix", "load", "combine")] == ["Cached"] * 3
         ds = xr.open_zarr(store)
-        assert ds.sizes["time"] == 5 and list(ds["time_key"].values) == sorted(ds["time_key"].values)
+        assert ds.sizes["time"] == 7 and list(ds["time_key"].values) == sorted(ds["time_key"].values)
         after = chunk_times_by_key(store)
         assert {key: after[key] for key in stored} == stored, "time steps stored before are not rewritten"
     finally:
