@@ -216,17 +216,10 @@ def leave_unfinished(folder: Path, store: Path) -> None:
 def test_on_a_terminal_an_unfinished_store_prompts_resume_or_rebuild_and_shows_progress(make_data, tmp_path):
     import pty
 
-    from ovro_ingest.failpoints import ENVIRONMENT_VARIABLE
     from ovro_ingest.health import validate_store
 
     folder, store = make_data(time_steps=3, n_subbands=2, size=32), tmp_path / "s.zarr"
-    child = [
-        sys.executable,
-        "-c",
-        "import sys; from ovro_ingest.pipeline import ingest_directory; ingest_directory(*sys.argv[1:])",
-    ]
-    subprocess.run([*child, str(folder), str(store)], env={**os.environ, ENVIRONMENT_VARIABLE: "commit:placed"})
-    assert (store / ".ovro-ingest-journal.json").exists(), "an interrupted commit was left"
+    leave_unfinished(folder, store)
 
     master, slave = pty.openpty()
     process = subprocess.Popen(
@@ -250,15 +243,8 @@ def test_on_a_terminal_an_unfinished_store_prompts_resume_or_rebuild_and_shows_p
 
 @pytest.mark.usefixtures("prefect_server")
 def test_without_a_terminal_an_unfinished_store_is_resumed_without_asking(make_data, tmp_path):
-    from ovro_ingest.failpoints import ENVIRONMENT_VARIABLE
-
     folder, store = make_data(time_steps=2, n_subbands=2, size=32), tmp_path / "s.zarr"
-    child = [
-        sys.executable,
-        "-c",
-        "import sys; from ovro_ingest.pipeline import ingest_directory; ingest_directory(*sys.argv[1:])",
-    ]
-    subprocess.run([*child, str(folder), str(store)], env={**os.environ, ENVIRONMENT_VARIABLE: "commit:placed"})
+    leave_unfinished(folder, store)
     result = ovro_ingest("run", str(folder), str(store), "--workers", "1", "-q")
     assert result.returncode == 0 and "Resume" not in result.stdout, result.stdout + result.stderr
     assert xr.open_zarr(store).sizes["time"] == 2
