@@ -6,9 +6,12 @@ One module per pipeline step, each a plain function that tests call directly:
 - :mod:`ovro_ingest.headers`: make files readable (fixed copies only when needed)
 - :mod:`ovro_ingest.load`: open subbands lazily, read their header facts
 - :mod:`ovro_ingest.combine`: one time step, frequency ascending
-- :mod:`ovro_ingest.store`: append the time step to the Zarr store (the ledger)
+- :mod:`ovro_ingest.store` and :mod:`ovro_ingest.commit`: the Zarr store (the ledger),
+  time steps staged in parallel and committed in order
 
-plus :mod:`ovro_ingest.synth`, a generator of realistic synthetic data.
+plus :mod:`ovro_ingest.pipeline` (the steps chained without Prefect), :mod:`ovro_ingest.lock`,
+:mod:`ovro_ingest.health` (validate, repair), :mod:`ovro_ingest.audit`, :mod:`ovro_ingest.sky`,
+:mod:`ovro_ingest.quicklook` and :mod:`ovro_ingest.synth` (realistic synthetic data).
 """
 
 from importlib.metadata import PackageNotFoundError, version

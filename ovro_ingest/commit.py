@@ -45,15 +45,12 @@ from ovro_ingest.store import (
     SMALL_TIME_VARIABLES,
     STAGED_VARIABLES,
     TIME_VARIABLES,
-    StoreSettings,
     StoreState,
     check_fits_store,
-    create_store,
     ledger_fingerprints,
     placement,
     plan_fingerprints,
     read_state,
-    store_exists,
     time_step_values,
 )
 
@@ -381,27 +378,3 @@ def clear_staging(store: str | os.PathLike[str], keep_complete: bool = True) -> 
     if not any(root.iterdir()):
         root.rmdir()
     return doomed
-
-
-# ---------------------------------------------------------------- both phases
-
-
-def append_time_step(
-    store: str | os.PathLike[str], plan: TimeStepPlan, settings: StoreSettings | None = None, replace: bool = False
-) -> AppendReceipt:
-    """Stage and commit one time step, creating the store on first use (callers hold the writer lock).
-
-    Parameters
-    ----------
-    store : path
-        The Zarr store (a directory).
-    plan : TimeStepPlan
-        The time step, as ``combine_frequencies`` made it.
-    settings : StoreSettings, optional
-        Layout of a store to be created; an existing store keeps its own.
-    replace : bool
-        Replace a stored time step of the same key whose source files changed.
-    """
-    if not store_exists(store):
-        create_store(store, [plan], settings)
-    return commit_time_step(store, write_time_step(store, plan, replace))
