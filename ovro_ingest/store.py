@@ -343,6 +343,10 @@ def create_store(
             RUNS_ATTR: [],
         }
     )
+    encoding = encoding_for(dataset, settings)
+    # Nothing of SKY is written here (compute=False), but xarray checks that its dask
+    # chunks line up with the store's chunks, so give it exactly those.
+    dataset["SKY"] = dataset["SKY"].chunk(dict(zip(dataset["SKY"].dims, encoding["SKY"]["chunks"], strict=True)))
     building = target.with_name(f".{target.name}.creating-{identity[:8]}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -351,7 +355,7 @@ def create_store(
             mode="w-",
             zarr_format=settings.zarr_format,
             consolidated=True,
-            encoding=encoding_for(dataset, settings),
+            encoding=encoding,
             compute=False,
         )
         group = zarr.open_group(str(building), mode="r+", use_consolidated=False)

@@ -186,3 +186,14 @@ def test_header_jitter_of_a_few_khz_is_the_same_channel(make_data, tmp_path):
     assert ds.sizes["frequency"] == 3
     assert np.isfinite(ds["SKY"].values[1, 1]).any()
     assert ds["frequency"].values[1] == fits.getval(next(folder.glob("20240524_050009_46MHz*.fits")), "CRVAL3")
+
+
+def test_a_store_is_created_whatever_size_dask_would_split_the_template_into(make_data, tmp_path):
+    # Large images (4096² x 10 subbands) made dask auto-split the template at 128 MB,
+    # across the store's chunks; a tiny dask chunk size reproduces that on small data.
+    import dask
+
+    folder = make_data(time_steps=1, size=96)
+    with dask.config.set({"array.chunk-size": "8KiB"}):
+        ingest_directory(folder, tmp_path / "s.zarr", settings=StoreSettings(chunk_lm=64))
+    assert validate_store(tmp_path / "s.zarr").ok
