@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+SHOWN_PIXELS = 1024
+"""Images larger than this along an axis are shown every n-th pixel (the figure is 640 pixels wide)."""
+
 
 def quicklook_png(store: str | os.PathLike[str], path: str | os.PathLike[str], time_index: int = -1) -> Path:
     """Draw ``SKY`` of one time step (default: the newest) at its middle channel with data; return the PNG path.
@@ -24,8 +27,10 @@ def quicklook_png(store: str | os.PathLike[str], path: str | os.PathLike[str], t
     step = dataset.isel(time=time_index)
     have_data = [f for f in range(step.sizes["frequency"]) if np.isfinite(step["frequency_header"].values[f])]
     channel = have_data[len(have_data) // 2] if have_data else step.sizes["frequency"] // 2
-    plane = step["SKY"].isel(frequency=channel, polarization=0).values.T  # rows = m, columns = l
-    l_values, m_values = step["l"].values, step["m"].values
+    stride = max(1, max(step.sizes["l"], step.sizes["m"]) // SHOWN_PIXELS)  # a 640-pixel figure shows no more
+    shown_part = step.isel(frequency=channel, polarization=0, l=slice(None, None, stride), m=slice(None, None, stride))
+    plane = shown_part["SKY"].values.T  # rows = m, columns = l
+    l_values, m_values = shown_part["l"].values, shown_part["m"].values
     finite = plane[np.isfinite(plane)]
     low, high = np.percentile(finite, [1, 99.5]) if finite.size else (0.0, 1.0)
 

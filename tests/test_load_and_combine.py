@@ -85,3 +85,14 @@ def test_open_time_step_is_one_lazy_dataset_with_the_fits_pixels(make_data):
     assert dataset["SKY"].chunks is not None
     pixels = fits.getdata(plan.subbands[2].file.path)[0, 0]
     np.testing.assert_array_equal(dataset["SKY"].values[0, 2, 0], pixels.T)
+
+
+@pytest.mark.parametrize("shape", [(300, 700), (512, 512), (7, 1)])
+def test_tiled_transpose_equals_numpy_transpose_for_any_shape(shape):
+    from ovro_ingest.load import transpose_into
+
+    plane = np.random.default_rng(0).normal(size=shape).astype(">f4")
+    out = np.empty(shape[::-1], dtype=np.float32)
+    transpose_into(plane, out)
+    np.testing.assert_array_equal(out, plane.T)
+    assert out.dtype == np.float32
