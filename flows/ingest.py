@@ -30,7 +30,7 @@ from ovro_ingest.errors import StoreBusy
 from ovro_ingest.lock import writer_lock
 from ovro_ingest.models import Manifest, TimeStepFiles
 from ovro_ingest.pipeline import prepare_store
-from ovro_ingest.store import StoreSettings, record_run, remove_store, store_exists
+from ovro_ingest.store import StoreSettings, record_run, remove_store, store_exists, stored_unchanged
 from tasks.append_to_zarr import append_to_zarr, create_store_for, write_to_staging
 from tasks.combine_frequencies import combine_frequencies
 from tasks.discover import discover
@@ -142,7 +142,10 @@ def ingest(
         prepare_store(store)
         manifests = str(Path(request.work_dir) / "manifests")
         manifest = discovered(request.input_dir, manifests, (request.work_dir, fixed_dir))
-        steps = select(read_manifest(manifest), time_steps)
+        requested = select(read_manifest(manifest), time_steps)
+        # the store is the ledger: what it holds from these very files needs no task at all
+        stored = stored_unchanged(store, requested)
+        steps = [step for step in requested if step.key not in stored]
         fixed = fix_headers.map(steps, fixed_dir=unmapped(fixed_dir))
         loaded = load_subbands.map(fixed)
         plans = combine_frequencies.map(loaded, keep_bad_beams=unmapped(keep_bad_beams))
@@ -150,10 +153,17 @@ def ingest(
             create_store_from(plans, store, request.settings)
         staged = write_to_staging.map(plans, store=unmapped(store), replace=unmapped(replace))
         appends = commit_in_time_order(plans, staged, store)
+        chains = dict(zip([s.key for s in steps], zip(fixed, loaded, plans, staged, appends, strict=True), strict=True))
         outcomes = []
-        for step, chain in zip(steps, zip(fixed, loaded, plans, staged, appends, strict=True), strict=True):
-            outcomes.append(outcome_of(step, chain))
-            report_progress(len(outcomes), len(steps), outcomes[-1])
+        for step in requested:
+            if step.key in stored:
+                outcome = StepOutcome(
+                    key=step.key, n_files=len(step.files), status="already stored", index=stored[step.key]
+                )
+            else:
+                outcome = outcome_of(step, chains[step.key])
+            outcomes.append(outcome)
+            report_progress(len(outcomes), len(requested), outcome)
         summary = IngestSummary(store=store, outcomes=outcomes)
         clear_staging(store)
         if any(o.status in ("written", "replaced") for o in summary.outcomes):  # a no-op run leaves no trace
@@ -170,17 +180,23 @@ WRITE_LIMIT = "ovro-ingest-writes"
 """Prefect global concurrency limit that, when an operator creates it, queues ingests in Prefect itself."""
 
 
+MIN_SLOT_WAIT_S = 5.0
+"""Even finding out that the limit does not exist is a server call; 1 s timed out on a busy server."""
+
+
 @contextmanager
 def one_writer_per_server(wait_seconds: float) -> Iterator[None]:
     """Hold a slot of the ``ovro-ingest-writes`` limit, if the server has one (``deployments/stand-up`` makes it).
 
     On top of the store's own lock: a second run waits up to ``wait_seconds`` (at least
-    1 s) for the slot, in Prefect, then fails naming the limit. Without the limit,
-    nothing is held.
+    :data:`MIN_SLOT_WAIT_S`) for the slot, in Prefect, then fails naming the limit.
+    Without the limit, nothing is held.
     """
     with ExitStack() as held:
         try:
-            held.enter_context(concurrency(WRITE_LIMIT, occupy=1, timeout_seconds=max(wait_seconds, 1.0), strict=False))
+            held.enter_context(
+                concurrency(WRITE_LIMIT, occupy=1, timeout_seconds=max(wait_seconds, MIN_SLOT_WAIT_S), strict=False)
+            )
         except TimeoutError as error:  # only the acquisition: errors of the run itself pass through unchanged
             raise StoreBusy(
                 f"another ingest holds the Prefect concurrency limit {WRITE_LIMIT!r} after {wait_seconds:g} s; "

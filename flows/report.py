@@ -69,7 +69,8 @@ def summary_markdown(
 def publish(summary: IngestSummary, manifest: Manifest, excluded: list[ExcludedFile], work_dir: str) -> Path | None:
     """Create the run's artifacts; the quick-look PNG goes to ``<work_dir>/quicklook/``. Returns its path."""
     quicklook = None
-    if store_exists(summary.store):
+    changed = any(o.status in ("written", "replaced") for o in summary.outcomes)
+    if changed and store_exists(summary.store):  # else the last picture still shows the newest time step
         try:
             quicklook = quicklook_png(summary.store, Path(work_dir) / "quicklook" / "newest.png")
         except Exception as error:  # a picture must never fail a run that stored its data

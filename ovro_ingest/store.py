@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ovro_ingest import __version__
 from ovro_ingest.combine import SAME_CHANNEL_TOLERANCE_HZ, open_time_step
 from ovro_ingest.errors import StoreError, StoreMismatch
-from ovro_ingest.models import SpatialGrid, TimeStepPlan
+from ovro_ingest.models import SpatialGrid, TimeStepFiles, TimeStepPlan
 
 logger = logging.getLogger(__name__)
 
@@ -454,6 +454,34 @@ def ledger_fingerprints(entry: str) -> set[tuple[str, int, int]]:
 def plan_fingerprints(plan: TimeStepPlan) -> set[tuple[str, int, int]]:
     """The (file name, size, mtime) triples of a plan's source files, as the ledger records them."""
     return {(Path(f.path).name, f.size, f.mtime_ns) for f in plan.source_files}
+
+
+def stored_unchanged(path: str | os.PathLike[str], steps: Sequence[TimeStepFiles]) -> dict[str, int]:
+    """The time steps of ``steps`` the store already holds from these very files: key -> index.
+
+    "These very files": the ledger lists the same file names with the same size and
+    modification time (a file left out of its time step, e.g. for its beam, by name).
+    Reads the ``time_key`` column and one ledger chunk per candidate.
+    """
+    if not store_exists(path) or not steps:
+        return {}
+    state = read_state(path)
+    index_of = {key: index for index, key in enumerate(state.column("time_key"))}
+    unchanged = {}
+    for step in steps:
+        index = index_of.get(step.key)
+        if index is None:
+            continue
+        entries = json.loads(state.value("source_files", index))
+        ledger = {(Path(e["path"]).name, e.get("size"), e.get("mtime_ns")) for e in entries}
+        names_only = {Path(e["path"]).name for e in entries if "excluded" in e}
+        files = {
+            (Path(f.path).name, *((None, None) if Path(f.path).name in names_only else (f.size, f.mtime_ns)))
+            for f in step.files
+        }
+        if files == ledger:
+            unchanged[step.key] = index
+    return unchanged
 
 
 def time_step_values(plan: TimeStepPlan, state: StoreState, channels: list[int]) -> dict[str, object]:

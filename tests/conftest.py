@@ -7,15 +7,10 @@ before any test module imports it.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 PREFECT_HOME = Path(tempfile.mkdtemp(prefix="ovro-ingest-tests-prefect-"))
@@ -29,53 +24,23 @@ REAL_IMAGE = REPO.parent / "shared" / "data" / "ovro-lwa" / "test_image.fits"
 SERVER_START_TIMEOUT_S = 180
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
     """A real Prefect server (SQLite, 127.0.0.1) for the whole session; yields its API URL."""
-    port = free_port()
-    log = open(PREFECT_HOME / "server.log", "w")  # noqa: SIM115 (closed at teardown)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=os.environ.copy(),
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"Prefect server did not start; see {PREFECT_HOME / 'server.log'}")
-        time.sleep(0.5)
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from flows.server import local_server_process
 
-    os.environ["PREFECT_API_URL"] = url  # for Dask worker processes and CLI subprocesses
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
-    finally:
-        from prefect.logging.handlers import APILogWorker
+    with local_server_process(PREFECT_HOME / "server.log", SERVER_START_TIMEOUT_S) as url:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        APILogWorker.drain_all(timeout=10)
-        os.environ.pop("PREFECT_API_URL", None)
-        process.terminate()
+        os.environ["PREFECT_API_URL"] = url  # for Dask worker processes and CLI subprocesses
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            with temporary_settings(updates={PREFECT_API_URL: url}):
+                yield url
+        finally:
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=10)
+            os.environ.pop("PREFECT_API_URL", None)
 
 
 @pytest.fixture

@@ -100,9 +100,8 @@ def test_failed_time_step_is_the_only_one_recomputed_after_repair_and_a_rerun_do
     names = task_states(state)
     for prefix in ("fix", "load", "combine", "write", "append"):
         assert names[f"{prefix}-{steps[1].key}"] == "Completed", "the repaired time step is recomputed"
-    for step in (steps[0], steps[2]):
-        for prefix in ("fix", "load", "combine"):
-            assert names[f"{prefix}-{step.key}"] == "Cached"
+    for step in (steps[0], steps[2]):  # the store holds them from these very files: no task at all
+        assert not [name for name in names if name.endswith(step.key)]
     reference = tmp_path / "reference.zarr"
     ingest_directory(inputs, reference, settings=StoreSettings(chunk_lm=32))
     got, want = xr.open_zarr(store), xr.open_zarr(reference)
@@ -113,9 +112,8 @@ def test_failed_time_step_is_the_only_one_recomputed_after_repair_and_a_rerun_do
     state, summary = run_ingest(input_dir=inputs, store=store)
     assert state.is_completed()
     states = task_states(state)
-    # writing and appending consult the store (the ledger), which says every time step is there
-    recomputed = sorted(t for t, n in states.items() if n != "Cached" and not t.startswith(("write", "append")))
-    assert recomputed == []
+    # the store (the ledger) says every time step is there: nothing is computed, not even from the cache
+    assert sorted(states) == ["discover"]
     assert [o.status for o in summary.outcomes] == ["already stored"] * 3
     assert snapshot(store) == before, "a re-run must leave the store as it was"
 
@@ -235,9 +233,10 @@ def test_a_deleted_manifest_or_fixed_copy_is_made_again_not_taken_from_the_cache
     work = tmp_path / "s.zarr.work"
     assert run_ingest(input_dir=inputs, store=store)[0].is_completed()
     copy_made = {p: p.stat().st_mtime_ns for p in work.glob("fixed/*.fits")}
-    # the second run keys the fix on the copy that now exists (no cache yet) and reuses the copy; the third hits
+    # the second run keys the fix on the copy that now exists (no cache yet) and reuses the copy; the third hits.
+    # (rebuilds, else the store's ledger would skip the stored time step before any task)
     for _ in range(2):
-        state, _ = run_ingest(input_dir=inputs, store=store)
+        state, _ = run_ingest(input_dir=inputs, store=store, rebuild=True)
     assert task_states(state)["discover"] == "Cached" and task_states(state)["fix-20240524_050009"] == "Cached"
     assert {p: p.stat().st_mtime_ns for p in work.glob("fixed/*.fits")} == copy_made
 

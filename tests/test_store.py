@@ -197,3 +197,20 @@ def test_a_store_is_created_whatever_size_dask_would_split_the_template_into(mak
     with dask.config.set({"array.chunk-size": "8KiB"}):
         ingest_directory(folder, tmp_path / "s.zarr", settings=StoreSettings(chunk_lm=64))
     assert validate_store(tmp_path / "s.zarr").ok
+
+
+def test_stored_unchanged_names_the_time_steps_the_store_holds_from_the_same_files(make_data, tmp_path):
+    import os
+
+    from ovro_ingest.store import stored_unchanged
+
+    folder = make_data(time_steps=3)
+    steps = discover_time_steps(folder).time_steps
+    store = tmp_path / "s.zarr"
+    assert stored_unchanged(store, steps) == {}, "no store yet"
+    ingest_directory(folder, store, settings=SMALL)
+    assert stored_unchanged(store, steps) == {s.key: i for i, s in enumerate(steps)}
+    touched = steps[1].files[0].path
+    os.utime(touched, ns=(1, 1))  # same bytes, new modification time: no longer "these very files"
+    again = discover_time_steps(folder).time_steps
+    assert stored_unchanged(store, again) == {steps[0].key: 0, steps[2].key: 2}

@@ -1,0 +1,96 @@
+"""Run a command and measure it: wall time and the peak memory of its whole process tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+SAMPLE_INTERVAL_S = 0.05
+
+
+@dataclass
+class Measured:
+    """One measured command.
+
+    ``peak_rss_bytes`` is the largest sum, over the process and all its descendants,
+    of their resident set sizes (file pages of memory-mapped FITS included);
+    ``peak_private_bytes`` the same for memory that is not file-backed (RSS minus
+    shared), closer to what the processes cost the machine.
+    """
+
+    command: list[str]
+    seconds: float
+    returncode: int
+    peak_rss_bytes: int
+    peak_private_bytes: int
+    peak_processes: int
+    output: str = field(repr=False)
+
+    def result(self) -> dict:
+        """The JSON object a workload prints as its last line (see ``workloads.py``); {} for other commands."""
+        lines = self.output.strip().splitlines()
+        return json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+
+    def summary(self) -> dict:
+        """The numbers, without the output."""
+        return {
+            "seconds": round(self.seconds, 3),
+            "returncode": self.returncode,
+            "peak_rss_gb": round(self.peak_rss_bytes / 1e9, 3),
+            "peak_private_gb": round(self.peak_private_bytes / 1e9, 3),
+            "peak_processes": self.peak_processes,
+        }
+
+
+def tree_memory(root: psutil.Process) -> tuple[int, int, int]:
+    """(RSS, private RSS, process count) summed over ``root`` and its descendants right now."""
+    rss = private = count = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            info = process.memory_info()
+        except psutil.Error:  # gone between listing and reading
+            continue
+        rss += info.rss
+        private += info.rss - getattr(info, "shared", 0)
+        count += 1
+    return rss, private, count
+
+
+def run_measured(command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Measured:
+    """Run ``command`` to its end, sampling its process tree's memory every 50 ms."""
+    peaks = [0, 0, 0]
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    root = psutil.Process(process.pid)
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            try:
+                for i, value in enumerate(tree_memory(root)):
+                    peaks[i] = max(peaks[i], value)
+            except psutil.Error:
+                pass
+            done.wait(SAMPLE_INTERVAL_S)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output, _ = process.communicate()
+    seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    return Measured(command, seconds, process.returncode, peaks[0], peaks[1], peaks[2], output)
