@@ -235,9 +235,16 @@ def headline(results: dict[str, dict]) -> dict:
         "peak_rss_gb_flow": results["flow"]["peak_rss_gb"],
         "peak_rss_gb_cli": results["cli_with_server"]["peak_rss_gb"],
     }
+    # the cost of one more time step, start-up excluded: what a night of thousands of time steps sees
+    extra_mb = (results["flow"]["input_gb"] - results["flow_first_3"]["input_gb"]) * 1e3
+    extra_s = results["flow"]["work_seconds"] - results["flow_first_3"]["work_seconds"]
+    if extra_mb > 0 and extra_s > 0:
+        ratios["flow_marginal_mb_per_s"] = extra_mb / extra_s
+        ratios["flow_marginal_to_floor"] = extra_mb / extra_s / mbps("floor")
     reference = results.get("reference_first_3", {})
     if "input_mb_per_s" in reference:
-        ratios["throughput_flow_over_reference"] = mbps("flow_first_3") / reference["input_mb_per_s"]
+        ratios["throughput_flow_over_reference"] = mbps("flow") / reference["input_mb_per_s"]
+        ratios["throughput_flow_first_3_over_reference"] = mbps("flow_first_3") / reference["input_mb_per_s"]
         ratios["peak_rss_reference_over_flow"] = reference["peak_rss_gb"] / results["flow_first_3"]["peak_rss_gb"]
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in ratios.items()}
 

@@ -15,6 +15,7 @@ from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dask
 from prefect import allow_failure, flow, get_run_logger, unmapped
 from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
@@ -176,6 +177,9 @@ def ingest(
     return summary
 
 
+COMMIT_PRIORITY = 10
+"""Dask priority of the commits (the default is 0)."""
+
 WRITE_LIMIT = "ovro-ingest-writes"
 """Prefect global concurrency limit that, when an operator creates it, queues ingests in Prefect itself."""
 
@@ -280,6 +284,8 @@ def commit_in_time_order(
             appends.append(None)
             continue
         wait_for = [allow_failure(previous)] if previous else None
-        previous = append_to_zarr.submit(written, store, wait_for=wait_for)
+        # ahead of queued stagings: each time step becomes visible (and its staging space free) as soon as it can
+        with dask.annotate(priority=COMMIT_PRIORITY):
+            previous = append_to_zarr.submit(written, store, wait_for=wait_for)
         appends.append(previous)
     return appends

@@ -12,13 +12,15 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import numpy as np
 import xarray as xr
 from astropy.io import fits
 from astropy.time import Time
-from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs import WCS, WCSSUB_SPECTRAL, WCSSUB_STOKES, FITSFixedWarning
 
 from ovro_ingest.errors import BadInputFile
 from ovro_ingest.models import LoadedTimeStep, ReadableFile, ReadableTimeStep, SpatialGrid, SubbandImage
@@ -43,20 +45,29 @@ def open_subband(path: str) -> xr.Dataset:
     return _import_open_image()(path, do_sky_coords=False, compute_mask=False)
 
 
-def read_sky(path: str) -> np.ndarray:
-    """The pixels of a readable image as the store holds them: (polarization, l, m) float32.
+@contextmanager
+def sky_planes(path: str) -> Iterator[np.ndarray]:
+    """The pixels of a readable image, memory-mapped, as FITS orders them: (polarization, m, l), big-endian.
 
-    Read straight from the FITS file (memory-mapped), the one copy being the
-    transpose to (l, m): ``SKY[p, l, m] == data[p, 0, m, l]``, exactly what xradio's
-    ``open_image`` gives for these files (the tests compare both), without building
-    a dask graph per file.
+    ``SKY[p, l, m] == planes[p, m, l]``, exactly what xradio's ``open_image`` gives
+    for these files (the tests compare both); :func:`sky_block` cuts one store chunk.
     """
     with fits.open(path, memmap=True) as hdulist:
-        data = hdulist[0].data[:, 0]  # (polarization, m, l), big-endian
-        sky = np.empty((data.shape[0], data.shape[2], data.shape[1]), dtype=np.float32)
-        for polarization in range(data.shape[0]):
-            transpose_into(data[polarization], sky[polarization])
-        return sky
+        yield hdulist[0].data[:, 0]
+
+
+def sky_block(plane: np.ndarray, l_range: slice, m_range: slice) -> np.ndarray:
+    """``SKY[l_range, m_range]`` of one FITS plane (m, l), as a new C-ordered float32 array."""
+    part = plane[m_range, l_range]
+    block = np.empty(part.shape[::-1], dtype=np.float32)
+    transpose_into(part, block)
+    return block
+
+
+def read_sky(path: str) -> np.ndarray:
+    """All the pixels of a readable image as the store holds them: (polarization, l, m) float32."""
+    with sky_planes(path) as planes:
+        return np.stack([sky_block(plane, slice(None), slice(None)) for plane in planes])
 
 
 TRANSPOSE_TILE = 256
@@ -100,8 +111,8 @@ def name_time_offset_s(key: str, time_mjd: float) -> float:
 
 
 def beam_problem(header: fits.Header) -> str | None:
-    """Why the header's synthesized beam (BMAJ, BMIN) is unusable, or None when it is fine."""
-    for keyword in ("BMAJ", "BMIN"):
+    """Why the header's synthesized beam (BMAJ, BMIN, BPA) is unusable, or None when it is fine."""
+    for keyword in ("BMAJ", "BMIN", "BPA"):
         value = header.get(keyword)
         if value is None:
             return f"no {keyword} keyword (no synthesized beam)"
@@ -109,8 +120,8 @@ def beam_problem(header: fits.Header) -> str | None:
             number = float(value)
         except (TypeError, ValueError):
             return f"{keyword}={value!r} is not a number"
-        if not math.isfinite(number) or number <= 0:
-            return f"{keyword}={number} is not a positive beam size"
+        if not math.isfinite(number) or (keyword != "BPA" and number <= 0):  # any finite angle is a position angle
+            return f"{keyword}={number} is not a {'finite angle' if keyword == 'BPA' else 'positive beam size'}"
     return None
 
 
@@ -135,8 +146,69 @@ def celestial_wcs_text(header: fits.Header) -> str:
     return "\n".join(str(card).rstrip() for card in cards)
 
 
+STOKES_NAMES = {
+    1: "I",
+    2: "Q",
+    3: "U",
+    4: "V",
+    -1: "RR",
+    -2: "LL",
+    -3: "RL",
+    -4: "LR",
+    -5: "XX",
+    -6: "YY",
+    -7: "XY",
+    -8: "YX",
+}
+"""FITS STOKES axis values (WCS Paper I, table 7) and their names."""
+
+
+def header_wcs(header: fits.Header) -> WCS:
+    """The header's WCS (astropy's standard fixes applied silently; spectral values in SI units)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        return WCS(header)
+
+
+def axis_length(header: fits.Header, wcs: WCS, kind: int) -> int:
+    """Pixels along the image's axis of ``kind`` (wcslib axis type: 1 Stokes, 3 spectral); 0 when it has none."""
+    axes = [i for i, axis_type in enumerate(wcs.wcs.axis_types) if axis_type // 1000 == kind]
+    return int(header.get(f"NAXIS{axes[0] + 1}", 0)) if axes else 0
+
+
+def frequency_of(header: fits.Header, wcs: WCS, path: str) -> float:
+    """The frequency (Hz) of the image's one channel, from its FREQ axis."""
+    spectral = wcs.sub([WCSSUB_SPECTRAL])
+    if spectral.naxis == 0 or not str(spectral.wcs.ctype[0]).startswith("FREQ"):
+        raise BadInputFile(path, "has no FREQ axis, so its frequency is unknown", "add a FREQ axis (CTYPE3='FREQ')")
+    channels = axis_length(header, wcs, 3)
+    if channels != 1:
+        raise BadInputFile(path, f"holds {channels} frequencies, expected one", "split it into one file per subband")
+    return float(spectral.pixel_to_world_values(0))
+
+
+def polarizations_of(header: fits.Header, wcs: WCS, path: str) -> tuple[str, ...]:
+    """The Stokes parameters along the image's STOKES axis."""
+    stokes = wcs.sub([WCSSUB_STOKES])
+    if stokes.naxis == 0:
+        raise BadInputFile(path, "has no STOKES axis", "add a STOKES axis (CTYPE4='STOKES')")
+    values = stokes.pixel_to_world_values(np.arange(axis_length(header, wcs, 1)))
+    names = [STOKES_NAMES.get(round(float(v))) for v in np.atleast_1d(values)]
+    if None in names:
+        raise BadInputFile(path, f"has unknown STOKES values {list(np.atleast_1d(values))}", "fix its STOKES axis")
+    return tuple(names)
+
+
+def beam_of(header: fits.Header) -> tuple[tuple[float, float, float] | None, str | None]:
+    """The synthesized beam (major, minor, position angle) in radians, or why it is unusable."""
+    problem = beam_problem(header)
+    if problem is not None:
+        return None, problem
+    return tuple(float(np.deg2rad(float(header[k]))) for k in ("BMAJ", "BMIN", "BPA")), None
+
+
 def load_subband(readable: ReadableFile) -> SubbandImage:
-    """Open one subband lazily and describe it.
+    """Describe one subband from its header, read once (pixels stay on disk).
 
     Parameters
     ----------
@@ -151,43 +223,32 @@ def load_subband(readable: ReadableFile) -> SubbandImage:
     Raises
     ------
     BadInputFile
-        When xradio cannot open it, or it lacks what the store needs.
+        When its header lacks what the store needs.
     """
-    path = readable.path
+    path, source = readable.path, readable.source.path
     started = time.perf_counter()
     try:
-        dataset = open_subband(path)
-    except Exception as error:  # xradio raises bare RuntimeErrors and worse
-        raise BadInputFile(
-            readable.source.path, f"xradio cannot open it ({type(error).__name__}: {error})", "check its header"
-        ) from error
-    if dataset.sizes["frequency"] != 1 or dataset.sizes["time"] != 1:
-        raise BadInputFile(
-            readable.source.path,
-            f"holds {dataset.sizes['frequency']} frequencies and {dataset.sizes['time']} times, expected one of each",
-            "split it into one file per subband",
-        )
-    header = fits.getheader(path)
-    time_mjd, date_obs = observation_time(header, readable.source.path)
-    problem = beam_problem(header)
-    beam = None
-    if problem is None and "BEAM_FIT_PARAMS_SKY" in dataset:
-        values = dataset["BEAM_FIT_PARAMS_SKY"].values.reshape(-1, 3)[0]
-        beam = (float(values[0]), float(values[1]), float(values[2]))
+        header = fits.getheader(path)
+    except (OSError, ValueError) as error:
+        raise BadInputFile(source, f"its header cannot be read ({error})", "check the file") from error
+    wcs = header_wcs(header)
+    frequency_hz = frequency_of(header, wcs, source)
+    time_mjd, date_obs = observation_time(header, source)
+    beam, problem = beam_of(header)
     logger.debug(
-        "%s: opened in %.3f s (%.4f MHz, DATE-OBS %s, beam %s)",
+        "%s: header read in %.3f s (%.4f MHz, DATE-OBS %s, beam %s)",
         readable.source.name,
         time.perf_counter() - started,
-        float(dataset["frequency"].values[0]) / 1e6,
+        frequency_hz / 1e6,
         date_obs,
         problem or "valid",
     )
     return SubbandImage(
         file=readable,
-        frequency_hz=float(dataset["frequency"].values[0]),
+        frequency_hz=frequency_hz,
         time_mjd=time_mjd,
         date_obs=date_obs,
-        polarizations=tuple(str(p) for p in dataset["polarization"].values),
+        polarizations=polarizations_of(header, wcs, source),
         beam_rad=beam,
         beam_problem=problem,
         grid=spatial_grid(header),

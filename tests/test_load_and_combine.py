@@ -96,3 +96,16 @@ def test_tiled_transpose_equals_numpy_transpose_for_any_shape(shape):
     transpose_into(plane, out)
     np.testing.assert_array_equal(out, plane.T)
     assert out.dtype == np.float32
+
+
+def test_header_facts_equal_what_xradio_reads(make_data, real_image):
+    from ovro_ingest.load import open_subband
+
+    synthetic = discover_time_steps(make_data(time_steps=1, n_subbands=2)).time_steps[0].files
+    for path in [f.path for f in synthetic] + [str(real_image)]:
+        source = SourceFile.from_path(path, "41MHz")
+        image = load_subband(make_readable(source, None))
+        dataset = open_subband(path)
+        assert image.frequency_hz == float(dataset["frequency"].values[0])
+        assert image.polarizations == tuple(str(p) for p in dataset["polarization"].values)
+        assert image.beam_rad == tuple(float(v) for v in dataset["BEAM_FIT_PARAMS_SKY"].values.reshape(-1, 3)[0])
