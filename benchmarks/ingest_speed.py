@@ -327,6 +327,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny data and no reference: checks the script runs")
     parser.add_argument("--work", type=Path, default=REPO / ".benchmark-work", help="data and stores (removed after)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--api-url", help="use this running Prefect server instead of starting one")
     args = parser.parse_args()
     if args.quick:
         args.size, args.subbands, args.time_steps, args.chunk = 128, 2, 3, 64
@@ -346,8 +347,11 @@ def main() -> None:
 
         from flows.server import local_server_process
 
-        with local_server_process(args.work / "prefect" / "server.log") as api_url:
-            measure_pipeline(bench, big, api_url)
+        if args.api_url:
+            measure_pipeline(bench, big, args.api_url)
+        else:
+            with local_server_process(args.work / "prefect" / "server.log") as api_url:
+                measure_pipeline(bench, big, api_url)
         measure_without_server(bench)
         if not args.skip_reference:
             measure_reference(bench, big)

@@ -77,6 +77,7 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
     os.environ.setdefault("OVRO_INGEST_LOG_LEVEL", level)  # the domain's loggers, in every process (tasks/__init__)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ovro_ingest")  # domain warnings reach the Prefect UI
+    os.environ.setdefault("OVRO_INGEST_CONSOLE_TRACEBACKS", "1" if verbose else "0")  # tasks/console.py
     logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
@@ -143,13 +144,27 @@ def run_flow(verbose: bool, **parameters) -> int:
     """Run the ingest flow with ``parameters``; print the outcome; return the exit code."""
     from flows.server import prefect_api
 
-    with prefect_api():
+    with prefect_api() as api_url:
+        import httpx
+
         from flows.ingest import ingest
         from flows.summary import IngestIncomplete, IngestSummary
+        from tasks.console import apply_from_environment
 
-        with progress_bar():  # after Prefect's logging set-up, which would disable an earlier logger
-            state = ingest(**parameters, return_state=True)
-        result = state.result(raise_on_failure=False)
+        apply_from_environment()  # on Prefect's console handlers, which exist by now
+        try:
+            with progress_bar():  # after Prefect's logging set-up, which would disable an earlier logger
+                state = ingest(**parameters, return_state=True)
+            result = state.result(raise_on_failure=False)
+        except httpx.HTTPError as error:  # the run cannot report to its Prefect server any more
+            errors.print(
+                f"[red]ingest stopped:[/] lost the Prefect server at {api_url} ({error}); what was committed is "
+                "kept and the store stays valid: start the server and run the ingest again",
+                soft_wrap=True,
+            )
+            if verbose:
+                errors.print_exception()
+            return 2
     if isinstance(result, IngestSummary):
         print_summary(result)
         return 0

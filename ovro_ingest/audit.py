@@ -23,7 +23,7 @@ from ovro_ingest.discover import discover_time_steps
 from ovro_ingest.errors import IngestError
 from ovro_ingest.headers import (
     check_complete,
-    frequency_from_header_or_name,
+    frequency_from_header,
     image_hdu_index,
     needed_corrections,
     open_fits,
@@ -103,12 +103,12 @@ def audit_file(source: SourceFile) -> FileAudit:
 
 
 def header_frequency(header: fits.Header, source: SourceFile) -> float:
-    """The image frequency: the FREQ axis' value at its reference pixel, else RESTFRQ or the name."""
+    """The image frequency: the FREQ axis' value at its reference pixel, else RESTFRQ."""
     for axis in range(1, header["NAXIS"] + 1):
         if str(header.get(f"CTYPE{axis}", "")).strip().startswith("FREQ"):
             crval, crpix = float(header.get(f"CRVAL{axis}", 0.0)), float(header.get(f"CRPIX{axis}", 0.0))
             return crval + (1 - crpix) * float(header.get(f"CDELT{axis}", 1.0))  # FITS defaults
-    return frequency_from_header_or_name(header, source)[0]
+    return frequency_from_header(header, source)[0]
 
 
 def channels_of(files: list[FileAudit]) -> list[float]:

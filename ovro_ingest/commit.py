@@ -25,6 +25,7 @@ it runs, a reader may see the moved range inconsistent (see the README).
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import logging
@@ -32,7 +33,9 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -116,8 +119,25 @@ def journal_path(store: str | os.PathLike[str]) -> Path:
 def write_json_atomically(path: Path, payload: object) -> None:
     """Replace ``path`` with ``payload`` as JSON in one rename (readers see old or new, never half)."""
     partial = path.with_name(f"{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    partial.write_text(json.dumps(payload))
-    os.replace(partial, path)
+    try:
+        partial.write_text(json.dumps(payload))
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+@contextmanager
+def disk_full_named(store: str | os.PathLike[str], doing: str) -> Iterator[None]:
+    """Turn a full disk (or quota) into a one-line :class:`StoreError` naming the store and the fix."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise StoreError(
+            f"{store}: no space left on its device while {doing}; free space (or move the store), "
+            "then run the ingest again: what is stored stays valid"
+        ) from error
 
 
 def move_if_present(source: Path, target: Path) -> None:
@@ -179,7 +199,8 @@ def write_time_step(store: str | os.PathLike[str], plan: TimeStepPlan, replace: 
     target = staging_path(store, plan)
     written = 0
     if not target.exists():  # a complete staging of these very inputs is reused
-        written = stage_pixels(state, plan, channels, target)
+        with disk_full_named(store, f"staging time step {plan.key}"):
+            written = stage_pixels(state, plan, channels, target)
     return StagedTimeStep(
         key=plan.key,
         time_mjd=plan.time_mjd,
@@ -250,6 +271,7 @@ def stage_subband(pool: ThreadPoolExecutor, sky: zarr.Array, path: str, channel:
 def write_chunk(sky: zarr.Array, channel: int, polarization: int, plane, l_range: slice, m_range: slice) -> None:
     """Write one chunk of a FITS plane into the staged ``SKY``."""
     block = sky_block(plane, l_range, m_range)
+    failpoint("stage:chunk")
     sky[0:1, channel : channel + 1, polarization : polarization + 1, l_range, m_range] = block[None, None, None]
 
 
@@ -327,9 +349,10 @@ def commit_time_step(store: str | os.PathLike[str], staged: StagedTimeStep) -> A
         logger.warning("time step %s is earlier than the store's last one: inserted at position %d", staged.key, index)
         for name in SMALL_TIME_VARIABLES:
             journal["values"][name] += state.column(name, index)
-    write_json_atomically(journal_path(store), journal)
-    failpoint("commit:journaled")
-    apply_journal(store, journal)
+    with disk_full_named(store, f"committing time step {staged.key}"):
+        write_json_atomically(journal_path(store), journal)
+        failpoint("commit:journaled")
+        apply_journal(store, journal)
     return receipt("replaced" if journal["mode"] == "replace" else "written", index)
 
 

@@ -68,15 +68,36 @@ class Discovery:
     """FITS files whose names follow neither convention (paths)."""
 
 
+COMPRESSED_FITS = (".fits.gz", ".fits.fz", ".fits.bz2", ".fits.xz")
+"""Compressed FITS files: not read (pixels could not be memory-mapped), named in a warning."""
+
+
 def iter_fits_files(input_dir: Path, exclude: tuple[Path, ...] = ()) -> list[Path]:
-    """List the ``*.fits`` files under ``input_dir`` (recursively, hidden folders skipped)."""
+    """List the ``*.fits`` files under ``input_dir`` (recursively, hidden folders skipped).
+
+    Compressed FITS files are not listed; a warning names them and the fix.
+    """
     excluded = {p.resolve() for p in exclude}
     found: list[Path] = []
+    compressed: list[Path] = []
     for root, dirs, files in os.walk(input_dir):
         root_path = Path(root)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_path / d).resolve() not in excluded)
         found.extend(root_path / f for f in sorted(files) if f.endswith(".fits"))
+        compressed.extend(root_path / f for f in sorted(files) if f.endswith(COMPRESSED_FITS))
+    if compressed:
+        logger.warning(
+            "skipped %d compressed FITS file(s), e.g. %s: decompress them (gunzip, funpack) to ingest them",
+            len(compressed),
+            examples(compressed),
+        )
     return found
+
+
+def examples(paths: list[Path] | list[str], limit: int = 5) -> str:
+    """Up to ``limit`` file names of ``paths``, and how many more there are."""
+    names = ", ".join(Path(p).name for p in paths[:limit])
+    return names + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
 def discover_time_steps(input_dir: str | os.PathLike[str], exclude: tuple[Path, ...] = ()) -> Discovery:
@@ -115,7 +136,7 @@ def discover_time_steps(input_dir: str | os.PathLike[str], exclude: tuple[Path, 
         logger.warning(
             "skipped %d FITS file(s) whose names follow neither OVRO-LWA convention: %s",
             len(skipped),
-            ", ".join(Path(p).name for p in skipped),
+            examples(skipped),
         )
     time_steps = [
         TimeStepFiles(key=key, files=tuple(sorted(files, key=lambda f: (f.subband_mhz, f.path))))

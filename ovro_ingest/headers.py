@@ -8,7 +8,7 @@ loader cannot read it as it is:
 - its image sits in an extension behind an empty primary HDU,
 - a CTYPE value carries leading or trailing blanks,
 - it lacks the STOKES axis (3-D) or the FREQ and STOKES axes (2-D; only when the
-  frequency is known from RESTFRQ/RESTFREQ or from the file name).
+  frequency is known from RESTFRQ/RESTFREQ).
 
 Keywords present in the file are never overwritten. Each correction is returned
 in words, so that the store can record what was changed.
@@ -67,18 +67,21 @@ def check_complete(hdulist: fits.HDUList, index: int, path: str) -> None:
         raise BadInputFile(path, f"truncated FITS file ({actual} of {needed} bytes)", REGENERATE)
 
 
-def frequency_from_header_or_name(header: fits.Header, source: SourceFile) -> tuple[float, str]:
-    """The frequency of a 2-D image: RESTFRQ/RESTFREQ, else the file name's subband label."""
+def frequency_from_header(header: fits.Header, source: SourceFile) -> tuple[float, str]:
+    """The frequency of a 2-D image, from RESTFRQ/RESTFREQ.
+
+    The file name's label is not used: it names the subband's lower edge (``41MHz``),
+    about 2 MHz below the channel centre the other files' headers give (43.246 MHz),
+    so a guess from it would add a wrong channel to the store.
+    """
     for keyword in ("RESTFRQ", "RESTFREQ"):
         value = header.get(keyword)
         if value:
             return float(value), keyword
-    if source.subband:
-        return source.subband_mhz * 1e6, f"file name label {source.subband}"
     raise BadInputFile(
         source.path,
-        "2-D image with no frequency (no FREQ axis, RESTFRQ or MHz label in the name)",
-        "add RESTFRQ to the header or rename the file",
+        "2-D image with no frequency (no FREQ axis, RESTFRQ or RESTFREQ)",
+        "add a FREQ axis (CTYPE3/CRVAL3) or RESTFRQ in Hz to its header",
     )
 
 
@@ -98,7 +101,7 @@ def needed_corrections(header: fits.Header, in_extension: bool, source: SourceFi
         if isinstance(ctype, str) and ctype != ctype.strip():
             corrections.append(f"stripped blanks from CTYPE{axis}={ctype!r}")
     if header["NAXIS"] == 2:
-        frequency, origin = frequency_from_header_or_name(header, source)
+        frequency, origin = frequency_from_header(header, source)
         corrections.append(f"added a FREQ axis at {frequency:.1f} Hz (from {origin})")
     if header["NAXIS"] in (2, 3):
         corrections.append("added a STOKES axis (I)")
@@ -153,7 +156,7 @@ def write_fixed_copy(source: SourceFile, index: int, dest: Path) -> None:
         if isinstance(header.get(f"CTYPE{axis}"), str):
             header[f"CTYPE{axis}"] = header[f"CTYPE{axis}"].strip()
     if header["NAXIS"] == 2:
-        frequency, _ = frequency_from_header_or_name(header, source)
+        frequency, _ = frequency_from_header(header, source)
         data = data[np.newaxis, :, :]
         header.update({"CTYPE3": "FREQ", "CRPIX3": 1.0, "CRVAL3": frequency, "CDELT3": 1.0, "CUNIT3": "Hz"})
     if data.ndim == 3:

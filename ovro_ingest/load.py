@@ -176,6 +176,15 @@ def axis_length(header: fits.Header, wcs: WCS, kind: int) -> int:
     return int(header.get(f"NAXIS{axes[0] + 1}", 0)) if axes else 0
 
 
+def check_equatorial(wcs: WCS, path: str) -> None:
+    """Refuse an image whose sky axes are not RA/Dec: the store holds one equatorial frame."""
+    ctypes = [str(c) for c in wcs.celestial.wcs.ctype]
+    if len(ctypes) != 2 or not (ctypes[0].startswith("RA") and ctypes[1].startswith("DEC")):
+        raise BadInputFile(
+            path, f"its sky axes are {ctypes or 'missing'}, not RA/Dec", "reproject it to RA/Dec (ICRS or FK5)"
+        )
+
+
 def frequency_of(header: fits.Header, wcs: WCS, path: str) -> float:
     """The frequency (Hz) of the image's one channel, from its FREQ axis."""
     spectral = wcs.sub([WCSSUB_SPECTRAL])
@@ -232,6 +241,7 @@ def load_subband(readable: ReadableFile) -> SubbandImage:
     except (OSError, ValueError) as error:
         raise BadInputFile(source, f"its header cannot be read ({error})", "check the file") from error
     wcs = header_wcs(header)
+    check_equatorial(wcs, source)
     frequency_hz = frequency_of(header, wcs, source)
     time_mjd, date_obs = observation_time(header, source)
     beam, problem = beam_of(header)

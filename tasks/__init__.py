@@ -10,3 +10,7 @@ import logging
 import os
 
 logging.getLogger("ovro_ingest").setLevel(os.environ.get("OVRO_INGEST_LOG_LEVEL", "INFO"))
+
+from tasks.console import apply_from_environment  # noqa: E402
+
+apply_from_environment()

@@ -57,10 +57,10 @@ def chunk_times_by_key(store: Path) -> dict[str, dict[str, int]]:
     }  # fmt: skip
 
 
-def deployment_run(env: dict, *args: str) -> tuple[str, subprocess.CompletedProcess]:
-    """`prefect deployment run ... --watch`; returns the flow run id and the finished command."""
+def deployment_run(env: dict, *args: str, watch: bool = True) -> tuple[str, subprocess.CompletedProcess]:
+    """`prefect deployment run ... [--watch]`; returns the flow run id and the finished command."""
     result = subprocess.run(
-        [PREFECT, "deployment", "run", *args, "--watch", "--watch-timeout", "300"],
+        [PREFECT, "deployment", "run", *args, *(["--watch", "--watch-timeout", "300"] if watch else [])],
         env=env,
         capture_output=True,
         text=True,
@@ -132,7 +132,56 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
         assert ds.sizes["time"] == 7 and list(ds["time_key"].values) == sorted(ds["time_key"].values)
         after = chunk_times_by_key(store)
         assert {key: after[key] for key in stored} == stored, "time steps stored before are not rewritten"
+
+        server_pid = int((ops / "server.pid").read_text())
+        assert listening_addresses(server_pid, port) == {"127.0.0.1"}, "the operator's server is local only"
+        marker = tmp_path / "pwned"
+        run_id, _ = deployment_run(
+            cli, "ingest/adhoc", "--param", f"input_dir=$(touch {marker})", "--param", f"store={tmp_path / 'x.zarr'}"
+        )
+        run = wait_for_final_state(api, run_id)
+        assert run["state"]["type"] == "FAILED" and "does not exist" in run["state"]["message"]
+        assert not marker.exists(), "a parameter is a path, never a command"
+
+        two_deployments_and_the_cli_race_for_one_store(tmp_path, cli, api)
     finally:
         down = subprocess.run([REPO / "deployments" / "stop"], env=env, capture_output=True, text=True, timeout=120)
     assert "stopped the worker" in down.stdout and "stopped the server" in down.stdout
     assert not list(ops.glob("*.pid"))
+
+
+def listening_addresses(pid: int, port: int) -> set[str]:
+    """The IP addresses process ``pid`` (or its children) listens on at ``port``."""
+    import psutil
+
+    processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return {
+        c.laddr.ip
+        for p in processes
+        for c in p.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    }
+
+
+def two_deployments_and_the_cli_race_for_one_store(tmp_path: Path, cli: dict, api: str) -> None:
+    """Two deployment runs and an `ovro-ingest run` start at once on one store, first failing fast, then waiting."""
+    night = tmp_path / "race-night"
+    generate(night, time_steps=3, n_subbands=2, size=32, start=DEFAULT_START + timedelta(days=3))
+    for wait, store in ((0, tmp_path / "race-fast.zarr"), (300, tmp_path / "race-wait.zarr")):
+        params = ["--param", f"input_dir={night}", "--param", f"store={store}", "--param", "workers=1"]
+        params += ["--param", f"wait_for_lock={wait}"]
+        runs = [deployment_run(cli, "ingest/adhoc", *params, watch=False)[0] for _ in range(2)]
+        command = [str(Path(sys.executable).parent / "ovro-ingest"), "run", str(night), str(store)]
+        command += ["--workers", "1", "--chunk-lm", "32", "--wait-for-lock", str(wait)]
+        by_cli = subprocess.run(command, env=cli, capture_output=True, text=True, timeout=600)
+        finals = [wait_for_final_state(api, run_id) for run_id in runs]
+        outcomes = [f["state"]["type"] for f in finals] + ["COMPLETED" if by_cli.returncode == 0 else "FAILED"]
+        messages = [f["state"]["message"] or "" for f in finals if f["state"]["type"] != "COMPLETED"]
+        if by_cli.returncode != 0:
+            messages.append(by_cli.stdout + by_cli.stderr)
+        assert "COMPLETED" in outcomes, (outcomes, messages)
+        assert all(re.search(r"holds the (store|Prefect concurrency limit)", m) for m in messages), messages
+        if wait:
+            assert outcomes == ["COMPLETED"] * 3, ("writers that wait all finish", messages)
+        keys = list(xr.open_zarr(store)["time_key"].values)
+        assert keys == sorted(set(keys)) and len(keys) == 3, "no time step lost or stored twice"

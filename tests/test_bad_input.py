@@ -1,0 +1,246 @@
+"""The bad-input corpus: each kind of bad file has a defined outcome, and the rest of the night is stored.
+
+One night holds one time step per case (2 subbands of 32², generated here; no binary
+files in the repository). One ``ovro-ingest run`` ingests it; each case's outcome is
+then read from the CLI's output and the store:
+
+- stored correctly (scaled integers, all-NaN image, image in an extension, odd names),
+- stored without a file, with a warning (missing or zero beam),
+- skipped before grouping, with a warning (unparseable names, compressed FITS, junk),
+- the time step fails with one line naming the file and the fix (everything else),
+
+and no traceback reaches the terminal unless ``-v`` asks for it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from astropy.io import fits
+
+from ovro_ingest.discover import discover_time_steps
+from ovro_ingest.health import validate_store
+from ovro_ingest.synth import generate
+from tests.fits_cases import scaled_integer_image
+
+CLI = str(Path(sys.executable).parent / "ovro-ingest")
+DROP_FILE_PERMISSION_BYPASS = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+"""Run a command as root without the capabilities that let root read any file (so chmod 000 bites)."""
+
+
+def as_unprivileged_root() -> list[str] | None:
+    """A command prefix under which file permissions apply to this user; None when there is none."""
+    if os.geteuid() != 0:
+        return []
+    return DROP_FILE_PERMISSION_BYPASS if shutil.which("setpriv") else None
+
+
+def run_cli(*args: str, prefix: list[str] | None = None) -> subprocess.CompletedProcess:
+    """``ovro-ingest`` in a subprocess (the session's Prefect server, one worker)."""
+    return subprocess.run(
+        [*(prefix or []), CLI, *args], capture_output=True, text=True, timeout=600, env=os.environ.copy()
+    )
+
+
+def rewrite(path: str, change) -> None:
+    """Rewrite a FITS file (same name) as ``change(hdulist)`` returns it, or as it changed it in place."""
+    with fits.open(path) as hdulist:
+        hdulist = fits.HDUList([hdu.copy() for hdu in hdulist])
+    hdulist = change(hdulist) or hdulist
+    hdulist.writeto(path, overwrite=True, output_verify="silentfix")
+
+
+def set_keyword(name: str, value):
+    def change(hdulist):
+        if value is None:
+            del hdulist[0].header[name]
+        else:
+            hdulist[0].header[name] = value
+
+    return change
+
+
+def make_2d_without_frequency(hdulist):
+    header = hdulist[0].header
+    flat = fits.PrimaryHDU(data=hdulist[0].data[0, 0])
+    for key in ("CTYPE1", "CRPIX1", "CRVAL1", "CDELT1", "CTYPE2", "CRPIX2", "CRVAL2", "CDELT2", "DATE-OBS"):
+        flat.header[key] = header[key]
+    flat.header.update({k: header[k] for k in ("BMAJ", "BMIN", "BPA")})
+    return fits.HDUList([flat])
+
+
+def move_to_extension(hdulist):
+    return fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data=hdulist[0].data, header=hdulist[0].header)])
+
+
+def reshape(hdulist):
+    hdulist[0].data = np.ones((1, 1, 48, 48), dtype=np.float32)
+
+
+CASES = {
+    # index of the time step: (case, expected outcome)
+    0: ("a good time step", "stored"),
+    1: ("truncated FITS", "failed"),
+    2: ("zero-byte file", "failed"),
+    3: ("not FITS, named .fits", "failed"),
+    4: ("integer data with BSCALE/BZERO", "stored"),
+    5: ("all-NaN image", "stored"),
+    6: ("two files for one subband", "failed"),
+    7: ("one subband of another shape", "failed"),
+    8: ("no BMAJ", "stored without it"),
+    9: ("BMAJ = 0", "stored without it"),
+    10: ("GLON/GLAT axes", "failed"),
+    11: ("2-D image, no frequency", "failed"),
+    12: ("image in an extension, empty primary HDU", "stored"),
+    13: ("permission denied", "failed"),
+    14: ("non-ASCII and blanks in the name", "stored"),
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, dict[int, Path]]:
+    """The night: one time step per case; returns the folder and the damaged file per case."""
+    night = tmp_path_factory.mktemp("corpus") / "night"
+    generate(night, time_steps=len(CASES), n_subbands=2, size=32)
+    steps = discover_time_steps(night).time_steps
+    first = {index: Path(step.files[0].path) for index, step in enumerate(steps)}
+    first[1].write_bytes(first[1].read_bytes()[:-4000])  # the header is whole, the pixels are not
+    first[2].write_bytes(b"")
+    first[3].write_text("SIMPLE? no: this is a text file someone named .fits\n")
+    date_obs = fits.getheader(first[4])["DATE-OBS"]
+    scaled_integer_image(first[4])
+    rewrite(str(first[4]), set_keyword("DATE-OBS", date_obs))
+    rewrite(str(first[5]), lambda h: h[0].data.fill(np.nan))
+    (night / "again").mkdir()
+    shutil.copy(first[6], night / "again" / first[6].name)
+    rewrite(str(first[7]), reshape)
+    rewrite(str(first[8]), set_keyword("BMAJ", None))
+    rewrite(str(first[9]), set_keyword("BMAJ", 0.0))
+    rewrite(str(first[10]), lambda h: h[0].header.update(CTYPE1="GLON-SIN", CTYPE2="GLAT-SIN"))
+    rewrite(str(first[11]), make_2d_without_frequency)
+    rewrite(str(first[12]), move_to_extension)
+    first[13].chmod(0)
+    for source in steps[14].files:  # names still follow the convention, with blanks and accents inside
+        renamed = Path(source.path).with_name(Path(source.path).name.replace("_iterations", " iterations é ü"))
+        Path(source.path).rename(renamed)
+        first[14] = renamed if source is steps[14].files[0] else first[14]
+    # files that are not images of this night
+    (night / "notes.fits").write_bytes(first[0].read_bytes())  # no DATE-OBS, and a name that says no time either
+    rewrite(str(night / "notes.fits"), set_keyword("DATE-OBS", None))
+    with open(first[0], "rb") as raw, gzip.open(night / "20240524_060009_41MHz_averaged_x-I-image.fits.gz", "wb") as gz:
+        gz.write(raw.read())
+    junk = night / "logs"
+    junk.mkdir()
+    for i in range(3000):
+        (junk / f"wsclean-{i:04d}.log").write_text("junk")
+    return night, first
+
+
+@pytest.fixture(scope="module")
+def ingested(corpus, prefect_server, tmp_path_factory):
+    """One CLI run over the corpus; returns (completed process, store)."""
+    night, _ = corpus
+    store = tmp_path_factory.mktemp("store") / "s.zarr"
+    prefix = as_unprivileged_root()
+    if prefix is None:
+        (corpus[1][13]).chmod(0o644)  # root without setpriv: permissions cannot be enforced
+    result = run_cli("run", str(night), str(store), "--workers", "1", "--chunk-lm", "32", prefix=prefix)
+    return result, store, prefix is not None
+
+
+def failure_lines(result: subprocess.CompletedProcess) -> dict[str, str]:
+    """Time step key -> its one-line failure message, from the CLI's summary."""
+    lines = [line for line in result.stdout.splitlines() if line.startswith("failed ")]
+    return {line.split()[1].rstrip(":"): line for line in lines}
+
+
+def test_each_bad_file_fails_only_its_time_step_with_one_line_naming_the_file_and_the_fix(corpus, ingested):
+    night, first = corpus
+    result, _store, permissions_enforced = ingested
+    keys = [s.key for s in discover_time_steps(night).time_steps]
+    failures = failure_lines(result)
+    expected_failures = {k for i, k in enumerate(keys) if CASES[i][1] == "failed"}
+    if not permissions_enforced:
+        expected_failures.discard(keys[13])
+    assert set(failures) == expected_failures, result.stdout
+    assert result.returncode == 1
+    fixes = {
+        1: ("truncated", "re-copy or regenerate"),
+        2: ("empty file", "re-copy or regenerate"),
+        3: ("not a readable FITS file", "re-copy or regenerate"),
+        6: ("two files for one frequency", "remove one of them"),
+        7: ("pixel grid", first[7].name),
+        10: ("not RA/Dec", "reproject it to RA/Dec"),
+        11: ("2-D image with no frequency", "add a FREQ axis"),
+        13: ("permission denied", "make the file readable"),
+    }
+    for index, words in fixes.items():
+        if keys[index] in failures:
+            line = failures[keys[index]]
+            assert first[index].name in line, line
+            assert all(w in line for w in words), line
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_the_other_time_steps_are_stored_exactly(corpus, ingested):
+    night, first = corpus
+    _result, store, permissions_enforced = ingested
+    keys = [s.key for s in discover_time_steps(night).time_steps]
+    ds = xr.open_zarr(store)
+    stored = {k: i for i, k in enumerate(ds["time_key"].values)}
+    expected = [k for i, k in enumerate(keys) if CASES[i][1] in ("stored", "stored without it")]
+    if not permissions_enforced:
+        expected = sorted([*expected, keys[13]])
+    assert list(stored) == expected
+    assert validate_store(store).ok
+    with fits.open(first[4]) as hdulist:  # scaled integers: the physical values
+        physical = hdulist[0].data[0, 0].astype(np.float32)
+    np.testing.assert_array_equal(ds["SKY"].values[stored[keys[4]], 0, 0], physical.T)
+    assert np.isnan(ds["SKY"].values[stored[keys[5]], 0, 0]).all(), "an all-NaN image is stored as it is"
+    with fits.open(first[12]) as hdulist:
+        np.testing.assert_array_equal(ds["SKY"].values[stored[keys[12]], 0, 0], hdulist[1].data[0, 0].T)
+    assert np.isfinite(ds["SKY"].values[stored[keys[14]], 0, 0]).any(), "odd characters in names are fine"
+
+
+def test_a_file_with_a_bad_beam_is_left_out_with_a_warning_and_a_ledger_entry(corpus, ingested):
+    import json
+
+    night, first = corpus
+    result, store, _ = ingested
+    ds = xr.open_zarr(store)
+    for index in (8, 9):
+        position = list(ds["time_key"].values).index(discover_time_steps(night).time_steps[index].key)
+        ledger = json.loads(str(ds["source_files"].values[position]))
+        left_out = [entry for entry in ledger if "excluded" in entry]
+        assert [Path(e["path"]).name for e in left_out] == [first[index].name]
+        assert np.isnan(ds["SKY"].values[position, 0, 0]).all() and np.isfinite(ds["SKY"].values[position, 1, 0]).any()
+    assert "BMAJ" in result.stderr + result.stdout
+
+
+def test_names_and_files_that_are_not_images_of_the_night_are_skipped_with_a_warning(corpus, ingested):
+    result, _, _ = ingested
+    output = result.stdout + result.stderr
+    assert "skipped 1 compressed FITS file(s)" in output and "decompress them" in output
+    assert "skipped 1 FITS file(s) whose names follow neither OVRO-LWA convention: notes.fits" in output
+    assert "wsclean-" not in output, "non-FITS files are not even listed"
+
+
+def test_a_failure_shows_its_traceback_only_with_verbose(corpus, prefect_server, tmp_path):
+    night, _first = corpus
+    single = tmp_path / "night"
+    single.mkdir()
+    for path in discover_time_steps(night).time_steps[1].files:  # the truncated file and its partner
+        shutil.copy(path.path, single / Path(path.path).name)
+    quiet = run_cli("run", str(single), str(tmp_path / "a.zarr"), "--workers", "1")
+    verbose = run_cli("run", str(single), str(tmp_path / "b.zarr"), "--workers", "1", "-v")
+    assert quiet.returncode == verbose.returncode == 1
+    assert "Traceback" not in quiet.stdout + quiet.stderr
+    assert "Traceback" in verbose.stdout + verbose.stderr
