@@ -226,8 +226,14 @@ def stage_pixels(state: StoreState, plan: TimeStepPlan, channels: list[int], tar
         with ThreadPoolExecutor(max_workers=STAGING_THREADS) as pool:
             for subband, channel in zip(plan.subbands, channels, strict=True):
                 started = time.perf_counter()
-                written += stage_subband(pool, staged["SKY"], subband.file.path, channel)
-                logger.debug("%s: read and staged in %.3f s", subband.file.source.name, time.perf_counter() - started)
+                size = stage_subband(pool, staged["SKY"], subband.file.path, channel)
+                written += size
+                logger.debug(
+                    "%s: %.1f MB read and staged in %.3f s",
+                    subband.file.source.name,
+                    size / 1e6,
+                    time.perf_counter() - started,
+                )
         values = time_step_values(plan, state, channels)
         for name in STAGED_VARIABLES[1:]:
             staged[name][0] = values.pop(name)

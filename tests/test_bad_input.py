@@ -244,3 +244,27 @@ def test_a_failure_shows_its_traceback_only_with_verbose(corpus, prefect_server,
     assert quiet.returncode == verbose.returncode == 1
     assert "Traceback" not in quiet.stdout + quiet.stderr
     assert "Traceback" in verbose.stdout + verbose.stderr
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_store_path_that_is_a_file_or_not_writable_stops_the_run_in_one_line(tmp_path, make_data):
+    night = make_data(time_steps=1, n_subbands=2, size=32)
+    a_file = tmp_path / "s.zarr"
+    a_file.write_text("not a store")
+    result = run_cli("run", str(night), str(a_file), "--workers", "1", "--chunk-lm", "32")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{a_file}: exists and is not an ovro-ingest store" in result.stderr
+    assert a_file.read_text() == "not a store"
+    assert "Traceback" not in result.stdout + result.stderr
+
+    prefix = as_unprivileged_root()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: a read-only folder cannot be enforced")
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    result = run_cli("run", str(night), str(read_only / "s.zarr"), "--workers", "1", prefix=prefix)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert str(read_only) in result.stderr and "writable" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert list(read_only.iterdir()) == []

@@ -149,8 +149,12 @@ def test_sigkill_at_random_moments_never_corrupts_and_the_rerun_completes_the_st
     rng = random.Random(20261126)
     zygote = Zygote()
     try:
-        finished, duration = zygote.ingest(night["inputs"], tmp_path / "timing.zarr", kill_after=None)
-        assert finished
+        durations = []
+        for attempt in range(2):  # the second, warm run is what the trials take
+            finished, duration = zygote.ingest(night["inputs"], tmp_path / f"timing{attempt}.zarr", kill_after=None)
+            assert finished
+            durations.append(duration)
+        duration = min(durations)
         finished_first = 0
         for trial in range(TRIALS):
             store = tmp_path / f"trial{trial}.zarr"
