@@ -1,9 +1,11 @@
-"""Step 3, load subbands: open each subband image lazily and read the facts the store needs.
+"""Step 3, load subbands: read the facts the store needs from each subband's header, once.
 
 Pixels stay on disk: ``load_subband`` returns a :class:`SubbandImage`, a small
 reference with the header facts (frequency, DATE-OBS, beam, pixel grid, celestial
-WCS), and :func:`open_subband` opens the pixels lazily (dask) with xradio when
-they are written.
+WCS), read with astropy (the tests check them against xradio's ``open_image``).
+The staging step reads the pixels once, straight from the memory-mapped file
+(:func:`sky_planes`, :func:`sky_block`); :func:`open_subband` (xradio, lazy) gives
+the store its coordinates and attributes when it is created.
 """
 
 from __future__ import annotations
@@ -62,12 +64,6 @@ def sky_block(plane: np.ndarray, l_range: slice, m_range: slice) -> np.ndarray:
     block = np.empty(part.shape[::-1], dtype=np.float32)
     transpose_into(part, block)
     return block
-
-
-def read_sky(path: str) -> np.ndarray:
-    """All the pixels of a readable image as the store holds them: (polarization, l, m) float32."""
-    with sky_planes(path) as planes:
-        return np.stack([sky_block(plane, slice(None), slice(None)) for plane in planes])
 
 
 TRANSPOSE_TILE = 256
