@@ -19,19 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ovro_ingest import __version__  # noqa: E402
+from benchmarks.measure import machine  # noqa: E402
 from ovro_ingest.commit import commit_time_step, write_time_step  # noqa: E402
 from ovro_ingest.discover import discover_time_steps  # noqa: E402
 from ovro_ingest.pipeline import plan_time_step  # noqa: E402
@@ -83,17 +80,6 @@ def summarize(records: list[dict]) -> dict:
             "ratio_last_to_first": median(last, field) / median(first, field),
         }
         for field in ("append_s", "write_s", "commit_s")
-    }
-
-
-def machine() -> dict:
-    """Facts about the machine the numbers come from."""
-    return {
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "ovro_ingest": __version__,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

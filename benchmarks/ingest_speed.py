@@ -27,19 +27,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.measure import Measured, run_measured  # noqa: E402
-from ovro_ingest import __version__  # noqa: E402
+from benchmarks.measure import Measured, machine, run_measured  # noqa: E402
 from ovro_ingest.discover import discover_time_steps  # noqa: E402
 from ovro_ingest.health import validate_store  # noqa: E402
 from ovro_ingest.synth import generate  # noqa: E402
@@ -249,20 +246,6 @@ def headline(results: dict[str, dict]) -> dict:
         ratios["throughput_flow_first_3_over_reference"] = mbps("flow_first_3") / reference["input_mb_per_s"]
         ratios["peak_rss_reference_over_flow"] = reference["peak_rss_gb"] / results["flow_first_3"]["peak_rss_gb"]
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in ratios.items()}
-
-
-def machine() -> dict:
-    """Facts about the machine the numbers come from."""
-    import psutil
-
-    return {
-        "cpus": os.cpu_count(),
-        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "ovro_ingest": __version__,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
 
 
 LABELS = {

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -99,3 +101,17 @@ def run_measured(command: list[str], env: dict[str, str] | None = None, cwd: Pat
     done.set()
     sampler.join()
     return Measured(command, seconds, process.returncode, peaks[0], peaks[1], peaks[2], output)
+
+
+def machine() -> dict:
+    """Facts about the machine the numbers come from."""
+    from ovro_ingest import __version__
+
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "ovro_ingest": __version__,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }

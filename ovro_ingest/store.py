@@ -472,14 +472,10 @@ def stored_unchanged(path: str | os.PathLike[str], steps: Sequence[TimeStepFiles
         index = index_of.get(step.key)
         if index is None:
             continue
-        entries = json.loads(state.value("source_files", index))
-        ledger = {(Path(e["path"]).name, e.get("size"), e.get("mtime_ns")) for e in entries}
-        names_only = {Path(e["path"]).name for e in entries if "excluded" in e}
-        files = {
-            (Path(f.path).name, *((None, None) if Path(f.path).name in names_only else (f.size, f.mtime_ns)))
-            for f in step.files
-        }
-        if files == ledger:
+        entry = state.value("source_files", index)
+        left_out = {Path(e["path"]).name for e in json.loads(entry) if "excluded" in e}
+        kept = {(Path(f.path).name, f.size, f.mtime_ns) for f in step.files if Path(f.path).name not in left_out}
+        if kept == ledger_fingerprints(entry) and len(kept) + len(left_out) == len(step.files):
             unchanged[step.key] = index
     return unchanged
 

@@ -85,6 +85,11 @@ def reshape(hdulist):
     hdulist[0].data = np.ones((1, 1, 48, 48), dtype=np.float32)
 
 
+def odd_name(path: Path) -> Path:
+    """``path`` renamed with blanks and accents, still in the legacy naming convention."""
+    return path.with_name(path.name.replace("_iterations", " iterations é ü"))
+
+
 CASES = {
     # index of the time step: (case, expected outcome)
     0: ("a good time step", "stored"),
@@ -129,9 +134,8 @@ def corpus(tmp_path_factory) -> tuple[Path, dict[int, Path]]:
     rewrite(str(first[12]), move_to_extension)
     first[13].chmod(0)
     for source in steps[14].files:  # names still follow the convention, with blanks and accents inside
-        renamed = Path(source.path).with_name(Path(source.path).name.replace("_iterations", " iterations é ü"))
-        Path(source.path).rename(renamed)
-        first[14] = renamed if source is steps[14].files[0] else first[14]
+        Path(source.path).rename(odd_name(Path(source.path)))
+    first[14] = odd_name(first[14])
     # files that are not images of this night
     (night / "notes.fits").write_bytes(first[0].read_bytes())  # no DATE-OBS, and a name that says no time either
     rewrite(str(night / "notes.fits"), set_keyword("DATE-OBS", None))

@@ -126,14 +126,6 @@ def test_losing_the_prefect_server_mid_run_leaves_a_valid_store_and_a_rerun_comp
     assert_same_store(store, reference)
 
 
-def committed(store: Path) -> int:
-    """Time steps the store's consolidated metadata says it holds (0 while it is being created)."""
-    try:
-        return xr.open_zarr(store).sizes["time"]
-    except Exception:  # not created yet, or being renamed into place
-        return 0
-
-
 @pytest.mark.usefixtures("prefect_server")
 def test_an_error_inside_a_dask_worker_reaches_the_prefect_api_with_its_message_intact(tmp_path):
     from prefect.client.orchestration import get_client
