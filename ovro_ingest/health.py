@@ -29,6 +29,7 @@ from ovro_ingest.store import (
     STAGED_VARIABLES,
     TIME_VARIABLES,
     StoreState,
+    is_ovro_ingest_group,
     leftovers_beside,
     read_state,
     store_exists,
@@ -159,6 +160,31 @@ def uncommitted_state(path: str | os.PathLike[str]) -> list[str]:
     return found
 
 
+def restore_consolidated_metadata(path: str | os.PathLike[str]) -> bool:
+    """Rewrite a store's consolidated metadata when it is missing; True when it was.
+
+    Before 2026-11-27, a kill while the run record was written could leave the
+    root metadata without its consolidated part. Outside a commit every array's own
+    metadata is committed, so consolidating them restores the commit record; the
+    per-time-step arrays are first cut to their common length, the most a commit
+    can have finished (a commit in progress has a journal and is finished after this).
+    """
+    if not is_ovro_ingest_group(path):
+        return False
+    try:
+        zarr.open_group(str(path), mode="r", use_consolidated=True)
+        return False
+    except Exception:  # zarr raises ValueError or KeyError for a missing or unreadable record
+        pass
+    actual = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    n_time = min(actual[name].shape[0] for name in TIME_VARIABLES)
+    for name in TIME_VARIABLES:
+        if actual[name].shape[0] != n_time:
+            actual[name].resize((n_time, *actual[name].shape[1:]))
+    zarr.consolidate_metadata(str(path))
+    return True
+
+
 def repair_store(path: str | os.PathLike[str], wait_seconds: float = 0.0) -> HealthReport:
     """Bring a store back to its last committed state, then validate it.
 
@@ -173,6 +199,8 @@ def repair_store(path: str | os.PathLike[str], wait_seconds: float = 0.0) -> Hea
             shutil.rmtree(leftover, ignore_errors=True)
             actions.append(f"removed {leftover.name}")
         if store_exists(path):
+            if restore_consolidated_metadata(path):
+                actions.append("rewrote the missing consolidated metadata")
             if recover(path):
                 actions.append("finished an interrupted commit")
             state = read_state(path)

@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ovro_ingest import __version__
 from ovro_ingest.combine import SAME_CHANNEL_TOLERANCE_HZ, open_time_step
 from ovro_ingest.errors import StoreError, StoreMismatch
+from ovro_ingest.failpoints import failpoint
 from ovro_ingest.models import SpatialGrid, TimeStepFiles, TimeStepPlan
 
 logger = logging.getLogger(__name__)
@@ -283,11 +284,17 @@ def software_versions() -> dict[str, str]:
 
 
 def record_run(path: str | os.PathLike[str], run: dict) -> None:
-    """Append ``run`` (who, when, parameters) to the store's list of ingest runs (callers hold the writer lock)."""
-    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    """Append ``run`` (who, when, parameters) to the store's list of ingest runs (callers hold the writer lock).
+
+    The group is opened through its consolidated metadata, so that the new attributes
+    are written together with it: in format 3 both live in the root ``zarr.json``, and
+    a group opened without them would rewrite that file with no consolidated metadata
+    (a store no reader can open until the next consolidation).
+    """
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=True)
     runs = list(group.attrs.get(RUNS_ATTR, []))
     group.attrs[RUNS_ATTR] = [*runs, {**run, "software": software_versions()}]
-    zarr.consolidate_metadata(str(path))
+    failpoint("record:written")
 
 
 def encoding_for(dataset: xr.Dataset, settings: StoreSettings) -> dict:

@@ -41,6 +41,7 @@ FAILPOINTS = (
     "commit:wrote-time",
     "commit:wrote-time_key",
     "commit:consolidated",
+    "record:written",  # after the last commit, the run is recorded in the store's attributes
 )
 CHILD = """
 import sys

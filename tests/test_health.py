@@ -86,6 +86,18 @@ def test_an_interrupted_commit_is_reported_and_finished_by_repair(stores):
     assert_same_store(store, reference)
 
 
+def test_a_store_without_its_consolidated_metadata_is_reported_and_repaired(stores, tmp_path):
+    _, store, _ = stores
+    before = shutil.copytree(store, tmp_path / "before.zarr")
+    # what a kill between the run record and the consolidation left before 2026-11-27
+    zarr.open_group(str(store), mode="r+", use_consolidated=False).attrs["touched"] = True
+    assert any("cannot open the store" in p for p in validate_store(store).problems)
+    result = ovro_ingest("repair", str(store))
+    assert result.returncode == 0, result.stderr
+    assert "rewrote the missing consolidated metadata" in result.stdout
+    assert_same_store(store, before)
+
+
 def test_missing_pixels_of_a_ledger_entry_are_reported_and_not_hidden(stores):
     _, store, _ = stores
     shutil.rmtree(store / "SKY" / "c" / "1" / "2")
