@@ -32,7 +32,7 @@ class IngestSettings(Block):
     codec: Literal["lz4", "zstd", "none"] = Field("lz4", description="Compression of a new store.")
     zarr_format: Literal[2, 3] = Field(3, description="Zarr format of a new store.")
     dask_address: str | None = Field(None, description="Address of an existing Dask scheduler (default: local).")
-    workers: int | None = Field(None, ge=1, description="Worker processes of the local Dask cluster.")
+    workers: int | None = Field(None, ge=1, description="Threads of the local Dask cluster (default: one per core).")
 
     @field_validator("input_root", "store", "fixed_dir")
     @classmethod

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def run_ingest(**parameters):
-    """Run the flow with a 2-worker local cluster; return (final state, result or exception)."""
+    """Run the flow with a 2-thread local cluster; return (final state, result or exception)."""
     from flows.ingest import ingest
 
     parameters.setdefault("workers", 2)
@@ -129,48 +131,27 @@ def test_rebuild_with_a_warm_cache_writes_everything_again(tmp_path):
     assert xr.open_zarr(store).sizes["time"] == 2
 
 
-@pytest.fixture
-def dask_cluster(tmp_path):
-    """A `dask scheduler` and a `dask worker` (2 processes) started as separate programs."""
+@contextmanager
+def dask_processes(tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A `dask scheduler` and a `dask worker` (2 worker processes, each under a nanny) as separate programs."""
     scheduler_file = tmp_path / "scheduler.json"
     bin_dir = Path(sys.executable).parent
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env or dict(os.environ)}
     scheduler = subprocess.Popen(
-        [
-            bin_dir / "dask",
-            "scheduler",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--no-dashboard",
-            "--scheduler-file",
-            scheduler_file,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+        [bin_dir / "dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+         "--scheduler-file", scheduler_file],
+        **quiet,
+    )  # fmt: skip
     workers = None
     try:
         deadline = time.monotonic() + 60
         while not scheduler_file.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         workers = subprocess.Popen(
-            [
-                bin_dir / "dask",
-                "worker",
-                "--scheduler-file",
-                scheduler_file,
-                "--nworkers",
-                "2",
-                "--nthreads",
-                "1",
-                "--no-dashboard",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        import json
-
+            [bin_dir / "dask", "worker", "--scheduler-file", scheduler_file, "--nworkers", "2", "--nthreads", "1",
+             "--no-dashboard"],
+            **quiet,
+        )  # fmt: skip
         from distributed import Client
 
         address = json.loads(scheduler_file.read_text())["address"]
@@ -182,6 +163,13 @@ def dask_cluster(tmp_path):
             if process is not None:
                 process.terminate()
                 process.wait(timeout=30)
+
+
+@pytest.fixture
+def dask_cluster(tmp_path) -> Iterator[str]:
+    """The address of a Dask cluster of separate processes (see :func:`dask_processes`)."""
+    with dask_processes(tmp_path) as address:
+        yield address
 
 
 def test_flow_runs_on_an_existing_dask_cluster(tmp_path, dask_cluster):
@@ -256,14 +244,10 @@ def test_a_worker_killed_in_a_commit_is_replaced_and_the_retried_commit_finishes
 
     inputs, store = tmp_path / "night", tmp_path / "s.zarr"
     generate(inputs, time_steps=3, n_subbands=2, size=64)
-    os.environ[ENVIRONMENT_VARIABLE] = (
-        "commit:placed"  # inherited by the Dask workers: each first commit kills its worker
-    )
-    try:
-        state, summary = run_ingest(input_dir=inputs, store=store)
-    finally:
-        del os.environ[ENVIRONMENT_VARIABLE]
-    # Dask runs each killed commit again on a fresh worker, whose recovery finishes the interrupted commit
+    # worker processes (the local cluster is threads in the flow's own process): each first commit kills its worker
+    with dask_processes(tmp_path, env={**os.environ, ENVIRONMENT_VARIABLE: "commit:placed"}) as address:
+        state, summary = run_ingest(input_dir=inputs, store=store, dask_address=address)
+    # Dask runs each killed commit again on the worker its nanny restarts, whose recovery finishes the commit
     assert state.is_completed(), summary
     # "already stored" (not "written") shows that every first commit was killed and its retry found it done
     assert [o.status for o in summary.outcomes] == ["already stored"] * 3

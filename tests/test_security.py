@@ -120,3 +120,23 @@ def test_an_input_folder_with_links_outside_makes_the_ingest_write_only_its_stor
     assert list(Path(f"{store}.work", "fixed").glob("*.fits")), "the fixed copy went to the work folder"
     assert secret not in done.stdout + done.stderr
     assert secret not in (store / "zarr.json").read_text()
+
+
+def test_the_local_dask_cluster_listens_on_no_network_interface():
+    import psutil
+    from distributed import Client, LocalCluster
+
+    from flows.ingest import local_cluster_options
+
+    def listening() -> set[tuple[str, int]]:
+        connections = psutil.Process().net_connections(kind="inet")
+        return {(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN}
+
+    before = listening()
+    with LocalCluster(**local_cluster_options(2)) as cluster, Client(cluster) as client:
+        assert client.submit(sum, [1, 2]).result() == 3
+        opened = listening() - before
+        assert cluster.scheduler_address.startswith("inproc://"), "workers reach the scheduler in memory"
+    assert opened, "the dashboard listens somewhere (the check below is not vacuous)"
+    assert {ip for ip, _ in opened} <= {"127.0.0.1"}, opened
+
