@@ -146,7 +146,7 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
         two_deployments_and_the_cli_race_for_one_store(tmp_path, cli, api)
     finally:
         down = subprocess.run([REPO / "deployments" / "stop"], env=env, capture_output=True, text=True, timeout=120)
-    assert "stopped the worker" in down.stdout and "stopped the server" in down.stdout
+    assert "stopped the worker" in down.stdout and "stopped the server" in down.stdout, "both stop on SIGTERM"
     assert not list(ops.glob("*.pid"))
 
 

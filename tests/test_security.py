@@ -139,4 +139,3 @@ def test_the_local_dask_cluster_listens_on_no_network_interface():
         assert cluster.scheduler_address.startswith("inproc://"), "workers reach the scheduler in memory"
     assert opened, "the dashboard listens somewhere (the check below is not vacuous)"
     assert {ip for ip, _ in opened} <= {"127.0.0.1"}, opened
-
