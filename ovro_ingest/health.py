@@ -174,7 +174,7 @@ def restore_consolidated_metadata(path: str | os.PathLike[str]) -> bool:
     try:
         zarr.open_group(str(path), mode="r", use_consolidated=True)
         return False
-    except Exception:  # zarr raises ValueError or KeyError for a missing or unreadable record
+    except (ValueError, KeyError):  # zarr 3.1: ValueError when the record is missing (format 2 and 3)
         pass
     actual = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     n_time = min(actual[name].shape[0] for name in TIME_VARIABLES)
