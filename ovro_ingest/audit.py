@@ -28,7 +28,14 @@ from ovro_ingest.headers import (
     needed_corrections,
     open_fits,
 )
-from ovro_ingest.load import beam_problem, name_time_offset_s, observation_time, spatial_grid
+from ovro_ingest.load import (
+    beam_problem,
+    frequency_of,
+    header_wcs,
+    name_time_offset_s,
+    observation_time,
+    spatial_grid,
+)
 from ovro_ingest.models import SourceFile, SpatialGrid
 
 
@@ -103,11 +110,10 @@ def audit_file(source: SourceFile) -> FileAudit:
 
 
 def header_frequency(header: fits.Header, source: SourceFile) -> float:
-    """The image frequency: the FREQ axis' value at its reference pixel, else RESTFRQ."""
-    for axis in range(1, header["NAXIS"] + 1):
-        if str(header.get(f"CTYPE{axis}", "")).strip().startswith("FREQ"):
-            crval, crpix = float(header.get(f"CRVAL{axis}", 0.0)), float(header.get(f"CRPIX{axis}", 0.0))
-            return crval + (1 - crpix) * float(header.get(f"CDELT{axis}", 1.0))  # FITS defaults
+    """The image frequency as the ingest reads it: its FREQ axis (units included), else RESTFRQ."""
+    axes = range(1, header["NAXIS"] + 1)
+    if any(str(header.get(f"CTYPE{axis}", "")).strip().startswith("FREQ") for axis in axes):
+        return frequency_of(header, header_wcs(header), source.path)
     return frequency_from_header(header, source)[0]
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import xarray as xr
 from astropy.io import fits
 
 from ovro_ingest.audit import audit_directory
@@ -65,3 +66,18 @@ def test_audit_finds_files_needing_a_fixed_copy_and_a_second_pixel_grid(make_dat
 def test_audit_of_a_missing_folder_exits_2(tmp_path):
     result = ovro_ingest("audit", str(tmp_path / "nowhere"))
     assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_audit_reads_the_frequency_as_the_ingest_does_units_included(make_data, tmp_path):
+    from ovro_ingest.pipeline import ingest_directory
+    from ovro_ingest.store import StoreSettings
+
+    folder = make_data(time_steps=1, n_subbands=2, size=32)
+    with fits.open(next(folder.glob("*_41MHz*.fits")), mode="update") as hdul:
+        hdul[0].header["CRVAL3"] /= 1e6
+        hdul[0].header["CDELT3"] /= 1e6
+        hdul[0].header["CUNIT3"] = "MHz"
+    audited = sorted(f.frequency_hz for f in audit_directory(folder).time_steps[0].files)
+    ingest_directory(folder, tmp_path / "s.zarr", settings=StoreSettings(chunk_lm=32))
+    stored = list(xr.open_zarr(tmp_path / "s.zarr")["frequency"].values)
+    assert audited == stored and 40e6 < audited[0] < 50e6, (audited, stored)
