@@ -95,7 +95,7 @@ def test_losing_the_prefect_server_mid_run_leaves_a_valid_store_and_a_rerun_comp
     from flows.server import local_server_process
 
     folder, reference, store = tmp_path / "night", tmp_path / "reference.zarr", tmp_path / "s.zarr"
-    generate(folder, time_steps=3, n_subbands=2, size=64)  # few tasks: Prefect gives up on each lost event slowly
+    generate(folder, time_steps=3, n_subbands=2, size=64)
     ingest_directory(folder, reference, settings=StoreSettings(chunk_lm=CHUNK))
     monkeypatch.setenv("PREFECT_CLIENT_MAX_RETRIES", "1")
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))  # a server of its own, on its own SQLite
