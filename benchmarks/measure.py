@@ -8,6 +8,7 @@ import platform
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +37,8 @@ class Measured:
     peak_private_bytes: int
     peak_processes: int
     output: str = field(repr=False)
+    watched_seconds: float | None = None
+    """When the ``watch`` condition first held, in seconds since the command started (None: never)."""
 
     def result(self) -> dict:
         """The JSON object a workload prints as its last line (see ``workloads.py``); {} for other commands."""
@@ -67,9 +70,19 @@ def tree_memory(processes: list[psutil.Process]) -> tuple[int, int, int]:
     return rss, private, count
 
 
-def run_measured(command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Measured:
-    """Run ``command`` to its end, sampling its process tree's memory every 100 ms."""
+def run_measured(
+    command: list[str],
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    watch: Callable[[], bool] | None = None,
+) -> Measured:
+    """Run ``command`` to its end, sampling its process tree's memory every 100 ms.
+
+    ``watch``, when given, is checked at every sample until it first returns True (for
+    example: the store holds its first time step); that moment is ``watched_seconds``.
+    """
     peaks = [0, 0, 0]
+    watched: list[float] = []
     started = time.perf_counter()
     process = subprocess.Popen(
         command,
@@ -92,6 +105,8 @@ def run_measured(command: list[str], env: dict[str, str] | None = None, cwd: Pat
                     peaks[i] = max(peaks[i], value)
             except psutil.Error:
                 pass
+            if watch is not None and not watched and watch():
+                watched.append(time.perf_counter() - started)
             done.wait(SAMPLE_INTERVAL_S)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -100,7 +115,9 @@ def run_measured(command: list[str], env: dict[str, str] | None = None, cwd: Pat
     seconds = time.perf_counter() - started
     done.set()
     sampler.join()
-    return Measured(command, seconds, process.returncode, peaks[0], peaks[1], peaks[2], output)
+    return Measured(
+        command, seconds, process.returncode, peaks[0], peaks[1], peaks[2], output, watched[0] if watched else None
+    )
 
 
 def machine() -> dict:

@@ -56,11 +56,19 @@ def flow(input_dir: str, store: str, workers: int, chunk: int, keys: list[str]) 
     """The ``ingest`` flow called directly (against the server in ``PREFECT_API_URL``)."""
     from flows.ingest import ingest
 
-    started = time.perf_counter()
-    summary = ingest(input_dir=input_dir, store=store, workers=workers, chunk_lm=chunk, time_steps=keys or None)
+    started_at, started = time.time(), time.perf_counter()
+    state = ingest(
+        input_dir=input_dir, store=store, workers=workers, chunk_lm=chunk, time_steps=keys or None, return_state=True
+    )
     seconds = time.perf_counter() - started
-    statuses = sorted({o.status for o in summary.outcomes})
-    return {"seconds": seconds, "statuses": statuses, "time_steps": len(summary.outcomes)}
+    summary = state.result()
+    return {
+        "seconds": seconds,
+        "started_at": started_at,
+        "flow_run_id": str(state.state_details.flow_run_id),
+        "statuses": sorted({o.status for o in summary.outcomes}),
+        "time_steps": len(summary.outcomes),
+    }
 
 
 def plain(input_dir: str, store: str, workers: int, chunk: int) -> dict:

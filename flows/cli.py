@@ -113,11 +113,11 @@ class ProgressHandler(logging.Handler):
         self.task = progress.add_task("time steps", total=None)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if hasattr(record, "done"):
+        if hasattr(record, "total"):
+            self.progress.update(self.task, total=record.total)
+        elif hasattr(record, "outcome"):
             outcome = record.outcome
-            self.progress.update(
-                self.task, completed=record.done, total=record.total, description=f"{outcome.key} {outcome.status}"
-            )
+            self.progress.update(self.task, advance=1, description=f"{outcome.key} {outcome.status}")
 
 
 @contextmanager

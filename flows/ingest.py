@@ -1,82 +1,52 @@
 """The ``ingest`` flow: the OVRO-LWA FITS images of an input directory into one Zarr store.
 
-It reads like the recipe it is: discover the time steps, then for every time step
-fix headers, load the subbands, combine the frequencies and append to the store.
-The per-time-step tasks are mapped over a Dask cluster; each task is cached and its
-small result persisted, so that a re-run or a retry only does what is not done yet.
+It reads like the recipe it is: discover the time steps, create the store if needed,
+then, one child flow run per hour of the night, for every time step fix headers, load
+the subbands, combine the frequencies and append to the store. Each of these is a
+cached Prefect task whose small result is persisted, so that a re-run or a retry only
+does what is not done yet; the store's ledger says which time steps need no task at all.
+
+Sizes that hold for a whole night (4,320 time steps): a child flow run per hour keeps
+every flow-run graph far below the UI's node limit (360 time steps x 5 tasks), and
+within an hour at most a few time steps are in flight; what is done is let go.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
+from itertools import groupby
 from pathlib import Path
 
-import dask
-from prefect import allow_failure, flow, get_run_logger, unmapped
+from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
-from prefect.futures import PrefectFuture
-from prefect_dask import DaskTaskRunner
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.report import publish
+from flows.report import publish, publish_hour
 from flows.request import resolve_request
-from flows.summary import IngestIncomplete, IngestSummary, StepOutcome, outcome_of
-from ovro_ingest.commit import clear_staging
-from ovro_ingest.discover import read_manifest
+from flows.summary import IngestIncomplete, IngestSummary, StepOutcome
+from flows.time_steps import run_time_steps
+from ovro_ingest.discover import read_manifest, subband_files
 from ovro_ingest.errors import StoreBusy
 from ovro_ingest.lock import writer_lock
 from ovro_ingest.models import Manifest, TimeStepFiles
-from ovro_ingest.pipeline import prepare_store
-from ovro_ingest.store import StoreSettings, record_run, remove_store, store_exists, stored_unchanged
-from tasks.append_to_zarr import append_to_zarr, create_store_for, write_to_staging
-from tasks.combine_frequencies import combine_frequencies
+from ovro_ingest.pipeline import prepare_store, settle_store
+from ovro_ingest.store import record_run, remove_store, store_exists, stored_unchanged
+from tasks.append_to_zarr import create_store_for
+from tasks.dask_cluster import dask_cluster
 from tasks.discover import discover
-from tasks.fix_headers import fix_headers
-from tasks.load_subbands import load_subbands
+
+STEPS_IN_FLIGHT_PER_THREAD = 2
+"""Time steps submitted ahead per Dask thread: enough to keep every thread staging while the next are planned."""
+TASKS_PER_TIME_STEP = 5
+CREATE_STORE_CANDIDATES = 5
+"""Time steps tried, in order, for the pixel grid and coordinates of a new store."""
 
 
-def local_cluster_options(workers: int | None) -> dict:
-    """A local Dask cluster sized to the machine: one worker with one thread per core, in the flow's process.
-
-    Threads, not processes: the heavy work (reading memory-mapped FITS, transposing,
-    compressing, writing) releases the GIL, and pixels never cross a process boundary.
-    Measured on 10 x 10 x 4096² (benchmarks/, 2 cores): 27-31 s against 36-46 s with two
-    worker processes, which also cost about 4 s to start and 0.4 GB of memory. A run
-    that wants process isolation (a worker killed and replaced) passes ``dask_address``.
-    """
-    threads = workers or os.cpu_count() or 1
-    logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines drown the task states
-    # in-process workers reach the scheduler in memory, not over TCP; the HTTP servers (dashboard,
-    # metrics) would listen on every interface by default, so they are kept on 127.0.0.1
-    return {
-        "n_workers": 1,
-        "threads_per_worker": threads,
-        "processes": False,
-        "dashboard_address": "127.0.0.1:0",
-        "worker_dashboard_address": "127.0.0.1:0",
-    }
-
-
-def use_dask_cluster(dask_address: str | None, workers: int | None) -> None:
-    """Point this flow run's Dask task runner at an existing cluster, or size its local one.
-
-    The runner starts its cluster lazily, at the first task submission, so setting
-    it here (before any submission) takes effect.
-    """
-    runner = FlowRunContext.get().task_runner
-    if not isinstance(runner, DaskTaskRunner):
-        return
-    if dask_address:
-        runner.address, runner.cluster_kwargs = dask_address, {}
-    else:
-        runner.cluster_kwargs = local_cluster_options(workers)
-
-
-@flow(name="ingest", task_runner=DaskTaskRunner(), persist_result=True)
+@flow(name="ingest", persist_result=True)
 def ingest(
     input_dir: str | None = None,
     store: str | None = None,
@@ -121,7 +91,7 @@ def ingest(
     dask_address : str, optional
         Address of an existing Dask scheduler; by default a local cluster is started.
     workers : int, optional
-        Threads of the local Dask cluster, i.e. time steps worked on at once
+        Threads of the local Dask cluster, i.e. time steps staged at once
         (default: one per core).
     codec : {"lz4", "zstd", "none"}, optional
         Lossless compression of a new store (default lz4).
@@ -145,7 +115,6 @@ def ingest(
     request = resolve_request(
         input_dir, store, settings_block, night, fixed_dir, chunk_lm, codec, zarr_format, dask_address, workers
     )
-    use_dask_cluster(request.dask_address, request.workers)
     logger = get_run_logger()
     store, fixed_dir = request.store, request.fixed_dir
     run = FlowRunContext.get().flow_run
@@ -153,48 +122,151 @@ def ingest(
         one_writer_per_server(wait_for_lock),
         writer_lock(store, who=f"flow run {run.name!r} ({run.id})", wait_seconds=wait_for_lock),
     ):
-        if rebuild:
+        if rebuild and run.run_count <= 1:  # a retry finishes the rebuild its first attempt began
             logger.info("rebuild: removing %s", store)
             remove_store(store)
         prepare_store(store)
-        manifests = str(Path(request.work_dir) / "manifests")
-        manifest = discovered(request.input_dir, manifests, (request.work_dir, fixed_dir))
-        requested = select(read_manifest(manifest), time_steps)
+        manifest = discovered(
+            request.input_dir, str(Path(request.work_dir) / "manifests"), (request.work_dir, fixed_dir)
+        )
+        night_steps = read_manifest(manifest)
+        requested = select(night_steps, time_steps)
         # the store is the ledger: what it holds from these very files needs no task at all
         stored = stored_unchanged(store, requested)
-        steps = [step for step in requested if step.key not in stored]
-        fixed = fix_headers.map(steps, fixed_dir=unmapped(fixed_dir))
-        loaded = load_subbands.map(fixed)
-        plans = combine_frequencies.map(loaded, keep_bad_beams=unmapped(keep_bad_beams))
-        if not store_exists(store):
-            create_store_from(plans, store, request.settings)
-        staged = write_to_staging.map(plans, store=unmapped(store), replace=unmapped(replace))
-        appends = commit_in_time_order(plans, staged, store)
-        chains = dict(zip([s.key for s in steps], zip(fixed, loaded, plans, staged, appends, strict=True), strict=True))
-        outcomes = []
-        for step in requested:
-            if step.key in stored:
-                outcome = StepOutcome(
-                    key=step.key, n_files=len(step.files), status="already stored", index=stored[step.key]
+        report_planned(len(requested))
+        outcomes = already_stored(requested, stored)
+        todo = [step for step in requested if step.key not in stored]
+        if todo:
+            if not store_exists(store):
+                create_store_for(
+                    store,
+                    todo[:CREATE_STORE_CANDIDATES],
+                    subband_files(night_steps),
+                    request.settings,
+                    fixed_dir,
+                    keep_bad_beams,
                 )
-            else:
-                outcome = outcome_of(step, chains[step.key])
-            outcomes.append(outcome)
-            report_progress(len(outcomes), len(requested), outcome)
-        summary = IngestSummary(store=store, outcomes=outcomes)
-        clear_staging(store)
-        if any(o.status in ("written", "replaced") for o in summary.outcomes):  # a no-op run leaves no trace
+            with dask_cluster(request.dask_address, request.workers) as threads:
+                # every hour of the request, done or not, so that a retry calls the same child runs in the same
+                # order: Prefect then reuses the completed ones and runs again only those that failed
+                for hour, keys in hours_of(requested):
+                    state = ingest_hour(
+                        hour,
+                        manifest,
+                        keys,
+                        store,
+                        fixed_dir,
+                        replace=replace,
+                        keep_bad_beams=keep_bad_beams,
+                        steps_in_flight=STEPS_IN_FLIGHT_PER_THREAD * threads,
+                        return_state=True,
+                    )
+                    outcomes.update({o.key: o for o in hour_outcomes(state, keys) if o.key not in stored})
+            outcomes.update(claims_the_store_denies(store, requested, outcomes))
+        summary = IngestSummary(store=store, outcomes=[outcomes[step.key] for step in requested])
+        settle_store(store)
+        if summary.changed:  # a no-op run leaves no trace
             record_run(store, run_record(run, summary))
-    excluded = [item for plan in plans if succeeded(plan) for item in plan.result().excluded]
-    publish(summary, manifest, excluded, request.work_dir)
-    logger.info(summary.one_line())
+    quicklook = publish(summary, manifest, request.work_dir)
+    logger.info(summary.one_line() + (f"; quick look: {quicklook}" if quicklook else ""))
     if summary.failed:
         raise IngestIncomplete(summary)
     return summary
 
 
-COMMIT_PRIORITY = 10
-"""Dask priority of the commits (the default is 0)."""
+MAX_TASK_THREADS = 64
+"""Threads of an hour's task runner; the threads in use are bounded by the time steps in flight (5 tasks each)."""
+
+
+@flow(
+    name="ingest-hour",
+    flow_run_name="{hour}",
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_TASK_THREADS),
+    persist_result=True,
+)
+def ingest_hour(
+    hour: str,
+    manifest: Manifest,
+    keys: list[str],
+    store: str,
+    fixed_dir: str,
+    replace: bool = False,
+    keep_bad_beams: bool = False,
+    steps_in_flight: int = 4,
+) -> list[StepOutcome]:
+    """Ingest the time steps ``keys`` of one hour (a child run of ``ingest``, which holds the writer lock).
+
+    Five tasks per time step; at most ``steps_in_flight`` time steps are worked on at
+    once, and each is let go as soon as its commit is done. Returns one outcome per
+    key; the run fails, after every other time step is stored, when any failed.
+    """
+    steps = read_manifest(manifest, keys)
+    stored = stored_unchanged(store, steps)  # also when retried: what an earlier attempt stored is done
+    outcomes = already_stored(steps, stored, report=False)  # counted by the parent run already
+    todo = [step for step in steps if step.key not in stored]
+    steps_in_flight = max(1, min(steps_in_flight, MAX_TASK_THREADS // TASKS_PER_TIME_STEP))
+    for outcome in run_time_steps(todo, store, fixed_dir, replace, keep_bad_beams, steps_in_flight):
+        outcomes[outcome.key] = outcome
+        report_progress(outcome)
+    summary = IngestSummary(store=store, outcomes=[outcomes[step.key] for step in steps])
+    publish_hour(summary)
+    if summary.failed:
+        raise IngestIncomplete(summary)
+    return summary.outcomes
+
+
+def already_stored(
+    steps: Sequence[TimeStepFiles], stored: dict[str, int], report: bool = True
+) -> dict[str, StepOutcome]:
+    """The outcomes of the time steps the store holds (``stored``: key -> index), reported as finished."""
+    outcomes = {
+        step.key: StepOutcome(key=step.key, n_files=len(step.files), status="already stored", index=stored[step.key])
+        for step in steps
+        if step.key in stored
+    }
+    if report:
+        for outcome in outcomes.values():
+            report_progress(outcome)
+    return outcomes
+
+
+def claims_the_store_denies(
+    store: str, steps: Sequence[TimeStepFiles], outcomes: dict[str, StepOutcome]
+) -> dict[str, StepOutcome]:
+    """Outcomes that say stored for time steps the store's ledger does not hold, turned into failures.
+
+    A retried run reuses the results of its completed hours; should the store have lost
+    them since (deleted or rebuilt behind the run's back), the ledger has the last word.
+    """
+    held = stored_unchanged(store, steps)
+    return {
+        key: outcome.model_copy(
+            update={
+                "status": "failed",
+                "error": "reported stored by an earlier attempt, but the store does not hold it; start a new run",
+            }
+        )
+        for key, outcome in outcomes.items()
+        if outcome.status != "failed" and key not in held
+    }
+
+
+def hours_of(steps: Sequence[TimeStepFiles]) -> Iterator[tuple[str, list[str]]]:
+    """The time steps grouped by the UTC hour of their key: (``"YYYY-MM-DD HH:00 UTC"``, keys)."""
+    for hour, group in groupby(steps, key=lambda step: step.key[:11]):
+        yield f"{hour[:4]}-{hour[4:6]}-{hour[6:8]} {hour[9:11]}:00 UTC", [step.key for step in group]
+
+
+def hour_outcomes(state, keys: list[str]) -> list[StepOutcome]:
+    """The outcomes a child run's final state holds; every key failed with its message when it has none."""
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, IngestIncomplete):
+        return result.summary.outcomes
+    if isinstance(result, list):
+        return result
+    message = str(result) if isinstance(result, BaseException) else (state.message or "the hour's run failed")
+    return [StepOutcome(key=key, n_files=0, status="failed", error=message) for key in keys]
+
 
 WRITE_LIMIT = "ovro-ingest-writes"
 """Prefect global concurrency limit that, when an operator creates it, queues ingests in Prefect itself."""
@@ -210,35 +282,47 @@ def one_writer_per_server(wait_seconds: float) -> Iterator[None]:
 
     On top of the store's own lock: a second run waits up to ``wait_seconds`` (at least
     :data:`MIN_SLOT_WAIT_S`) for the slot, in Prefect, then fails naming the limit.
-    Without the limit, nothing is held.
+    Without the limit, nothing is held and nothing is said (the store's lock is enough).
     """
     with ExitStack() as held:
-        try:
-            held.enter_context(
-                concurrency(WRITE_LIMIT, occupy=1, timeout_seconds=max(wait_seconds, MIN_SLOT_WAIT_S), strict=False)
-            )
-        except TimeoutError as error:  # only the acquisition: errors of the run itself pass through unchanged
-            raise StoreBusy(
-                f"another ingest holds the Prefect concurrency limit {WRITE_LIMIT!r} after {wait_seconds:g} s; "
-                "wait for it to finish, or raise --wait-for-lock"
-            ) from error
+        if write_limit_exists():
+            try:
+                held.enter_context(
+                    concurrency(WRITE_LIMIT, occupy=1, timeout_seconds=max(wait_seconds, MIN_SLOT_WAIT_S), strict=True)
+                )
+            except TimeoutError as error:  # only the acquisition: errors of the run itself pass through unchanged
+                raise StoreBusy(
+                    f"another ingest holds the Prefect concurrency limit {WRITE_LIMIT!r} after {wait_seconds:g} s; "
+                    "wait for it to finish, or raise --wait-for-lock"
+                ) from error
         yield
+
+
+def write_limit_exists() -> bool:
+    """True when the Prefect server has the ``ovro-ingest-writes`` global concurrency limit."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(WRITE_LIMIT)
+        except ObjectNotFound:
+            return False
+    return True
 
 
 PROGRESS = logging.getLogger("ovro_ingest.progress")
 """Time steps as they finish: the CLI's progress bar listens here; the run's logs show it too."""
 
 
-def report_progress(done: int, total: int, outcome: StepOutcome) -> None:
-    """Tell listeners that ``done`` of ``total`` time steps are finished, the last one with ``outcome``."""
-    PROGRESS.info(
-        "%d/%d %s %s",
-        done,
-        total,
-        outcome.key,
-        outcome.status,
-        extra={"done": done, "total": total, "outcome": outcome},
-    )
+def report_planned(total: int) -> None:
+    """Tell listeners how many time steps the run will report on."""
+    PROGRESS.info("%d time steps requested", total, extra={"total": total})
+
+
+def report_progress(outcome: StepOutcome) -> None:
+    """Tell listeners that one more time step is finished, with ``outcome``."""
+    PROGRESS.info("%s %s", outcome.key, outcome.status, extra={"outcome": outcome})
 
 
 def select(steps: list[TimeStepFiles], keys: list[str] | None) -> list[TimeStepFiles]:
@@ -271,37 +355,3 @@ def discovered(input_dir: str, manifest_dir: str, exclude: tuple[str, ...]) -> M
     if not Path(manifest.path).is_file():
         manifest = discover.with_options(refresh_cache=True)(input_dir, manifest_dir, exclude=exclude)
     return manifest
-
-
-def create_store_from(plans: list[PrefectFuture], store: str, settings: StoreSettings) -> None:
-    """Create the store once every time step is planned, so that it has all the run's channels."""
-    ready = [plan.result() for plan in plans if succeeded(plan)]
-    if ready:
-        create_store_for(store, ready, settings)
-
-
-def succeeded(future: PrefectFuture) -> bool:
-    """Wait for ``future``; True when its task completed."""
-    future.wait()
-    return future.state.is_completed()
-
-
-def commit_in_time_order(
-    plans: list[PrefectFuture], staged: list[PrefectFuture], store: str
-) -> list[PrefectFuture | None]:
-    """Submit the commits in time order, each after the previous one (failed or not).
-
-    A time step whose plan or staging failed gets no commit (None), so that it holds up no other.
-    """
-    appends: list[PrefectFuture | None] = []
-    previous: PrefectFuture | None = None
-    for plan, written in zip(plans, staged, strict=True):
-        if not (succeeded(plan) and succeeded(written)):
-            appends.append(None)
-            continue
-        wait_for = [allow_failure(previous)] if previous else None
-        # ahead of queued stagings: each time step becomes visible (and its staging space free) as soon as it can
-        with dask.annotate(priority=COMMIT_PRIORITY):
-            previous = append_to_zarr.submit(written, store, wait_for=wait_for)
-        appends.append(previous)
-    return appends

@@ -8,9 +8,12 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.summary import IngestSummary
-from ovro_ingest.models import ExcludedFile, Manifest
+from ovro_ingest.models import Manifest
 from ovro_ingest.quicklook import quicklook_png
 from ovro_ingest.store import read_state, store_exists
+
+LISTED = 20
+"""Failures and left-out files the summary names one by one."""
 
 
 def time_step_rows(summary: IngestSummary) -> list[dict]:
@@ -30,9 +33,7 @@ def time_step_rows(summary: IngestSummary) -> list[dict]:
     ]
 
 
-def summary_markdown(
-    summary: IngestSummary, manifest: Manifest, excluded: list[ExcludedFile], quicklook: Path | None
-) -> str:
+def summary_markdown(summary: IngestSummary, manifest: Manifest, quicklook: Path | None) -> str:
     """Totals, frequency range, store size, and what was skipped or failed and why."""
     written = sum(o.bytes_written for o in summary.outcomes)
     seconds = sum(o.seconds for o in summary.outcomes)
@@ -57,28 +58,37 @@ def summary_markdown(
     if manifest.n_skipped:
         examples = ", ".join(f"`{name}`" for name in manifest.skipped_examples)
         lines.append(f"- **skipped**: {manifest.n_skipped} files named after neither convention, e.g. {examples}")
-    for item in excluded:
-        lines.append(f"- **left out** `{item.source.path}`: {item.reason}")
-    for o in summary.failed:
-        lines.append(f"- **failed** {o.key}: {o.error}")
+    left_out = [item for o in summary.outcomes for item in o.left_out]
+    lines += [f"- **left out** {item}" for item in left_out[:LISTED]]
+    failed = summary.failed
+    lines += [f"- **failed** {o.key}: {o.error}" for o in failed[:LISTED]]
+    if len(left_out) > LISTED or len(failed) > LISTED:
+        lines.append(
+            f"- ... {len(left_out)} files left out and {len(failed)} time steps failed in all: see each hour's table"
+        )
     if quicklook:
         lines += ["", f"Quick look at the newest time step: [{quicklook.name}]({quicklook.as_uri()})"]
     return "\n".join(lines)
 
 
-def publish(summary: IngestSummary, manifest: Manifest, excluded: list[ExcludedFile], work_dir: str) -> Path | None:
-    """Create the run's artifacts; the quick-look PNG goes to ``<work_dir>/quicklook/``. Returns its path."""
+def publish(summary: IngestSummary, manifest: Manifest, work_dir: str) -> Path | None:
+    """Create the run's summary artifact; the quick-look PNG goes to ``<work_dir>/quicklook/``. Returns its path.
+
+    The table of time steps is each hour's (:func:`publish_hour`): a night's 4,320 rows
+    in one artifact would be one large row of the server's database.
+    """
     quicklook = None
-    changed = any(o.status in ("written", "replaced") for o in summary.outcomes)
-    if changed and store_exists(summary.store):  # else the last picture still shows the newest time step
+    if summary.changed and store_exists(summary.store):  # else the last picture still shows the newest time step
         try:
             quicklook = quicklook_png(summary.store, Path(work_dir) / "quicklook" / "newest.png")
         except Exception as error:  # a picture must never fail a run that stored its data
             get_run_logger().warning("no quick-look picture: %s", error)
-    create_table_artifact(
-        key="ingest-time-steps", table=time_step_rows(summary), description="Each time step of this run"
-    )
     create_markdown_artifact(
-        key="ingest-summary", markdown=summary_markdown(summary, manifest, excluded, quicklook), description="Summary"
+        key="ingest-summary", markdown=summary_markdown(summary, manifest, quicklook), description="Summary"
     )
     return quicklook
+
+
+def publish_hour(summary: IngestSummary) -> None:
+    """The table of an hour's time steps (the artifact of an ``ingest-hour`` child run)."""
+    create_table_artifact(key="ingest-time-steps", table=time_step_rows(summary), description="Each time step")

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from prefect.futures import PrefectFuture
 from pydantic import BaseModel
-
-from ovro_ingest.models import AppendReceipt, TimeStepFiles
 
 
 class StepOutcome(BaseModel):
@@ -22,6 +17,8 @@ class StepOutcome(BaseModel):
     bytes_written: int = 0
     seconds: float = 0.0
     error: str | None = None
+    left_out: list[str] = []
+    """Files left out of the time step and why (``path: reason``), e.g. for an invalid beam."""
 
 
 class IngestSummary(BaseModel):
@@ -29,6 +26,11 @@ class IngestSummary(BaseModel):
 
     store: str
     outcomes: list[StepOutcome]
+
+    @property
+    def changed(self) -> bool:
+        """True when the run wrote or replaced at least one time step."""
+        return any(o.status in ("written", "replaced") for o in self.outcomes)
 
     @property
     def failed(self) -> list[StepOutcome]:
@@ -41,51 +43,20 @@ class IngestSummary(BaseModel):
         return f"{len(self.outcomes)} time steps: " + ", ".join(f"{n} {s}" for s, n in counts.items())
 
 
+MESSAGE_FAILURES = 5
+"""Failures a run's message names (the state message is kept in the server's database); the summary lists all."""
+
+
 class IngestIncomplete(Exception):
     """Raised by the flow when some time steps failed; the others are stored."""
 
     def __init__(self, summary: IngestSummary) -> None:
         self.summary = summary
-        failures = "; ".join(f"{o.key}: {o.error}" for o in summary.failed)
-        super().__init__(f"{len(summary.failed)} of {len(summary.outcomes)} time steps failed: {failures}")
+        failed = summary.failed
+        failures = "; ".join(f"{o.key}: {o.error}" for o in failed[:MESSAGE_FAILURES])
+        more = f"; and {len(failed) - MESSAGE_FAILURES} more" if len(failed) > MESSAGE_FAILURES else ""
+        super().__init__(f"{len(failed)} of {len(summary.outcomes)} time steps failed: {failures}{more}")
 
     def __reduce__(self):
         # rebuilt from the summary when Prefect persists and reloads it
         return type(self), (self.summary,)
-
-
-def outcome_of(step: TimeStepFiles, chain: Sequence[PrefectFuture | None]) -> StepOutcome:
-    """The outcome of a time step from the futures of its tasks (fix, load, combine, append).
-
-    The first failed task of the chain says why the time step failed.
-    """
-    for future in chain:
-        if future is None:  # not submitted: an earlier task of the chain failed
-            break
-        future.wait()
-        state = future.state
-        if state.is_failed() or state.is_crashed():
-            error = state.result(raise_on_failure=False)
-            message = str(error) if isinstance(error, BaseException) else (state.message or "failed")
-            return StepOutcome(key=step.key, n_files=len(step.files), status="failed", error=message)
-    if chain[-1] is None:
-        return StepOutcome(key=step.key, n_files=len(step.files), status="failed", error="not appended")
-    receipt: AppendReceipt = chain[-1].result()
-    # a cached receipt tells of work an earlier run did
-    if chain[-1].state.name == "Cached":
-        return StepOutcome(
-            key=step.key,
-            n_files=len(step.files),
-            n_subbands=receipt.n_subbands,
-            status="already stored",
-            index=receipt.index,
-        )
-    return StepOutcome(
-        key=step.key,
-        n_files=len(step.files),
-        n_subbands=receipt.n_subbands,
-        status=receipt.status,
-        index=receipt.index,
-        bytes_written=receipt.bytes_written,
-        seconds=receipt.seconds,
-    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from ovro_ingest.load import (
     spatial_grid,
 )
 from ovro_ingest.models import SourceFile, SpatialGrid
+from ovro_ingest.store import merge_channels
 
 
 @dataclass
@@ -115,6 +117,25 @@ def header_frequency(header: fits.Header, source: SourceFile) -> float:
     if any(str(header.get(f"CTYPE{axis}", "")).strip().startswith("FREQ") for axis in axes):
         return frequency_of(header, header_wcs(header), source.path)
     return frequency_from_header(header, source)[0]
+
+
+def subband_channels(subband_files: Mapping[str, Sequence[SourceFile]]) -> list[tuple[float, str]]:
+    """The channels of a night, ascending: (frequency in Hz, subband label), from one header per subband.
+
+    For each subband label of the night's file names, the frequency comes from the
+    header of its first file that gives one (a file that cannot be read is passed
+    over: it fails in its own time step); frequencies within the channel tolerance are
+    one channel. A whole night's channels are known from a few headers, before any
+    time step is planned (see :func:`ovro_ingest.discover.subband_files`).
+    """
+    found = []
+    for label, files in subband_files.items():
+        for source in files:
+            frequency = audit_file(source).frequency_hz
+            if frequency is not None:
+                found.append((frequency, label))
+                break
+    return merge_channels(found)
 
 
 def channels_of(files: list[FileAudit]) -> list[float]:

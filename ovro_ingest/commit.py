@@ -238,7 +238,7 @@ def stage_pixels(state: StoreState, plan: TimeStepPlan, channels: list[int], tar
         for name in STAGED_VARIABLES[1:]:
             staged[name][0] = values.pop(name)
         (partial / VALUES_FILE).write_text(json.dumps(values))
-        failpoint("stage:written")
+        failpoint("stage:written", plan.key)
         try:
             os.rename(partial, target)
         except OSError:  # staged meanwhile by another attempt at the same inputs: keep that one

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,6 +146,20 @@ def discover_time_steps(input_dir: str | os.PathLike[str], exclude: tuple[Path, 
     return Discovery(time_steps=time_steps, skipped=skipped)
 
 
+def subband_files(steps: list[TimeStepFiles], per_subband: int = 3) -> dict[str, list[SourceFile]]:
+    """The first ``per_subband`` files of every subband label, in time order (from names only).
+
+    A few headers of each subband tell a night's channels (see
+    :func:`ovro_ingest.audit.subband_channels`) without reading every file.
+    """
+    found: dict[str, list[SourceFile]] = defaultdict(list)
+    for step in steps:
+        for source in step.files:
+            if len(found[source.subband]) < per_subband:
+                found[source.subband].append(source)
+    return dict(sorted(found.items(), key=lambda item: int(item[0].removesuffix("MHz"))))
+
+
 def listing_fingerprint(input_dir: str | os.PathLike[str], exclude: tuple[Path, ...] = ()) -> str:
     """A fingerprint of the FITS files under ``input_dir``: names, sizes and mtimes.
 
@@ -187,12 +202,13 @@ def write_manifest(found: Discovery, manifest_dir: str | os.PathLike[str], finge
     )
 
 
-def read_manifest(manifest: Manifest) -> list[TimeStepFiles]:
-    """The time steps a manifest lists, in ascending key order."""
+def read_manifest(manifest: Manifest, keys: Collection[str] | None = None) -> list[TimeStepFiles]:
+    """The time steps a manifest lists (only those of ``keys``, when given), in ascending key order."""
     try:
         payload = json.loads(Path(manifest.path).read_text())
     except (OSError, ValueError) as error:
         raise FileNotFoundError(
             f"{manifest.path}: the list of time steps is missing or unreadable ({error}); run the ingest again"
         ) from error
-    return [TimeStepFiles.model_validate(step) for step in payload]
+    wanted = None if keys is None else set(keys)
+    return [TimeStepFiles.model_validate(step) for step in payload if wanted is None or step["key"] in wanted]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,11 +13,23 @@ from pathlib import Path
 from ovro_ingest.combine import combine_frequencies
 from ovro_ingest.commit import clear_staging, commit_time_step, recover, write_time_step
 from ovro_ingest.discover import discover_time_steps
+from ovro_ingest.errors import IngestError
 from ovro_ingest.headers import make_readable
 from ovro_ingest.load import load_subbands
 from ovro_ingest.lock import writer_lock
-from ovro_ingest.models import AppendReceipt, ReadableTimeStep, TimeStepFiles, TimeStepPlan
-from ovro_ingest.store import StoreSettings, create_store, leftovers_beside, record_run, store_exists
+from ovro_ingest.models import AppendReceipt, ReadableTimeStep, SourceFile, TimeStepFiles, TimeStepPlan
+from ovro_ingest.store import (
+    StoreSettings,
+    create_store,
+    frequency_grid,
+    leftovers_beside,
+    merge_channels,
+    read_state,
+    record_run,
+    store_exists,
+)
+
+logger = logging.getLogger(__name__)
 
 
 def plan_time_step(
@@ -25,6 +38,41 @@ def plan_time_step(
     """Fix, load and combine one time step (no pixel is read)."""
     readable = ReadableTimeStep(key=step.key, files=tuple(make_readable(f, fixed_dir) for f in step.files))
     return combine_frequencies(load_subbands(readable), keep_bad_beams)
+
+
+def create_store_for_night(
+    store: str | os.PathLike[str],
+    candidates: Sequence[TimeStepFiles],
+    subband_files: Mapping[str, Sequence[SourceFile]],
+    settings: StoreSettings | None = None,
+    fixed_dir: str | os.PathLike[str] | None = None,
+    keep_bad_beams: bool = False,
+) -> str | None:
+    """Create a store for a night before any of its time steps is written (callers hold the writer lock).
+
+    The pixel grid, coordinates and attributes come from the first of ``candidates``
+    that plans without error; the channels from one header per subband label of the
+    night (:func:`ovro_ingest.audit.subband_channels`), so the frequency axis is the
+    union of the night's subbands without planning the whole night first.
+
+    Returns
+    -------
+    str or None
+        The store's identity (an existing store is kept), or None when no candidate
+        plans (each then fails in its own time step, with its reason).
+    """
+    from ovro_ingest.audit import subband_channels
+
+    if store_exists(store):
+        return read_state(store).store_id
+    channels = subband_channels(subband_files)
+    for step in candidates:
+        try:
+            plan = plan_time_step(step, fixed_dir, keep_bad_beams)
+        except IngestError:
+            continue
+        return create_store(store, [plan], settings, channels=merge_channels([*channels, *frequency_grid([plan])]))
+    return None
 
 
 def prepare_store(store: str | os.PathLike[str]) -> None:
@@ -37,6 +85,25 @@ def prepare_store(store: str | os.PathLike[str]) -> None:
     if store_exists(store):
         recover(store)
         clear_staging(store)
+
+
+def settle_store(store: str | os.PathLike[str]) -> None:
+    """After a run wrote (writer lock held): finish a commit that an error stopped, drop half-written staging.
+
+    A commit stopped after its journal (a full disk, say) is finished here; when that
+    fails for want of space, the complete stagings kept for the next attempt are dropped
+    to make room, and it is tried once more. Should it still fail, the journal stays for
+    the next run or ``ovro-ingest repair``; readers see the last committed state either way.
+    """
+    try:
+        recover(store)
+    except OSError:
+        clear_staging(store, keep_complete=False)
+        try:
+            recover(store)
+        except OSError as error:
+            logger.warning("%s: an interrupted commit remains (%s); `ovro-ingest repair` finishes it", store, error)
+    clear_staging(store)
 
 
 def append_plans(
@@ -58,7 +125,7 @@ def append_plans(
         staged = [pool.submit(write_time_step, store, plan, replace) for plan in plans]
         receipts = [commit_time_step(store, future.result()) for future in staged]
     if plans:
-        clear_staging(store)
+        settle_store(store)
     return receipts
 
 

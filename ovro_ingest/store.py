@@ -43,9 +43,10 @@ import zarr
 from pydantic import BaseModel, ConfigDict, Field
 
 from ovro_ingest import __version__
-from ovro_ingest.combine import SAME_CHANNEL_TOLERANCE_HZ, open_time_step
+from ovro_ingest.combine import SAME_CHANNEL_TOLERANCE_HZ
 from ovro_ingest.errors import StoreError, StoreMismatch
 from ovro_ingest.failpoints import failpoint
+from ovro_ingest.load import open_subband
 from ovro_ingest.models import SpatialGrid, TimeStepFiles, TimeStepPlan
 
 logger = logging.getLogger(__name__)
@@ -132,6 +133,12 @@ class StoreState:
         """One value of a small per-time-step array (one chunk read)."""
         return _plain(self.group()[name][index])
 
+    def values(self, name: str, indices: Sequence[int]) -> list:
+        """Values at ``indices`` of a per-time-step array, read in one call (zarr fetches the chunks concurrently)."""
+        if not indices:
+            return []
+        return [_plain(v) for v in self.group()[name].get_orthogonal_selection(np.asarray(indices))]
+
     def column(self, name: str, start: int = 0) -> list:
         """Values ``start..`` of a small per-time-step array (reads ``n_time / SMALL_TIME_CHUNK`` chunks)."""
         if self.n_time <= start:
@@ -205,17 +212,26 @@ def frequency_grid(plans: Sequence[TimeStepPlan]) -> list[tuple[float, str]]:
     Frequencies closer than the channel tolerance are one channel, at the value (and
     with the file-name label) of the first time step that has it.
     """
+    ordered = sorted(plans, key=lambda p: p.key)
+    return merge_channels([(s.frequency_hz, s.file.source.subband) for plan in ordered for s in plan.subbands])
+
+
+def merge_channels(frequencies: Sequence[tuple[float, str]]) -> list[tuple[float, str]]:
+    """Channels, ascending, from (frequency in Hz, subband label) pairs in order of precedence.
+
+    A frequency within the channel tolerance of an earlier one is that channel (header
+    jitter); the first pair of each channel gives its value and label.
+    """
     channels: list[tuple[float, str]] = []
-    for plan in sorted(plans, key=lambda p: p.key):
-        for subband in plan.subbands:
-            if all(abs(subband.frequency_hz - c) > SAME_CHANNEL_TOLERANCE_HZ for c, _ in channels):
-                channels.append((subband.frequency_hz, subband.file.source.subband))
+    for frequency, label in frequencies:
+        if all(abs(frequency - c) > SAME_CHANNEL_TOLERANCE_HZ for c, _ in channels):
+            channels.append((frequency, label))
     return sorted(channels)
 
 
 def template_dataset(plan: TimeStepPlan, channels: Sequence[tuple[float, str]]) -> xr.Dataset:
     """A one-time-step dataset with the store's variables, coordinates and attributes (lazy)."""
-    sample = open_time_step(plan)
+    sample = open_subband(plan.subbands[0].file.path)  # coordinates and attributes: one file is enough
     frequencies_hz = [frequency for frequency, _ in channels]
     n_freq, n_pol = len(frequencies_hz), sample.sizes["polarization"]
     sky_attrs = {k: v for k, v in sample["SKY"].attrs.items() if k not in PER_FILE_SKY_ATTRS}
@@ -324,13 +340,29 @@ def encoding_for(dataset: xr.Dataset, settings: StoreSettings) -> dict:
 
 
 def create_store(
-    path: str | os.PathLike[str], plans: Sequence[TimeStepPlan], settings: StoreSettings | None = None
+    path: str | os.PathLike[str],
+    plans: Sequence[TimeStepPlan],
+    settings: StoreSettings | None = None,
+    channels: Sequence[tuple[float, str]] | None = None,
 ) -> str:
-    """Create an empty store for ``plans``: their channels, pixel grid and polarizations.
+    """Create an empty store for ``plans``: their pixel grid and polarizations, and their channels.
 
     The store is built beside ``path`` and renamed into place, so that it appears
     complete or not at all. When a store already exists, it is kept. Returns the
     store's identity.
+
+    Parameters
+    ----------
+    path : path
+        Where the store goes.
+    plans : sequence of TimeStepPlan
+        At least one time step; the earliest gives the pixel grid, coordinates and attributes.
+    settings : StoreSettings, optional
+        Chunking, codec and format (default: :class:`StoreSettings`).
+    channels : sequence of (float, str), optional
+        The frequency axis, (Hz, subband label) ascending, e.g. from
+        :func:`ovro_ingest.audit.subband_channels`; default: every frequency of ``plans``
+        (:func:`frequency_grid`).
     """
     target = Path(path)
     if store_exists(target):
@@ -340,7 +372,7 @@ def create_store(
     settings = settings or StoreSettings()
     first = min(plans, key=lambda p: p.key)
     identity = str(uuid.uuid4())
-    dataset = template_dataset(first, frequency_grid(plans))
+    dataset = template_dataset(first, channels or frequency_grid(plans))
     dataset.attrs.update(
         {
             STORE_ID_ATTR: identity,
@@ -474,12 +506,10 @@ def stored_unchanged(path: str | os.PathLike[str], steps: Sequence[TimeStepFiles
         return {}
     state = read_state(path)
     index_of = {key: index for index, key in enumerate(state.column("time_key"))}
+    candidates = [(step, index_of[step.key]) for step in steps if step.key in index_of]
+    entries = state.values("source_files", [index for _, index in candidates])
     unchanged = {}
-    for step in steps:
-        index = index_of.get(step.key)
-        if index is None:
-            continue
-        entry = state.value("source_files", index)
+    for (step, index), entry in zip(candidates, entries, strict=True):
         left_out = {Path(e["path"]).name for e in json.loads(entry) if "excluded" in e}
         kept = {(Path(f.path).name, f.size, f.mtime_ns) for f in step.files if Path(f.path).name not in left_out}
         if kept == ledger_fingerprints(entry) and len(kept) + len(left_out) == len(step.files):

@@ -6,24 +6,34 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ovro_ingest.commit import commit_time_step, write_time_step
-from ovro_ingest.models import AppendReceipt, StagedTimeStep, TimeStepPlan
-from ovro_ingest.store import StoreSettings, create_store
+from ovro_ingest.models import AppendReceipt, SourceFile, StagedTimeStep, TimeStepFiles, TimeStepPlan
+from ovro_ingest.pipeline import create_store_for_night
+from ovro_ingest.store import StoreSettings
 from tasks.cache import STAGING, STORE_WRITE
+from tasks.dask_cluster import on_dask
 
 
 @task(name="create_store", task_run_name="create-store", cache_policy=NO_CACHE)
-def create_store_for(store: str, plans: list[TimeStepPlan], settings: StoreSettings) -> str:
-    """Create the store for the run's time steps (all their channels); return its identity."""
-    identity = create_store(store, plans, settings)
-    get_run_logger().info("store %s (id %s)", store, identity)
+def create_store_for(
+    store: str,
+    candidates: list[TimeStepFiles],
+    subband_files: dict[str, list[SourceFile]],
+    settings: StoreSettings,
+    fixed_dir: str,
+    keep_bad_beams: bool = False,
+) -> str | None:
+    """Create the store from the first time step that plans, with one channel per subband of the night."""
+    identity = create_store_for_night(store, candidates, subband_files, settings, fixed_dir, keep_bad_beams)
+    if identity:
+        get_run_logger().info("store %s (id %s)", store, identity)
     return identity
 
 
 @task(name="write_time_step", task_run_name="write-{plan.key}", cache_policy=STAGING, persist_result=True)
 def write_to_staging(plan: TimeStepPlan, store: str, replace: bool = False) -> StagedTimeStep:
-    """Write ``plan``'s pixels into the store's staging area (runs in parallel with other time steps)."""
-    staged = write_time_step(store, plan, replace)
-    get_run_logger().info(
+    """Write ``plan``'s pixels into the store's staging area, on the run's Dask cluster (in parallel)."""
+    staged = on_dask(write_time_step, store, plan, replace, name=f"write-{plan.key}")
+    get_run_logger().debug(
         "%s: %s (%d subbands, %.1f MB in %.2f s)",
         plan.key,
         staged.status,
@@ -38,5 +48,5 @@ def write_to_staging(plan: TimeStepPlan, store: str, replace: bool = False) -> S
 def append_to_zarr(staged: StagedTimeStep, store: str) -> AppendReceipt:
     """Commit a staged time step into the store (in time order, one at a time); return a receipt."""
     receipt = commit_time_step(store, staged)
-    get_run_logger().info("%s: %s at index %d", staged.key, receipt.status, receipt.index)
+    get_run_logger().debug("%s: %s at index %d", staged.key, receipt.status, receipt.index)
     return receipt

@@ -129,23 +129,31 @@ def test_losing_the_prefect_server_mid_run_leaves_a_valid_store_and_a_rerun_comp
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_an_error_inside_a_dask_worker_reaches_the_prefect_api_with_its_message_intact(tmp_path):
+def test_an_error_in_a_task_or_inside_a_dask_worker_reaches_the_prefect_api_with_its_message_intact(
+    tmp_path, monkeypatch
+):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
 
-    from tests.test_ingest_flow import run_ingest
+    from tests.test_ingest_flow import child_runs, run_ingest, task_runs
 
     folder = tmp_path / "night"
     generate(folder, time_steps=2, n_subbands=2, size=32)
     broken = next(folder.glob("20240524_050019_46MHz*.fits"))
     broken.write_bytes(broken.read_bytes()[:-3000])  # into the pixels, past the 2880-byte padding
+    # the other time step's staging (on the run's Dask cluster, threads of this process) meets a full disk
+    monkeypatch.setenv(ENVIRONMENT_VARIABLE, "stage:chunk=ENOSPC")
     state, _ = run_ingest(input_dir=folder, store=tmp_path / "s.zarr", workers=1)
     assert state.is_failed()
-    flow_run_id = state.state_details.flow_run_id
+    runs = task_runs(state)
+    APILogWorker.drain_all(timeout=10)  # log lines go to the server in batches
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-    failed = next(run for run in runs if run.name == "fix-20240524_050019")
-    expected = f"{broken}: truncated FITS file ("
-    assert failed.state.type.value == "FAILED" and expected in failed.state.message, failed.state.message
-    assert any(expected in log.message and "Traceback" in log.message for log in logs), "the UI gets the traceback"
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=child_runs(state))))
+    expected = {
+        "fix-20240524_050019": f"{broken}: truncated FITS file (",
+        "write-20240524_050009": "no space left on its device while staging time step 20240524_050009",
+    }
+    for name, message in expected.items():
+        assert runs[name].state.type.value == "FAILED" and message in runs[name].state.message, runs[name].state
+        assert any(message in log.message and "Traceback" in log.message for log in logs), "the UI gets the traceback"

@@ -37,16 +37,30 @@ def run_ingest(**parameters):
     return state, state.result(raise_on_failure=False)
 
 
-def task_states(state) -> dict[str, str]:
-    """Task run name -> state name, for the flow run of ``state``."""
+def child_runs(state) -> list:
+    """The ids of the child flow runs (one per hour) of the flow run of ``state``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    parent = FlowRunFilterParentFlowRunId(any_=[state.state_details.flow_run_id])
+    with get_client(sync_client=True) as client:
+        return [run.id for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=parent))]
+
+
+def task_runs(state) -> dict[str, object]:
+    """Task run name -> task run, for the flow run of ``state`` and its child runs (one per hour)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    runs = [state.state_details.flow_run_id, *child_runs(state)]
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-        )
-    return {run.name: run.state.name for run in runs}
+        found = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=runs)))
+    return {run.name: run for run in found}
+
+
+def task_states(state) -> dict[str, str]:
+    """Task run name -> state name, for the flow run of ``state`` and its child runs."""
+    return {name: run.state.name for name, run in task_runs(state).items()}
 
 
 def snapshot(store: Path) -> dict[Path, tuple[int, int]]:
@@ -182,19 +196,7 @@ def test_flow_runs_on_an_existing_dask_cluster(tmp_path, dask_cluster):
     assert state.is_completed(), summary
     assert xr.open_zarr(tmp_path / "s.zarr").sizes["time"] == 2
     ran = [entry["key"] for entry in stream.data]
-    assert sum("append_to_zarr" in str(key) for key in ran) == 2, ran
-
-
-def task_runs(state) -> dict[str, object]:
-    """Task run name -> task run, for the flow run of ``state``."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-        )
-    return {run.name: run for run in runs}
+    assert sum(str(key).startswith("write-2024") for key in ran) == 2, "each time step is staged on the cluster"
 
 
 def test_time_steps_are_written_concurrently_and_committed_in_time_order(tmp_path):
@@ -237,20 +239,24 @@ def test_a_deleted_manifest_or_fixed_copy_is_made_again_not_taken_from_the_cache
     assert xr.open_zarr(store).sizes["time"] == 1
 
 
-def test_a_worker_killed_in_a_commit_is_replaced_and_the_retried_commit_finishes_the_store(tmp_path):
-    from ovro_ingest.failpoints import ENVIRONMENT_VARIABLE
+def test_a_dask_worker_killed_while_staging_is_replaced_and_the_staging_done_again(tmp_path):
+    from ovro_ingest.failpoints import ENVIRONMENT_VARIABLE, ONCE_VARIABLE
     from ovro_ingest.health import validate_store
     from tests.store_checks import assert_same_store
 
-    inputs, store = tmp_path / "night", tmp_path / "s.zarr"
+    inputs, store, fired = tmp_path / "night", tmp_path / "s.zarr", tmp_path / "fired"
     generate(inputs, time_steps=3, n_subbands=2, size=64)
-    # worker processes (the local cluster is threads in the flow's own process): each first commit kills its worker
-    with dask_processes(tmp_path, env={**os.environ, ENVIRONMENT_VARIABLE: "commit:placed"}) as address:
+    fired.mkdir()
+    # worker processes (the local cluster is threads in the flow's own process): the first staging of each time step
+    # kills its worker just before the staged time step appears; Dask runs it again on the worker its nanny restarts
+    env = {**os.environ, ENVIRONMENT_VARIABLE: "stage:written", ONCE_VARIABLE: str(fired)}
+    with dask_processes(tmp_path, env=env) as address:
         state, summary = run_ingest(input_dir=inputs, store=store, dask_address=address)
-    # Dask runs each killed commit again on the worker its nanny restarts, whose recovery finishes the commit
     assert state.is_completed(), summary
-    # "already stored" (not "written") shows that every first commit was killed and its retry found it done
-    assert [o.status for o in summary.outcomes] == ["already stored"] * 3
+    assert sorted(p.name for p in fired.iterdir()) == [f"stage:written-{o.key}" for o in summary.outcomes], (
+        "every time step's first staging was killed"
+    )
+    assert [o.status for o in summary.outcomes] == ["written"] * 3
     assert validate_store(store).ok
     reference = tmp_path / "reference.zarr"
     ingest_directory(inputs, reference, settings=StoreSettings(chunk_lm=32))
@@ -283,11 +289,12 @@ def test_every_run_publishes_a_table_a_summary_and_a_quick_look_picture(tmp_path
     (inputs / "notes.fits").write_bytes(b"not an image")  # skipped: its name follows neither convention
     state, summary = run_ingest(input_dir=inputs, store=store)
     assert state.is_completed(), summary
+    runs = [state.state_details.flow_run_id, *child_runs(state)]
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=runs))
         )
-    by_key = {a.key: a for a in artifacts}
+    by_key = {a.key: a for a in artifacts}  # the summary is the run's, the table its hour's
     table = by_key["ingest-time-steps"].data
     rows = json.loads(table) if isinstance(table, str) else table
     assert [(r["time step"], r["files"], r["subbands"], r["status"]) for r in rows] == [

@@ -1,0 +1,103 @@
+"""The run's Dask cluster: where the pixels of every time step are staged.
+
+Prefect runs the five tasks of each time step on its thread-pool task runner, in the
+flow's process; the one heavy step, staging a time step's pixels into the store
+(:func:`ovro_ingest.commit.write_time_step`), is sent from its task to this Dask cluster
+with :func:`on_dask`. Why not Prefect's ``DaskTaskRunner`` for all five: in Prefect
+3.9 it serialises the run's settings for every task and rebuilds them (pydantic-settings
+reading the environment, dotenv and TOML files) before every task, about 70 ms of CPU
+per task against 5 ms on the thread pool (measured, ``benchmarks/night_scale.py``);
+five tasks per time step made that 0.35 s per time step, more than the pixels of a
+small image cost. The Dask cluster does what it is good at: the pixel work, on local
+threads or on an existing cluster (``dask_address``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+logger = logging.getLogger("ovro_ingest.dask")
+
+Result = TypeVar("Result")
+
+
+def local_cluster_options(threads: int | None) -> dict:
+    """A local Dask cluster sized to the machine: one worker with one thread per core, in the flow's process.
+
+    Threads, not processes: the heavy work (reading memory-mapped FITS, transposing,
+    compressing, writing) releases the GIL, and pixels never cross a process boundary.
+    Measured on 10 x 10 x 4096² (benchmarks/, 2 cores): 27-31 s against 36-46 s with two
+    worker processes, which also cost about 4 s to start and 0.4 GB of memory. A run
+    that wants process isolation (a worker killed and replaced) passes ``dask_address``.
+    """
+    # in-process workers reach the scheduler in memory, not over TCP; the HTTP servers (dashboard,
+    # metrics) would listen on every interface by default, so they are kept on 127.0.0.1
+    return {
+        "n_workers": 1,
+        "threads_per_worker": threads or os.cpu_count() or 1,
+        "processes": False,
+        "dashboard_address": "127.0.0.1:0",
+        "worker_dashboard_address": "127.0.0.1:0",
+    }
+
+
+@contextmanager
+def dask_cluster(address: str | None = None, threads: int | None = None) -> Iterator[int]:
+    """Connect to the Dask cluster at ``address``, or start a local one; yield its number of threads.
+
+    The client becomes this process's default, which :func:`on_dask` uses; it is
+    closed (and a local cluster stopped) on exit.
+    """
+    from distributed import Client, LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines drown the task states
+    if address:
+        with Client(address, set_as_default=True) as client:
+            logger.info("Dask cluster at %s (dashboard %s)", address, client.dashboard_link)
+            yield max(1, sum(client.nthreads().values()))
+        return
+    with LocalCluster(**local_cluster_options(threads)) as cluster, Client(cluster, set_as_default=True) as client:
+        logger.info("local Dask cluster, dashboard at %s", local_dashboard_link(cluster))
+        yield max(1, sum(client.nthreads().values()))
+
+
+def local_dashboard_link(cluster) -> str:
+    """The dashboard of a local cluster at the address it listens on (127.0.0.1), not the host's IP."""
+    port = cluster.scheduler.http_server.port
+    return f"http://127.0.0.1:{port}/status"
+
+
+def on_dask(function: Callable[..., Result], *args, name: str) -> Result:
+    """Run ``function(*args)`` on the run's Dask cluster and return its result (its exception, raised here).
+
+    ``name`` labels the Dask task (the dashboard's task stream shows it). Dask runs it
+    again elsewhere if its worker dies (up to Dask's ``allowed-failures``).
+    """
+    from distributed import default_client
+
+    key = f"{name}-{uuid.uuid4().hex[:8]}"
+    future = default_client().submit(returning_errors, function, *args, key=key, pure=False)
+    try:
+        result, error = future.result()
+    finally:
+        future.release()
+    if error is not None:
+        raise error
+    return result
+
+
+def returning_errors(function: Callable[..., Result], *args) -> tuple[Result | None, Exception | None]:
+    """``(function(*args), None)``, or ``(None, the exception)``: an error of the work is the task's, not Dask's.
+
+    Dask would log a failed computation with its traceback on the console (and keep it
+    as an erred task); the caller raises the error itself, where Prefect reports it once.
+    """
+    try:
+        return function(*args), None
+    except Exception as error:
+        return None, error
