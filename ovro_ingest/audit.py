@@ -96,9 +96,9 @@ def audit_file(source: SourceFile, keep_bad_checksums: bool = False) -> FileAudi
     try:
         with file_boundary(source.path, READING, REGENERATE), open_fits(source.path) as hdulist:
             index = image_hdu_index(hdulist, source.path)
+            plan = plan_fix(hdulist, index, source)
             check_complete(hdulist, index, source.path)
             kept = check_checksums(hdulist, index, source.path, keep_bad_checksums)
-            plan = plan_fix(hdulist, index, source)
             result.corrections = [*plan.corrections, *plan.notes, *kept]
             facts = header_facts(plan.header, source.path, beams_table(hdulist, plan.header))
         result.frequency_hz = facts.frequency_hz

@@ -140,9 +140,32 @@ def header_wcs(header: fits.Header) -> WCS:
         header = header.copy()
         for axis in degenerate:
             header[f"CDELT{axis}"], header[f"CRPIX{axis}"] = 1.0, 1.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        return WCS(header)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FITSFixedWarning)
+        wcs = WCS(header)
+    check_unread(caught)
+    return wcs
+
+
+_UNREAD = re.compile(r"^\s*(?P<keyword>[A-Z0-9_-]+)\s*=\s*(?P<value>.*?)\s*\n(?P<reason>.* was expected.*)", re.S)
+_WCS_KEYWORD = re.compile(
+    r"(CTYPE|CRPIX|CRVAL|CDELT|CUNIT|CROTA|PC|CD|PV|PS)\d+(_\d+)?|WCSAXES|LONPOLE|LATPOLE|EQUINOX|EPOCH"
+    r"|RADESYS|RADECSYS|SPECSYS|RESTFRQ|RESTFREQ|RESTWAV|VELREF"
+)
+
+
+def check_unread(caught: list[warnings.WarningMessage]) -> None:
+    """Raise when wcslib skipped a WCS keyword it could not parse (``CRPIX1 = 'seventeen'``).
+
+    wcslib reports such a keyword only as a warning and goes on with the keyword's FITS
+    default, which would put a default in place of what the header says; other
+    keywords it cannot parse (``CRDER1 = nan``, auxiliary) do not matter here.
+    """
+    for warning in caught:
+        match = _UNREAD.match(str(warning.message))
+        if match and _WCS_KEYWORD.fullmatch(match["keyword"]):
+            reason = match["reason"].strip().rstrip(".")
+            raise ValueError(f"{match['keyword']} = {match['value']}: {reason}")
 
 
 def wcs_axis_count(header: fits.Header) -> int:

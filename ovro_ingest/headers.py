@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.io.fits.verify import VerifyError
+from astropy.io.fits.verify import VerifyError, VerifyWarning
 
 from ovro_ingest.errors import BadInputFile, file_boundary, one_line
 from ovro_ingest.facts import STOKES_NAMES, header_wcs, wcs_axis_count
@@ -162,7 +162,9 @@ def plan_fix(hdulist: fits.HDUList, index: int, source: SourceFile) -> FixPlan:
     """What a file needs for the loader to read it, and the header the loader will then read.
 
     Reads headers only; :func:`write_fixed_copy` applies the plan to the pixels, and the
-    audit reads the planned header, so both see the same thing.
+    audit reads the planned header, so both see the same thing. Call it before anything
+    serializes the header (``HDUList.fileinfo``, checksums): that makes astropy rewrite
+    invalid cards in place (``nan`` into ``'nan'``), and they could no longer be found.
 
     Raises
     ------
@@ -173,7 +175,10 @@ def plan_fix(hdulist: fits.HDUList, index: int, source: SourceFile) -> FixPlan:
     notes = precision_notes(header)
     if not needs_copy(header, index > 0):
         return FixPlan(header=header, notes=notes)
-    fixed = header.copy()
+    invalid = invalid_cards(header)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VerifyWarning)  # copying "fixes" invalid cards, with a multi-line warning
+        fixed = header.copy()
     corrections = [
         *to_primary(fixed, index > 0),
         *unscaled(fixed),
@@ -181,7 +186,7 @@ def plan_fix(hdulist: fits.HDUList, index: int, source: SourceFile) -> FixPlan:
         *completed_axes(fixed, source),
         *pc_from_cd(fixed, source.path),
         *wcs_defaults(fixed),
-        *dropped_invalid_cards(fixed),
+        *dropped(fixed, invalid),
     ]
     for keyword in ("CHECKSUM", "DATASUM"):  # they describe the source, not the copy
         fixed.remove(keyword, ignore_missing=True)
@@ -373,18 +378,24 @@ def wcs_defaults(header: fits.Header) -> list[str]:
     return [f"added {keyword}={value} (the FITS default)" for keyword, value in missing]
 
 
-def dropped_invalid_cards(header: fits.Header) -> list[str]:
-    """Drop cards astropy cannot write (not valid FITS, e.g. ``CRDER1 = nan``): a fixed copy must be valid FITS."""
-    corrections = []
-    for card in list(header.cards):
+def invalid_cards(header: fits.Header) -> dict[str, str]:
+    """The cards that are not valid FITS (``CRDER1 = nan``), by keyword, with astropy's reason on one line."""
+    invalid = {}
+    for card in header.cards:
         if card.keyword in STRUCTURAL:
             continue
         try:
             card.verify("exception")
         except VerifyError as error:
-            header.remove(card.keyword)
-            corrections.append(f"dropped the card {card.image.strip()!r}: {one_line(error)}")
-    return corrections
+            invalid[card.keyword] = one_line(error)
+    return invalid
+
+
+def dropped(header: fits.Header, invalid: dict[str, str]) -> list[str]:
+    """Drop the invalid cards from a fixed copy's header: astropy cannot write them, and a copy must be valid FITS."""
+    for keyword in invalid:
+        header.remove(keyword, ignore_missing=True, remove_all=True)
+    return [f"dropped the card {keyword}: {reason}" for keyword, reason in invalid.items()]
 
 
 def fixed_copy_path(source: SourceFile, fixed_dir: Path) -> Path:
@@ -476,9 +487,9 @@ def make_readable(
     """
     with file_boundary(source.path, READING, REGENERATE), open_fits(source.path) as hdulist:
         index = image_hdu_index(hdulist, source.path)
+        plan = plan_fix(hdulist, index, source)  # first: serializing a header makes astropy "fix" invalid cards
         check_complete(hdulist, index, source.path)
         kept = check_checksums(hdulist, index, source.path, keep_bad_checksums)
-        plan = plan_fix(hdulist, index, source)
         for note in plan.notes:
             logger.warning("%s: %s", source.path, note)
         if not plan.needs_copy:
