@@ -14,6 +14,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from ovro_ingest.headers import (
 from ovro_ingest.load import name_time_offset_s
 from ovro_ingest.models import SourceFile, SpatialGrid
 
+if TYPE_CHECKING:
+    from ovro_ingest.store import StoreState
+
 
 @dataclass
 class FileAudit:
@@ -44,6 +48,7 @@ class FileAudit:
     time_mjd: float | None = None
     grid: SpatialGrid | None = None
     spectral_frame: str | None = None
+    polarizations: tuple[str, ...] | None = None
     corrections: list[str] = field(default_factory=list)
     beam_problem: str | None = None
     error: str | None = None
@@ -105,6 +110,7 @@ def audit_file(source: SourceFile, keep_bad_checksums: bool = False) -> FileAudi
         result.time_mjd = facts.time_mjd
         result.grid = facts.grid
         result.spectral_frame = facts.spectral_frame
+        result.polarizations = facts.polarizations
         result.beam_problem = facts.beam_problem
     except IngestError as error:
         result.error = str(error)
@@ -126,10 +132,12 @@ def audit_time_step(
     grid: SpatialGrid | None,
     labels: set[str],
     spectral_frame: str | None = None,
+    polarizations: tuple[str, ...] | None = None,
 ) -> TimeStepAudit:
     """Judge one time step: what fails it, what is only worth a note.
 
-    ``grid`` and ``spectral_frame`` are the run's (those of most files): a store holds one of each.
+    ``grid``, ``spectral_frame`` and ``polarizations`` are the run's (those of most files):
+    a store holds one of each.
     """
     step = TimeStepAudit(key=key, files=files)
     usable = [f for f in files if f.error is None and f.beam_problem is None]
@@ -152,6 +160,8 @@ def audit_time_step(
             step.problems.append(f"{f.path}: pixel grid {f.grid.describe()} differs from the run's {grid.describe()}")
         if spectral_frame is not None and f.spectral_frame is not None and f.spectral_frame != spectral_frame:
             step.problems.append(f"{f.path}: SPECSYS {f.spectral_frame!r} differs from the run's {spectral_frame!r}")
+        if polarizations is not None and f.polarizations is not None and f.polarizations != polarizations:
+            step.problems.append(f"{f.path}: polarizations {f.polarizations} differ from the run's {polarizations}")
     timed = [(f.path, f.time_mjd) for f in usable if f.time_mjd is not None]
     if timed:
         times = [t for _, t in timed]
@@ -172,13 +182,14 @@ def audit_directory(input_dir: str | os.PathLike[str], keep_bad_checksums: bool 
     every_file = [f for files in audited.values() for f in files]
     grid = most_common([f.grid for f in every_file])
     spectral_frame = most_common([f.spectral_frame for f in every_file])
+    polarizations = most_common([f.polarizations for f in every_file])
     labels = {f.subband for f in every_file}
     channels = channels_of(every_file)
     jitter = max(
         (min(abs(f.frequency_hz - c) for c in channels) for f in every_file if f.frequency_hz is not None),
         default=0.0,
     )
-    steps = [audit_time_step(key, files, grid, labels, spectral_frame) for key, files in audited.items()]
+    steps = [audit_time_step(key, files, grid, labels, spectral_frame, polarizations) for key, files in audited.items()]
     flag_equal_times(steps)
     return AuditReport(
         input_dir=str(input_dir),
@@ -212,14 +223,28 @@ def flag_equal_times(steps: list[TimeStepAudit]) -> None:
             )
 
 
-def store_mismatches(step: TimeStepAudit, grid: SpatialGrid, spectral_frame: str | None) -> list[str]:
-    """What the store would refuse in a time step: a pixel grid (frame included) or SPECSYS other than its own."""
+def store_mismatches(step: TimeStepAudit, state: StoreState) -> list[str]:
+    """What the store would refuse in a time step, as ``store.check_fits_store`` does.
+
+    A pixel grid (frame included), SPECSYS, polarizations or a frequency other than the store's.
+    """
     problems = []
-    for f in step.files:
-        if f.error is None and f.grid is not None and not f.grid.matches(grid):
-            problems.append(f"{f.path}: pixel grid {f.grid.describe()} differs from the store's {grid.describe()}")
-        if f.error is None and spectral_frame is not None and f.spectral_frame != spectral_frame:
-            problems.append(f"{f.path}: SPECSYS {f.spectral_frame!r} differs from the store's {spectral_frame!r}")
+    for f in (f for f in step.files if f.error is None and f.grid is not None):
+        if not f.grid.matches(state.grid):
+            problems.append(
+                f"{f.path}: pixel grid {f.grid.describe()} differs from the store's {state.grid.describe()}"
+            )
+        if state.spectral_frame is not None and f.spectral_frame != state.spectral_frame:
+            problems.append(f"{f.path}: SPECSYS {f.spectral_frame!r} differs from the store's {state.spectral_frame!r}")
+        if f.polarizations is not None and list(f.polarizations) != state.polarizations:
+            problems.append(
+                f"{f.path}: polarizations {list(f.polarizations)} differ from the store's {state.polarizations}"
+            )
+        if (
+            f.frequency_hz is not None
+            and np.min(np.abs(state.frequencies_hz - f.frequency_hz)) > SAME_CHANNEL_TOLERANCE_HZ
+        ):
+            problems.append(f"{f.path}: frequency {f.frequency_hz / 1e6:.3f} MHz is not on the store's frequency grid")
     return problems
 
 
@@ -251,7 +276,7 @@ def plan_run(
         stored, last = set(state.column("time_key")), (state.last() or (None,))[0]
         for step in steps:
             if step.key not in stored:
-                step.problems += store_mismatches(step, state.grid, state.spectral_frame)
+                step.problems += store_mismatches(step, state)
     times = [min((f.time_mjd for f in s.files if f.time_mjd is not None), default=None) for s in steps]
     known = [t for t in times if t is not None]
     cadence = float(np.median(np.diff(known))) if len(known) > 2 else None

@@ -164,6 +164,16 @@ def test_a_time_that_is_not_understood_is_refused_in_one_line_never_guessed(make
     assert problem in error.problem and fix in error.fix, str(error)
 
 
+def test_the_audit_flags_a_time_step_with_the_time_of_another_as_the_store_would(make_data):
+    night = make_data(time_steps=2, n_subbands=2, size=32)
+    edit_night(night, lambda hdulist, _path: hdulist[0].header.update({"DATE-OBS": DATE_OBS}))
+    later = audit_directory(night).time_steps[1]
+    assert later.problems == [
+        f"time step 20240524_050019 has the same time as time step 20240524_050009 (MJD {MJD_OBS:.8f}); "
+        "check the file names and DATE-OBS of both"
+    ]
+
+
 def test_row1_a_night_with_date_only_date_obs_and_mjd_obs_stores_each_time_step_at_its_time(make_data, tmp_path):
     night = make_data(time_steps=2, n_subbands=3, size=32)
 
@@ -201,6 +211,23 @@ def velocity_axis(rest_keyword):
     return change
 
 
+def flat_with(rest_keyword):
+    """A 2-D image without spectral or STOKES axis, its frequency (55.5 MHz) in ``rest_keyword``."""
+
+    def change(hdulist):
+        header = hdulist[0].header
+        flat = fits.PrimaryHDU(data=hdulist[0].data[0, 0])
+        for key in ("CTYPE", "CRPIX", "CRVAL", "CDELT", "CUNIT"):
+            for axis in (1, 2):
+                flat.header[f"{key}{axis}"] = header[f"{key}{axis}"]
+        for key in ("BMAJ", "BMIN", "BPA", "DATE-OBS", "EQUINOX"):
+            flat.header[key] = header[key]
+        flat.header[rest_keyword] = 55.5e6
+        return fits.HDUList([flat])
+
+    return change
+
+
 @pytest.mark.parametrize(
     ("case", "change", "expected_hz"),
     [
@@ -217,6 +244,8 @@ def velocity_axis(rest_keyword):
         ("VRAD with RESTFRQ", velocity_axis("RESTFRQ"), 1.420405752e9 * (1 - 1000.0 / SPEED_OF_LIGHT)),
         ("VRAD with AIPS's RESTFREQ", velocity_axis("RESTFREQ"), 1.420405752e9 * (1 - 1000.0 / SPEED_OF_LIGHT)),
         ("VLA FIRST cutout: 2-D, FREQ declared as axis 3 (row 5)", first_cutout, 1.3649e9),
+        ("2-D image with RESTFRQ", flat_with("RESTFRQ"), 55.5e6),
+        ("2-D image with AIPS's RESTFREQ", flat_with("RESTFREQ"), 55.5e6),
     ],
 )
 def test_every_form_of_the_frequency_gives_the_channel_frequency(make_data, tmp_path, case, change, expected_hz):
@@ -452,6 +481,21 @@ def test_l_and_m_of_real_and_synthetic_files_equal_xradios_bit_for_bit(make_data
         coordinates = lm_coordinates(image.grid, sample)
         for name in ("l", "m"):
             np.testing.assert_array_equal(coordinates[name].values, sample[name].values)
+
+
+def test_a_store_written_before_the_full_transform_was_recorded_still_opens_and_compares():
+    from ovro_ingest.models import SpatialGrid
+
+    legacy = SpatialGrid.model_validate(
+        {"shape_lm": [512, 512], "projection": "SIN", "crpix": [257.0, 257.0], "cdelt_deg": [-0.25, 0.25]}
+    )
+    assert legacy.pixel_matrix_deg == ((-0.25, 0.0), (0.0, 0.25)) and legacy.frame is None
+    now = legacy.model_copy(update={"frame": "FK5 J2000.0"})
+    assert legacy.matches(now) and now.matches(legacy), "an unknown frame is not compared"
+    assert not now.matches(now.model_copy(update={"frame": "ICRS"}))
+    assert not now.matches(now.model_copy(update={"crpix": (257.5, 257.0)}))
+    assert now.matches(now.model_copy(update={"pixel_matrix_deg": ((-0.25 * (1 + 1e-15), 0.0), (0.0, 0.25))}))
+    assert legacy.describe() == "512x512 SIN cdelt=-0.25,0.25 deg crpix=257,257"
 
 
 # ---------------------------------------------------------------- celestial frame

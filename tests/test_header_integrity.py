@@ -79,6 +79,23 @@ def test_row2_a_scaled_file_with_a_card_astropy_cannot_write_gets_a_copy_without
     assert load_subband(readable).frequency_hz == fits.getval(path, "CRVAL3")
 
 
+def test_no_library_warning_reaches_the_console_for_a_card_astropy_would_fix(make_data, tmp_path):
+    import warnings
+
+    fast = one_image(make_data)
+    raw_card(fast, "OBSERVER", "CRDER1  =                  nan")  # read as it is: no copy
+    copied = tmp_path / "int.fits"
+    scaled_integer_image(copied)
+    raw_card(copied, "OBSERVER", "CRDER1  =                  nan")
+    for path in (fast, copied):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            source = SourceFile.from_path(path, "41MHz")
+            load_subband(make_readable(source, tmp_path / "fixed"))
+            audit_file(source)
+        assert [str(w.message) for w in caught] == [], path
+
+
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
