@@ -65,7 +65,7 @@ SPECTRAL_FRAMES = (
     "CMBDIPOL",
     "SOURCE",
 )
-"""SPECSYS values of WCS Paper III (table 1)."""
+"""The SPECSYS values of WCS Paper III (Greisen et al. 2006), the FITS spectral reference frames."""
 CASA_BEAM_UNITS = {"BMAJ": "arcsec", "BMIN": "arcsec", "BPA": "deg"}
 """Units of the BEAMS table columns when TUNITn is absent (CASA writes arcsec and deg)."""
 

@@ -364,7 +364,7 @@ def column_scale(elements: dict[tuple[int, int], float], axes: list[int], column
 
 def missing_wcs_defaults(header: fits.Header) -> list[tuple[str, float]]:
     """The (keyword, FITS default) pairs a header lacks on its data axes; never a CDELT where CD gives the scale."""
-    with_cd = {axis for pair in cd_cards(header) for axis in pair} if any(_CD.fullmatch(k) for k in header) else set()
+    with_cd = {axis for pair in cd_cards(header) for axis in pair}
     return [
         (f"{keyword}{axis}", value)
         for axis in range(1, header["NAXIS"] + 1)

@@ -90,9 +90,10 @@ def casa_beams(bmaj: float, bmin: float, bpa: float, size_unit: str | None = "ar
 
 
 def first_cutout(hdulist: fits.HDUList) -> fits.HDUList:
-    """The image as a VLA FIRST cutout: 2-D pixels, four WCS axes declared (CTYPE3 = 'FREQ' at 1.3649 GHz),
+    """The image as a VLA FIRST cutout has it (a change for :func:`edit`).
 
-    CROTAn cards, the deprecated EPOCH for EQUINOX, no WCSAXES (a change for :func:`edit`).
+    2-D pixels with four WCS axes declared (``CTYPE3 = 'FREQ'`` at 1.3649 GHz,
+    ``CTYPE4 = 'STOKES'``), CROTAn cards, the deprecated EPOCH for EQUINOX, no WCSAXES.
     """
     source = hdulist[0].header
     flat = fits.PrimaryHDU(data=hdulist[0].data[0, 0])
