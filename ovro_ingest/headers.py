@@ -406,9 +406,14 @@ def fixed_copy_path(source: SourceFile, fixed_dir: Path) -> Path:
     return fixed_dir / f"{Path(source.name).stem}-{tag}_fixed.fits"
 
 
+FIX_VERSION = 2
+"""Version of what a fixed copy holds; copies of an earlier version are made again (version 1 kept a CD
+matrix next to an invented CDELT = 1, and had no BEAMS table)."""
+
+
 def source_fingerprint(source: SourceFile) -> str:
-    """The fingerprint recorded in a fixed copy."""
-    return f"{source.size}:{source.mtime_ns}"
+    """The fingerprint recorded in a fixed copy: its source's size and mtime, and the fix version."""
+    return f"{source.size}:{source.mtime_ns}:v{FIX_VERSION}"
 
 
 def reusable_fixed_copy(path: Path, source: SourceFile) -> bool:
@@ -436,7 +441,7 @@ def write_fixed_copy(source: SourceFile, index: int, dest: Path, plan: FixPlan) 
     for card in header.cards:
         if card.keyword not in STRUCTURAL and not _NAXIS_N.fullmatch(card.keyword):
             hdu.header.append(card)
-    hdu.header[FINGERPRINT_KEYWORD] = (source_fingerprint(source), "size:mtime_ns of the source file")
+    hdu.header[FINGERPRINT_KEYWORD] = (source_fingerprint(source), "source size:mtime_ns:fix version")
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + f".partial-{os.getpid()}")
     fits.HDUList([hdu, *beams]).writeto(partial, overwrite=True)
