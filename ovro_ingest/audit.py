@@ -15,30 +15,29 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.io import fits
 
-from ovro_ingest.combine import SAME_CHANNEL_TOLERANCE_HZ
+from ovro_ingest.combine import SAME_CHANNEL_TOLERANCE_HZ, integration_problem
 from ovro_ingest.discover import discover_time_steps
-from ovro_ingest.errors import IngestError
+from ovro_ingest.errors import IngestError, file_boundary
+from ovro_ingest.facts import beams_table, header_facts
 from ovro_ingest.headers import (
+    READING,
+    REGENERATE,
+    check_checksums,
     check_complete,
-    frequency_from_header,
     image_hdu_index,
-    needed_corrections,
     open_fits,
+    plan_fix,
 )
-from ovro_ingest.load import (
-    beam_problem,
-    frequency_of,
-    header_wcs,
-    name_time_offset_s,
-    observation_time,
-    spatial_grid,
-)
+from ovro_ingest.load import name_time_offset_s
 from ovro_ingest.models import SourceFile, SpatialGrid
 from ovro_ingest.store import merge_channels
+
+if TYPE_CHECKING:
+    from ovro_ingest.store import StoreState
 
 
 @dataclass
@@ -50,6 +49,8 @@ class FileAudit:
     frequency_hz: float | None = None
     time_mjd: float | None = None
     grid: SpatialGrid | None = None
+    spectral_frame: str | None = None
+    polarizations: tuple[str, ...] | None = None
     corrections: list[str] = field(default_factory=list)
     beam_problem: str | None = None
     error: str | None = None
@@ -91,32 +92,31 @@ class AuditReport:
         return all(step.ok for step in self.time_steps)
 
 
-def audit_file(source: SourceFile) -> FileAudit:
-    """Read the facts an ingest needs from one file's header, and what would go wrong."""
+def audit_file(source: SourceFile, keep_bad_checksums: bool = False) -> FileAudit:
+    """Read the facts an ingest needs from one file's header, and what would go wrong.
+
+    The same functions as the ingest: checksums (pixels read only when the header has
+    CHECKSUM/DATASUM), the fix plan, and the header facts of the header the loader
+    would read (the planned fixed copy's, when the file needs one).
+    """
     result = FileAudit(path=source.path, subband=source.subband)
     try:
-        with open_fits(source.path) as hdulist:
+        with file_boundary(source.path, READING, REGENERATE), open_fits(source.path) as hdulist:
             index = image_hdu_index(hdulist, source.path)
+            plan = plan_fix(hdulist, index, source)
             check_complete(hdulist, index, source.path)
-            header = hdulist[index].header
-            result.corrections = needed_corrections(header, index > 0, source)
-            result.frequency_hz = header_frequency(header, source)
-            result.time_mjd, _ = observation_time(header, source.path)
-            result.grid = spatial_grid(header)
-            result.beam_problem = beam_problem(header)
+            kept = check_checksums(hdulist, index, source.path, keep_bad_checksums)
+            result.corrections = [*plan.corrections, *plan.notes, *kept]
+            facts = header_facts(plan.header, source.path, beams_table(hdulist, plan.header))
+        result.frequency_hz = facts.frequency_hz
+        result.time_mjd = facts.time_mjd
+        result.grid = facts.grid
+        result.spectral_frame = facts.spectral_frame
+        result.polarizations = facts.polarizations
+        result.beam_problem = facts.beam_problem
     except IngestError as error:
         result.error = str(error)
-    except (KeyError, ValueError, OSError) as error:
-        result.error = f"{source.path}: unreadable header ({type(error).__name__}: {error})"
     return result
-
-
-def header_frequency(header: fits.Header, source: SourceFile) -> float:
-    """The image frequency as the ingest reads it: its FREQ axis (units included), else RESTFRQ."""
-    axes = range(1, header["NAXIS"] + 1)
-    if any(str(header.get(f"CTYPE{axis}", "")).strip().startswith("FREQ") for axis in axes):
-        return frequency_of(header, header_wcs(header), source.path)
-    return frequency_from_header(header, source)[0]
 
 
 def subband_channels(subband_files: Mapping[str, Sequence[SourceFile]]) -> list[tuple[float, str]]:
@@ -147,8 +147,19 @@ def channels_of(files: list[FileAudit]) -> list[float]:
     return channels
 
 
-def audit_time_step(key: str, files: list[FileAudit], grid: SpatialGrid | None, labels: set[str]) -> TimeStepAudit:
-    """Judge one time step: what fails it, what is only worth a note."""
+def audit_time_step(
+    key: str,
+    files: list[FileAudit],
+    grid: SpatialGrid | None,
+    labels: set[str],
+    spectral_frame: str | None = None,
+    polarizations: tuple[str, ...] | None = None,
+) -> TimeStepAudit:
+    """Judge one time step: what fails it, what is only worth a note.
+
+    ``grid``, ``spectral_frame`` and ``polarizations`` are the run's (those of most files):
+    a store holds one of each.
+    """
     step = TimeStepAudit(key=key, files=files)
     usable = [f for f in files if f.error is None and f.beam_problem is None]
     step.problems += [f.error for f in files if f.error]
@@ -166,35 +177,96 @@ def audit_time_step(key: str, files: list[FileAudit], grid: SpatialGrid | None, 
     if step.missing_subbands:
         step.notes.append(f"missing subbands {', '.join(step.missing_subbands)} (stored as NaN)")
     for f in usable:
-        if grid is not None and f.grid != grid:
+        if grid is not None and f.grid is not None and not f.grid.matches(grid):
             step.problems.append(f"{f.path}: pixel grid {f.grid.describe()} differs from the run's {grid.describe()}")
-    times = [f.time_mjd for f in usable if f.time_mjd is not None]
-    if times:
+        if spectral_frame is not None and f.spectral_frame is not None and f.spectral_frame != spectral_frame:
+            step.problems.append(f"{f.path}: SPECSYS {f.spectral_frame!r} differs from the run's {spectral_frame!r}")
+        if polarizations is not None and f.polarizations is not None and f.polarizations != polarizations:
+            step.problems.append(f"{f.path}: polarizations {f.polarizations} differ from the run's {polarizations}")
+    timed = [(f.path, f.time_mjd) for f in usable if f.time_mjd is not None]
+    if timed:
+        times = [t for _, t in timed]
         step.date_obs_spread_s = (max(times) - min(times)) * 86400.0
         step.name_offset_s = name_time_offset_s(key, min(times))
+        if problem := integration_problem(key, timed):
+            step.problems.append(problem)
     return step
 
 
-def audit_directory(input_dir: str | os.PathLike[str]) -> AuditReport:
-    """Audit every time step under ``input_dir`` (see the module docstring); writes nothing."""
+def audit_directory(input_dir: str | os.PathLike[str], keep_bad_checksums: bool = False) -> AuditReport:
+    """Audit every time step under ``input_dir`` (see the module docstring); writes nothing.
+
+    ``keep_bad_checksums`` predicts a run given the same option.
+    """
     found = discover_time_steps(input_dir)
-    audited = {step.key: [audit_file(f) for f in step.files] for step in found.time_steps}
+    audited = {step.key: [audit_file(f, keep_bad_checksums) for f in step.files] for step in found.time_steps}
     every_file = [f for files in audited.values() for f in files]
-    grids = Counter(f.grid for f in every_file if f.grid is not None)
-    grid = grids.most_common(1)[0][0] if grids else None
+    grid = most_common([f.grid for f in every_file])
+    spectral_frame = most_common([f.spectral_frame for f in every_file])
+    polarizations = most_common([f.polarizations for f in every_file])
     labels = {f.subband for f in every_file}
     channels = channels_of(every_file)
     jitter = max(
         (min(abs(f.frequency_hz - c) for c in channels) for f in every_file if f.frequency_hz is not None),
         default=0.0,
     )
+    steps = [audit_time_step(key, files, grid, labels, spectral_frame, polarizations) for key, files in audited.items()]
+    flag_equal_times(steps)
     return AuditReport(
         input_dir=str(input_dir),
-        time_steps=[audit_time_step(key, files, grid, labels) for key, files in audited.items()],
+        time_steps=steps,
         skipped=found.skipped,
         channels_hz=channels,
         max_jitter_hz=jitter,
     )
+
+
+def most_common(values: list):
+    """The most common of the values that are not None (the first seen of equals), or None."""
+    counts = Counter(v for v in values if v is not None)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def flag_equal_times(steps: list[TimeStepAudit]) -> None:
+    """A time step with the time of an earlier one would be refused by the store (one time, one time step)."""
+    seen: dict[float, str] = {}
+    for step in steps:
+        if not step.ok:
+            continue
+        times = [f.time_mjd for f in step.files if f.time_mjd is not None and f.error is None and not f.beam_problem]
+        if not times:
+            continue
+        earlier = seen.setdefault(min(times), step.key)
+        if earlier != step.key:
+            step.problems.append(
+                f"time step {step.key} has the same time as time step {earlier} (MJD {min(times):.8f}); "
+                "check the file names and DATE-OBS of both"
+            )
+
+
+def store_mismatches(step: TimeStepAudit, state: StoreState) -> list[str]:
+    """What the store would refuse in a time step, as ``store.check_fits_store`` does.
+
+    A pixel grid (frame included), SPECSYS, polarizations or a frequency other than the store's.
+    """
+    problems = []
+    for f in (f for f in step.files if f.error is None and f.grid is not None):
+        if not f.grid.matches(state.grid):
+            problems.append(
+                f"{f.path}: pixel grid {f.grid.describe()} differs from the store's {state.grid.describe()}"
+            )
+        if state.spectral_frame is not None and f.spectral_frame != state.spectral_frame:
+            problems.append(f"{f.path}: SPECSYS {f.spectral_frame!r} differs from the store's {state.spectral_frame!r}")
+        if f.polarizations is not None and list(f.polarizations) != state.polarizations:
+            problems.append(
+                f"{f.path}: polarizations {list(f.polarizations)} differ from the store's {state.polarizations}"
+            )
+        if (
+            f.frequency_hz is not None
+            and np.min(np.abs(state.frequencies_hz - f.frequency_hz)) > SAME_CHANNEL_TOLERANCE_HZ
+        ):
+            problems.append(f"{f.path}: frequency {f.frequency_hz / 1e6:.3f} MHz is not on the store's frequency grid")
+    return problems
 
 
 @dataclass
@@ -209,17 +281,23 @@ class PlannedStep:
 
 
 def plan_run(
-    input_dir: str | os.PathLike[str], store: str | os.PathLike[str], keys: list[str] | None = None
+    input_dir: str | os.PathLike[str],
+    store: str | os.PathLike[str],
+    keys: list[str] | None = None,
+    keep_bad_checksums: bool = False,
 ) -> list[PlannedStep]:
     """What ``ovro-ingest run INPUT_DIR STORE`` would do, time step by time step, without writing anything."""
     from ovro_ingest.store import read_state, store_exists
 
-    report = audit_directory(input_dir)
+    report = audit_directory(input_dir, keep_bad_checksums)
     steps = [s for s in report.time_steps if not keys or s.key in keys]
     stored, last = set(), None
     if store_exists(store):
         state = read_state(store)
         stored, last = set(state.column("time_key")), (state.last() or (None,))[0]
+        for step in steps:
+            if step.key not in stored:
+                step.problems += store_mismatches(step, state)
     times = [min((f.time_mjd for f in s.files if f.time_mjd is not None), default=None) for s in steps]
     known = [t for t in times if t is not None]
     cadence = float(np.median(np.diff(known))) if len(known) > 2 else None

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+from pathlib import Path
 
 import xarray as xr
 from astropy.time import Time
 
-from ovro_ingest.errors import TimeStepRejected
+from ovro_ingest.discover import parse_file_name
+from ovro_ingest.errors import TimeStepRejected, file_boundary
 from ovro_ingest.load import name_time_offset_s, open_subband
 from ovro_ingest.models import ExcludedFile, LoadedTimeStep, SubbandImage, TimeStepPlan
 
@@ -27,7 +29,11 @@ OVRO-LWA subbands are 4.59 MHz apart (2.7 MHz with 16 subbands) while header
 jitter is a few kHz; 1 MHz separates the two cases with a wide margin both ways.
 """
 DATE_OBS_SPREAD_TOLERANCE_S = 1.0
-"""Subbands of one time step are imaged from the same 10 s of data; more spread is worth a warning."""
+"""Subbands of one time step are imaged from the same 10 s of data; more spread is worth a warning.
+
+In a time step whose file names straddle a second (see ``discover.merge_straddling``)
+more spread means two integrations, and the time step is refused.
+"""
 NAME_TIME_TOLERANCE_S = 60.0
 """A file-name time stamp further than this from DATE-OBS is worth a warning (real data: up to ~30 min)."""
 
@@ -72,20 +78,12 @@ def combine_frequencies(step: LoadedTimeStep, keep_bad_beams: bool = False) -> T
         raise TimeStepRejected(
             f"time step {step.key}: two files for subband {', '.join(duplicated)}: {', '.join(files)}; remove one of them"
         )
-    reference = subbands[0]
-    for subband in subbands[1:]:
-        if subband.grid != reference.grid:
-            raise TimeStepRejected(
-                f"time step {step.key}: {subband.file.source.path} has pixel grid {subband.grid.describe()} but "
-                f"{reference.file.source.path} has {reference.grid.describe()}; images of one time step must share a grid"
-            )
-        if subband.polarizations != reference.polarizations:
-            raise TimeStepRejected(
-                f"time step {step.key}: {subband.file.source.path} has polarizations {subband.polarizations} but "
-                f"{reference.file.source.path} has {reference.polarizations}"
-            )
+    check_alike(step.key, subbands)
     times = [s.time_mjd for s in subbands]
     spread_s = (max(times) - min(times)) * 86400.0
+    problem = integration_problem(step.key, [(s.file.source.path, s.time_mjd) for s in subbands])
+    if problem:
+        raise TimeStepRejected(problem)
     warn_about_time(step.key, min(times), spread_s)
     return TimeStepPlan(
         key=step.key,
@@ -93,6 +91,53 @@ def combine_frequencies(step: LoadedTimeStep, keep_bad_beams: bool = False) -> T
         subbands=tuple(subbands),
         excluded=excluded,
         date_obs_spread_s=spread_s,
+    )
+
+
+def check_alike(key: str, subbands: list[SubbandImage]) -> None:
+    """Refuse subbands of one time step that differ in pixel grid (frame included), spectral frame or polarizations."""
+    reference = subbands[0]
+    ref_path = reference.file.source.path
+    for subband in subbands[1:]:
+        path = subband.file.source.path
+        if not subband.grid.matches(reference.grid):
+            raise TimeStepRejected(
+                f"time step {key}: {path} has pixel grid {subband.grid.describe()} but "
+                f"{ref_path} has {reference.grid.describe()}; images of one time step must share a grid"
+            )
+        if subband.spectral_frame != reference.spectral_frame:
+            raise TimeStepRejected(
+                f"time step {key}: {path} has SPECSYS {subband.spectral_frame!r} but {ref_path} has "
+                f"{reference.spectral_frame!r}; the frequencies of a store share one frame"
+            )
+        if subband.polarizations != reference.polarizations:
+            raise TimeStepRejected(
+                f"time step {key}: {path} has polarizations {subband.polarizations} but "
+                f"{ref_path} has {reference.polarizations}"
+            )
+
+
+def integration_problem(key: str, files: list[tuple[str, float]]) -> str | None:
+    """Why files grouped from names a second apart are not one integration (their DATE-OBS differ), or None.
+
+    Parameters
+    ----------
+    key : str
+        The time step's key (the earlier name time stamp).
+    files : list of (path, time MJD)
+        The time step's files and their header times.
+    """
+    named = {path: (parsed.key if (parsed := parse_file_name(Path(path).name)) else key) for path, _ in files}
+    if len(set(named.values())) < 2:
+        return None
+    spread_s = (max(t for _, t in files) - min(t for _, t in files)) * 86400.0
+    if spread_s < DATE_OBS_SPREAD_TOLERANCE_S:
+        return None
+    listing = ", ".join(Path(path).name for path, _ in files)
+    return (
+        f"time step {key}: its files are named {' and '.join(sorted(set(named.values())))} (one integration whose "
+        f"names straddle a second) but their DATE-OBS spread over {spread_s:.1f} s: {listing}; "
+        "check the DATE-OBS of these files (two integrations need names 10 s apart)"
     )
 
 
@@ -139,5 +184,8 @@ def open_time_step(plan: TimeStepPlan) -> xr.Dataset:
 
     The ``time`` coordinate is the plan's time (DATE-OBS), the same for all subbands.
     """
-    parts = [open_subband(s.file.path).assign_coords(time=[plan.time_mjd]) for s in plan.subbands]
+    parts = []
+    for subband in plan.subbands:
+        with file_boundary(subband.file.source.path, "reading it with xradio", "check the file, or report it"):
+            parts.append(open_subband(subband.file.path).assign_coords(time=[plan.time_mjd]))
     return xr.concat(parts, dim="frequency", data_vars="all", coords="minimal", compat="override", join="override")

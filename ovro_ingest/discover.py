@@ -6,7 +6,11 @@ Two OVRO-LWA file name conventions are recognised::
     current: 73MHz-I-Deep-Taper-Robust-0-image-20241221_102109_b.fits
 
 The time stamp in the name only groups files into time steps; the time stored for
-a time step is read later from the DATE-OBS header keyword.
+a time step is read later from the header. The subbands of one integration are
+imaged separately, and their names can straddle a second (``..._050009_41MHz``,
+``..._050010_73MHz``): names one second apart whose subbands complement each other
+are one time step (:func:`merge_straddling`); combine then checks their DATE-OBS.
+Discovery reads names only, never a header.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import re
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from ovro_ingest.models import Manifest, SourceFile, TimeStepFiles
@@ -141,7 +146,7 @@ def discover_time_steps(input_dir: str | os.PathLike[str], exclude: tuple[Path, 
         )
     time_steps = [
         TimeStepFiles(key=key, files=tuple(sorted(files, key=lambda f: (f.subband_mhz, f.path))))
-        for key, files in sorted(groups.items())
+        for key, files in sorted(merge_straddling(groups).items())
     ]
     return Discovery(time_steps=time_steps, skipped=skipped)
 
@@ -158,6 +163,46 @@ def subband_files(steps: list[TimeStepFiles], per_subband: int = 3) -> dict[str,
             if len(found[source.subband]) < per_subband:
                 found[source.subband].append(source)
     return dict(sorted(found.items(), key=lambda item: int(item[0].removesuffix("MHz"))))
+
+
+STRADDLE_S = 1
+"""Names this many seconds apart may be one integration (the cadence is 10 s, so two never are)."""
+
+
+def merge_straddling(groups: dict[str, list[SourceFile]]) -> dict[str, list[SourceFile]]:
+    """Group files named one second apart into one time step when their subbands do not overlap.
+
+    The earlier key names the time step. A key is merged at most once, so a time step
+    spans one second at most; names 10 s apart (two integrations) are never merged, nor
+    are names one second apart that share a subband (combine refuses such a merge when
+    the DATE-OBS of its files differ, see ``combine.integration_problem``).
+    """
+    merged: dict[str, list[SourceFile]] = {}
+    keys = sorted(groups)
+    consumed: set[str] = set()
+    for index, key in enumerate(keys):
+        if key in consumed:
+            continue
+        files = list(groups[key])
+        later = keys[index + 1] if index + 1 < len(keys) else None
+        if later is not None and straddles(key, later, files, groups[later]):
+            logger.info(
+                "one time step %s from files named %s and %s (their subbands complement each other): %s",
+                key,
+                key,
+                later,
+                examples([f.path for f in files + groups[later]]),
+            )
+            files += groups[later]
+            consumed.add(later)
+        merged[key] = files
+    return merged
+
+
+def straddles(key: str, later: str, files: list[SourceFile], later_files: list[SourceFile]) -> bool:
+    """True when ``later`` is one second after ``key`` and the two groups share no subband."""
+    step = datetime.strptime(later, "%Y%m%d_%H%M%S") - datetime.strptime(key, "%Y%m%d_%H%M%S")
+    return step.total_seconds() == STRADDLE_S and not {f.subband for f in files} & {f.subband for f in later_files}
 
 
 def listing_fingerprint(input_dir: str | os.PathLike[str], exclude: tuple[Path, ...] = ()) -> str:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class IngestError(Exception):
     """Base class: an error whose message is meant to be shown to an operator as is."""
@@ -45,3 +49,60 @@ class StoreError(IngestError):
 
 class StoreBusy(StoreError):
     """Another writer holds the store's writer lock."""
+
+
+LIBRARY_ERRORS: tuple[type[Exception], ...] = (ValueError, KeyError, TypeError, IndexError, OSError, RuntimeError)
+"""What wcslib (``WcsError``, a ``ValueError``), xradio (``RuntimeError``, ``KeyError``), numpy and the
+file system raise about a file; astropy's ``VerifyError`` (an ``Exception``) is added by :func:`file_boundary`."""
+
+# lines of library text that say where, not what
+_NOISE = re.compile(
+    r"^(ERROR \d+ in \w+\(\) at line \d+ of file .*|Verification reported errors|HDU \d+|Card \d+"
+    r"|Note: astropy\.io\.fits uses zero-based indexing\.)$"
+)
+ONE_LINE_LIMIT = 240
+"""Characters of library text kept in a one-line message."""
+
+
+def one_line(error: BaseException) -> str:
+    """The gist of a library error on one line: where-lines dropped, the rest joined with " / ".
+
+    wcslib says ``ERROR 3 in wcsset() at line 2868 of file .../wcs.c:\\nLinear transformation
+    matrix is singular.``; astropy's verification opens with ``Verification reported errors:``
+    and an ``HDU 0:`` line. Only what the library found wrong is kept, shortened to
+    :data:`ONE_LINE_LIMIT` characters.
+    """
+    lines = [line.strip().rstrip(":") for line in str(error).splitlines()]
+    kept = [line for line in lines if line and not _NOISE.match(line)]
+    unique = list(dict.fromkeys(kept))
+    text = " / ".join(unique) or type(error).__name__
+    if isinstance(error, KeyError):
+        text = f"missing {text}"
+    return text if len(text) <= ONE_LINE_LIMIT else text[: ONE_LINE_LIMIT - 3] + "..."
+
+
+@contextmanager
+def file_boundary(path: str, doing: str, fix: str) -> Iterator[None]:
+    """Turn a library error raised while ``doing`` something with the file ``path`` into a :class:`BadInputFile`.
+
+    Errors of the pipeline itself (:class:`IngestError`) pass through unchanged; a
+    library's multi-line text becomes one line (:func:`one_line`), the original stays
+    chained for ``-v``.
+
+    Parameters
+    ----------
+    path : str
+        The source file to name (not a fixed copy).
+    doing : str
+        What was being done, e.g. ``"reading its header"``.
+    fix : str
+        What the operator can do.
+    """
+    from astropy.io.fits.verify import VerifyError
+
+    try:
+        yield
+    except IngestError:
+        raise
+    except (*LIBRARY_ERRORS, VerifyError) as error:
+        raise BadInputFile(path, f"{doing} failed: {one_line(error)}", fix) from error

@@ -4,14 +4,24 @@ Real OVRO-LWA files open unchanged with ``xradio.image.open_image``; those are
 passed through untouched. A file gets a fixed copy in ``fixed_dir`` only when the
 loader cannot read it as it is:
 
-- its pixels are scaled integers (BSCALE/BZERO, which xradio refuses to memory-map),
+- its pixels are integers or scaled (BSCALE/BZERO, which xradio refuses to memory-map),
 - its image sits in an extension behind an empty primary HDU,
 - a CTYPE value carries leading or trailing blanks,
-- it lacks the STOKES axis (3-D) or the FREQ and STOKES axes (2-D; only when the
-  frequency is known from RESTFRQ/RESTFREQ).
+- it has fewer than four data axes: axes its WCS declares beyond NAXIS become data
+  axes one pixel long; a missing spectral axis is added from RESTFRQ/RESTFREQ, a
+  missing STOKES axis as I,
+- its pixel scale is a CD matrix (xradio reads CDELT and PC only): rewritten as the
+  same WCS in CDELT + PC,
+- it lacks CRPIX/CDELT/CRVAL that the FITS standard gives a default.
 
-Keywords present in the file are never overwritten. Each correction is returned
-in words, so that the store can record what was changed.
+In a fixed copy, cards that are not valid FITS (``CRDER1 = nan``) are dropped, since
+astropy cannot write them. Keywords present in the file are otherwise never
+overwritten. Each correction is returned in words, so that the store can record what
+was changed; so are conversions that need no copy (float64 pixels stored as float32,
+a checksum failure kept on request).
+
+A file whose header carries CHECKSUM or DATASUM is verified (one pass over its
+pixels, only for such files) and refused as corrupted when they do not match.
 
 A fixed copy carries the fingerprint of its source (keyword ``SRCFPRT``) and is
 reused only while the source is unchanged.
@@ -20,15 +30,23 @@ reused only while the source is unchanged.
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import os
+import re
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyError, VerifyWarning
 
-from ovro_ingest.errors import BadInputFile
+from ovro_ingest.errors import BadInputFile, file_boundary, one_line
+from ovro_ingest.facts import STOKES_NAMES, header_wcs, wcs_axis_count
 from ovro_ingest.models import ReadableFile, SourceFile
+
+logger = logging.getLogger(__name__)
 
 FINGERPRINT_KEYWORD = "SRCFPRT"
 REGENERATE = "re-copy or regenerate the file, then run the ingest again"
@@ -45,7 +63,7 @@ def open_fits(path: str) -> fits.HDUList:
     except FileNotFoundError as error:
         raise BadInputFile(path, "file disappeared", "check that nothing removes input files during the run") from error
     except (OSError, ValueError, TypeError) as error:
-        problem = "empty file" if Path(path).stat().st_size == 0 else f"not a readable FITS file ({error})"
+        problem = "empty file" if Path(path).stat().st_size == 0 else f"not a readable FITS file ({one_line(error)})"
         raise BadInputFile(path, problem, REGENERATE) from error
 
 
@@ -61,14 +79,183 @@ def check_complete(hdulist: fits.HDUList, index: int, path: str) -> None:
     """Raise when the file is shorter than its header says (a truncated copy)."""
     header = hdulist[index].header
     n_pixels = int(np.prod([header[f"NAXIS{i}"] for i in range(1, header["NAXIS"] + 1)]))
-    needed = hdulist.fileinfo(index)["datLoc"] + n_pixels * abs(header["BITPIX"]) // 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VerifyWarning)  # fileinfo serializes the header: astropy "fixes" bad cards
+        needed = hdulist.fileinfo(index)["datLoc"] + n_pixels * abs(header["BITPIX"]) // 8
     actual = Path(path).stat().st_size
     if actual < needed:
         raise BadInputFile(path, f"truncated FITS file ({actual} of {needed} bytes)", REGENERATE)
 
 
-def frequency_from_header(header: fits.Header, source: SourceFile) -> tuple[float, str]:
-    """The frequency of a 2-D image, from RESTFRQ/RESTFREQ.
+KEEP_BAD_CHECKSUMS_FIX = "re-copy the file from its source, or pass --keep-bad-checksums to store it as it is"
+
+
+def check_checksums(hdulist: fits.HDUList, index: int, path: str, keep_bad_checksums: bool = False) -> list[str]:
+    """Verify CHECKSUM/DATASUM of the image HDU, when its header has them (else nothing is read).
+
+    CHECKSUM covers header and pixels, so one pass over the pixels settles a good file;
+    only a failure costs a second pass (DATASUM), to say whether the pixels changed.
+
+    Returns
+    -------
+    list of str
+        Empty, or the kept failure in words when ``keep_bad_checksums``.
+
+    Raises
+    ------
+    BadInputFile
+        The checksums do not match (the file is corrupted or was changed after they
+        were written), unless ``keep_bad_checksums``.
+    """
+    hdu = hdulist[index]
+    if "CHECKSUM" not in hdu.header and "DATASUM" not in hdu.header:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        header_and_data = hdu.verify_checksum()  # 1 match, 0 mismatch, 2 no CHECKSUM
+        if header_and_data == 1:
+            return []
+        data = hdu.verify_datasum()
+    if data == 0:
+        problem = "its pixels do not match its DATASUM (changed after it was written)"
+    elif header_and_data == 0:
+        pixels = " (its pixels match DATASUM)" if data == 1 else ""
+        problem = f"its header does not match its CHECKSUM (changed after it was written){pixels}"
+    else:
+        return []
+    if not keep_bad_checksums:
+        raise BadInputFile(path, f"corrupted: {problem}", KEEP_BAD_CHECKSUMS_FIX)
+    logger.warning("%s: %s; stored as it is (keep_bad_checksums)", path, problem)
+    return [f"kept although {problem} (keep_bad_checksums)"]
+
+
+@dataclass
+class FixPlan:
+    """What the loader will read for one file: the header of the file itself, or of its fixed copy."""
+
+    header: fits.Header
+    """The source's header when no copy is needed, else the fixed copy's (structure included)."""
+    corrections: list[str] = field(default_factory=list)
+    """What the fixed copy changes, in words; empty when the file is read as it is."""
+    notes: list[str] = field(default_factory=list)
+    """Conversions recorded in the ledger that need no copy (float64 pixels stored as float32)."""
+
+    @property
+    def needs_copy(self) -> bool:
+        """True when the loader cannot read the file as it is."""
+        return bool(self.corrections)
+
+
+STRUCTURAL = frozenset(
+    {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "EXTEND", "PCOUNT", "GCOUNT", "GROUPS", "EXTNAME", "EXTVER"}
+    | {"BSCALE", "BZERO", "BLANK", "CHECKSUM", "DATASUM", FINGERPRINT_KEYWORD}
+)
+"""Keywords a fixed copy does not take from its source: astropy writes them for the new data, or they describe the source."""
+_NAXIS_N = re.compile(r"NAXIS\d+")
+_CD = re.compile(r"CD(\d+)_(\d+)")
+_PC = re.compile(r"PC0*(\d+)_0*(\d+)")
+_PC_OLD = re.compile(r"PC(\d{3})(\d{3})")
+_CROTA = re.compile(r"CROTA(\d+)")
+WCS_DEFAULTS = (("CRPIX", 0.0), ("CDELT", 1.0), ("CRVAL", 0.0))
+"""Keywords the FITS standard gives a default value when absent (WCS Paper I), and the loader requires."""
+
+
+def plan_fix(hdulist: fits.HDUList, index: int, source: SourceFile) -> FixPlan:
+    """What a file needs for the loader to read it, and the header the loader will then read.
+
+    Reads headers only; :func:`write_fixed_copy` applies the plan to the pixels, and the
+    audit reads the planned header, so both see the same thing. Call it before anything
+    serializes the header (``HDUList.fileinfo``, checksums): that makes astropy rewrite
+    invalid cards in place (``nan`` into ``'nan'``), and they could no longer be found.
+
+    Raises
+    ------
+    BadInputFile
+        A needed fix cannot be made (a 2-D image with no known frequency, a singular CD matrix).
+    """
+    header = hdulist[index].header
+    notes = precision_notes(header)
+    if not needs_copy(header, index > 0):
+        return FixPlan(header=header, notes=notes)
+    invalid = invalid_cards(header)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VerifyWarning)  # copying "fixes" invalid cards, with a multi-line warning
+        fixed = header.copy()
+    corrections = [
+        *to_primary(fixed, index > 0),
+        *unscaled(fixed),
+        *stripped_ctypes(fixed),
+        *completed_axes(fixed, source),
+        *pc_from_cd(fixed, source.path),
+        *wcs_defaults(fixed),
+        *dropped(fixed, invalid),
+    ]
+    for keyword in ("CHECKSUM", "DATASUM"):  # they describe the source, not the copy
+        fixed.remove(keyword, ignore_missing=True)
+    return FixPlan(header=fixed, corrections=corrections, notes=notes)
+
+
+def needs_copy(header: fits.Header, in_extension: bool) -> bool:
+    """True when xradio cannot read the image as it is (see the module docstring); reads nothing but ``header``."""
+    return (
+        in_extension
+        or is_scaled(header)
+        or bool(blank_ctypes(header))
+        or header["NAXIS"] < 4
+        or bool(cd_cards(header))
+        or bool(missing_wcs_defaults(header))
+    )
+
+
+def precision_notes(header: fits.Header) -> list[str]:
+    """The precision lost by storing the pixels as float32 (the store's ``SKY`` type), for BITPIX = -64."""
+    if header["BITPIX"] != -64:
+        return []
+    return ["BITPIX=-64 pixels stored as float32 (rounded to 24 significant bits, about 7 decimal digits)"]
+
+
+def is_scaled(header: fits.Header) -> bool:
+    """True for integer pixels or pixels with BSCALE/BZERO (the store holds float32 physical values)."""
+    return header["BITPIX"] > 0 or header.get("BSCALE", 1.0) != 1.0 or header.get("BZERO", 0.0) != 0.0
+
+
+def to_primary(header: fits.Header, in_extension: bool) -> list[str]:
+    """An image from an extension HDU goes into the primary HDU of the copy."""
+    return ["moved the image from an extension HDU to the primary HDU"] if in_extension else []
+
+
+def unscaled(header: fits.Header) -> list[str]:
+    """Pixels stored as float32 physical values (astropy applies BSCALE/BZERO and BLANK when reading)."""
+    if not is_scaled(header):
+        return []
+    correction = (
+        f"applied BSCALE={header.get('BSCALE', 1.0)} BZERO={header.get('BZERO', 0.0)} "
+        f"to BITPIX={header['BITPIX']} pixels, stored as float32"
+    )
+    header["BITPIX"] = -32
+    return [correction]
+
+
+def blank_ctypes(header: fits.Header) -> list[int]:
+    """The axes whose CTYPE carries leading or trailing blanks."""
+    return [
+        axis
+        for axis in range(1, wcs_axis_count(header) + 1)
+        if isinstance(header.get(f"CTYPE{axis}"), str) and header[f"CTYPE{axis}"] != header[f"CTYPE{axis}"].strip()
+    ]
+
+
+def stripped_ctypes(header: fits.Header) -> list[str]:
+    """CTYPE values without their blanks (wcslib reads ``' FREQ'`` as an unknown axis)."""
+    corrections = []
+    for axis in blank_ctypes(header):
+        corrections.append(f"stripped blanks from CTYPE{axis}={header[f'CTYPE{axis}']!r}")
+        header[f"CTYPE{axis}"] = header[f"CTYPE{axis}"].strip()
+    return corrections
+
+
+def frequency_from_header(header: fits.Header, path: str) -> tuple[float, str]:
+    """The frequency of an image without a spectral axis, from RESTFRQ/RESTFREQ.
 
     The file name's label is not used: it names the subband's lower edge (``41MHz``),
     about 2 MHz below the channel centre the other files' headers give (43.246 MHz),
@@ -79,48 +266,138 @@ def frequency_from_header(header: fits.Header, source: SourceFile) -> tuple[floa
         if value:
             return float(value), keyword
     raise BadInputFile(
-        source.path,
+        path,
         "2-D image with no frequency (no FREQ axis, RESTFRQ or RESTFREQ)",
         "add a FREQ axis (CTYPE3/CRVAL3) or RESTFRQ in Hz to its header",
     )
 
 
-def needed_corrections(header: fits.Header, in_extension: bool, source: SourceFile) -> list[str]:
-    """What must change for the loader to read an image with this header (empty: nothing)."""
+def completed_axes(header: fits.Header, source: SourceFile) -> list[str]:
+    """Give an image of fewer than four data axes its spectral and STOKES axes, one pixel each.
+
+    Axes the WCS declares beyond NAXIS (WCSAXES, or CTYPE3 of a 2-D image, as VLA FIRST
+    cutouts have) become data axes as they are; a missing spectral axis is added at the
+    RESTFRQ frequency; a missing STOKES axis as I. Keywords present are kept.
+    """
+    naxis = header["NAXIS"]
+    if naxis >= 4:
+        return []
     corrections = []
-    if in_extension:
-        corrections.append("moved the image from an extension HDU to the primary HDU")
-    scaled = header.get("BSCALE", 1.0) != 1.0 or header.get("BZERO", 0.0) != 0.0
-    if header["BITPIX"] > 0 or scaled:
-        corrections.append(
-            f"applied BSCALE={header.get('BSCALE', 1.0)} BZERO={header.get('BZERO', 0.0)} "
-            f"to BITPIX={header['BITPIX']} pixels, stored as float32"
-        )
-    for axis in range(1, header["NAXIS"] + 1):
-        ctype = header.get(f"CTYPE{axis}")
-        if isinstance(ctype, str) and ctype != ctype.strip():
-            corrections.append(f"stripped blanks from CTYPE{axis}={ctype!r}")
-    if header["NAXIS"] == 2:
-        frequency, origin = frequency_from_header(header, source)
+    declared = max(naxis, wcs_axis_count(header))
+    wcs = header_wcs(header)
+    kinds = [axis_type // 1000 for axis_type in wcs.wcs.axis_types[:declared]]
+    if declared > naxis:
+        names = ", ".join(str(header.get(f"CTYPE{axis}", "")) for axis in range(naxis + 1, declared + 1))
+        corrections.append(f"made its declared WCS axes {naxis + 1}-{declared} ({names}) data axes of one pixel")
+    axes = declared
+    if 3 not in kinds:  # no spectral axis
+        frequency, origin = frequency_from_header(header, source.path)
+        axes += 1
+        header.update({f"CTYPE{axes}": "FREQ", f"CRPIX{axes}": 1.0, f"CRVAL{axes}": frequency})
+        header.update({f"CDELT{axes}": 1.0, f"CUNIT{axes}": "Hz"})
         corrections.append(f"added a FREQ axis at {frequency:.1f} Hz (from {origin})")
-    if header["NAXIS"] in (2, 3):
-        corrections.append("added a STOKES axis (I)")
-    corrections += [f"added {keyword}={value} (the FITS default)" for keyword, value in missing_wcs_defaults(header)]
+    if 1 not in kinds:  # no STOKES axis
+        axes += 1
+        header.update({f"CTYPE{axes}": "STOKES", f"CRPIX{axes}": 1.0, f"CRVAL{axes}": 1.0, f"CDELT{axes}": 1.0})
+        corrections.append(f"added a STOKES axis ({STOKES_NAMES[1]})")
+    header["NAXIS"] = axes
+    for axis in range(naxis + 1, axes + 1):
+        header[f"NAXIS{axis}"] = 1
+    if "WCSAXES" in header:
+        header["WCSAXES"] = max(int(header["WCSAXES"]), axes)
     return corrections
 
 
-WCS_DEFAULTS = (("CRPIX", 0.0), ("CDELT", 1.0), ("CRVAL", 0.0))
-"""Keywords the FITS standard gives a default value when absent (WCS Paper I), and the loader requires."""
+def cd_cards(header: fits.Header) -> dict[tuple[int, int], float]:
+    """The CDi_j matrix elements of the primary WCS, by (i, j)."""
+    return {(int(m[1]), int(m[2])): float(header[key]) for key in header if (m := _CD.fullmatch(key))}
+
+
+def pc_from_cd(header: fits.Header, path: str) -> list[str]:
+    """Rewrite a CD matrix as the same WCS in CDELT + PC (xradio reads no CD matrix).
+
+    ``CD_ij = CDELT_i * PC_ij`` (WCS Paper I). CDELT_i is the length of column i of CD
+    with the sign of its diagonal element (CDELT itself for an unrotated grid, and the
+    CDELT of the CROTA2 form for a rotated one), so PC is the identity, or the rotation,
+    exactly when it should be. Axes without any CD card keep their CDELT. CDELT, PC and
+    CROTA cards of the rewritten axes are ignored by the standard when CD is present,
+    and replaced.
+    """
+    elements = cd_cards(header)
+    if not elements:
+        return []
+    axes = sorted({i for i, _ in elements} | {j for _, j in elements})
+    scales = {axis: column_scale(elements, axes, axis) for axis in axes}
+    if any(scale == 0.0 for scale in scales.values()):
+        zero = [axis for axis, scale in scales.items() if scale == 0.0]
+        raise BadInputFile(path, f"its CD matrix has no element for pixel axis {zero[0]}", "give the CD matrix in full")
+    for key in list(header.keys()):
+        if _CD.fullmatch(key) or set(replaced_axes(key)) & set(axes):
+            header.remove(key, ignore_missing=True, remove_all=True)
+    for i in axes:
+        header[f"CDELT{i}"] = scales[i]
+        for j in axes:
+            value = elements.get((i, j), 0.0) / scales[i]
+            if value != float(i == j):
+                header[f"PC{i}_{j}"] = value
+    written = " ".join(f"CDELT{axis}={scales[axis]:.9g}" for axis in axes)
+    return [f"rewrote the CD matrix as CDELT + PC, the same WCS ({written})"]
+
+
+def replaced_axes(key: str) -> tuple[int, ...]:
+    """The axes a PC or CROTA keyword belongs to (PCi_j, PC0i_0j, PCiiijjj; CROTAi), or () for other keywords."""
+    for pattern in (_PC, _PC_OLD, _CROTA):
+        match = pattern.fullmatch(key)
+        if match:
+            return tuple(int(group) for group in match.groups())
+    return ()
+
+
+def column_scale(elements: dict[tuple[int, int], float], axes: list[int], column: int) -> float:
+    """Signed length of column ``column`` of a CD matrix: the sign of its diagonal element (+ when 0)."""
+    diagonal = elements.get((column, column), 0.0)
+    others = [elements.get((row, column), 0.0) for row in axes if row != column]
+    if not any(others):
+        return diagonal
+    return math.copysign(math.hypot(diagonal, *others), diagonal if diagonal != 0.0 else 1.0)
 
 
 def missing_wcs_defaults(header: fits.Header) -> list[tuple[str, float]]:
-    """The (keyword, FITS default) pairs a header lacks on the axes it has."""
+    """The (keyword, FITS default) pairs a header lacks on its data axes; never a CDELT where CD gives the scale."""
+    with_cd = {axis for pair in cd_cards(header) for axis in pair}
     return [
         (f"{keyword}{axis}", value)
         for axis in range(1, header["NAXIS"] + 1)
         for keyword, value in WCS_DEFAULTS
-        if f"{keyword}{axis}" not in header
+        if f"{keyword}{axis}" not in header and not (keyword == "CDELT" and axis in with_cd)
     ]
+
+
+def wcs_defaults(header: fits.Header) -> list[str]:
+    """Add the missing keywords with their FITS defaults (the loader needs them written)."""
+    missing = missing_wcs_defaults(header)
+    header.update(dict(missing))
+    return [f"added {keyword}={value} (the FITS default)" for keyword, value in missing]
+
+
+def invalid_cards(header: fits.Header) -> dict[str, str]:
+    """The cards that are not valid FITS (``CRDER1 = nan``), by keyword, with astropy's reason on one line."""
+    invalid = {}
+    for card in header.cards:
+        if card.keyword in STRUCTURAL:
+            continue
+        try:
+            card.verify("exception")
+        except VerifyError as error:
+            invalid[card.keyword] = one_line(error)
+    return invalid
+
+
+def dropped(header: fits.Header, invalid: dict[str, str]) -> list[str]:
+    """Drop the invalid cards from a fixed copy's header: astropy cannot write them, and a copy must be valid FITS."""
+    for keyword in invalid:
+        header.remove(keyword, ignore_missing=True, remove_all=True)
+    return [f"dropped the card {keyword}: {reason}" for keyword, reason in invalid.items()]
 
 
 def fixed_copy_path(source: SourceFile, fixed_dir: Path) -> Path:
@@ -129,9 +406,14 @@ def fixed_copy_path(source: SourceFile, fixed_dir: Path) -> Path:
     return fixed_dir / f"{Path(source.name).stem}-{tag}_fixed.fits"
 
 
+FIX_VERSION = 2
+"""Version of what a fixed copy holds; copies of an earlier version are made again (version 1 kept a CD
+matrix next to an invented CDELT = 1, and had no BEAMS table)."""
+
+
 def source_fingerprint(source: SourceFile) -> str:
-    """The fingerprint recorded in a fixed copy."""
-    return f"{source.size}:{source.mtime_ns}"
+    """The fingerprint recorded in a fixed copy: its source's size and mtime, and the fix version."""
+    return f"{source.size}:{source.mtime_ns}:v{FIX_VERSION}"
 
 
 def reusable_fixed_copy(path: Path, source: SourceFile) -> bool:
@@ -144,32 +426,25 @@ def reusable_fixed_copy(path: Path, source: SourceFile) -> bool:
         return False
 
 
-def write_fixed_copy(source: SourceFile, index: int, dest: Path) -> None:
-    """Write a corrected copy of the image in HDU ``index`` to ``dest`` atomically (see ``needed_corrections``)."""
+def write_fixed_copy(source: SourceFile, index: int, dest: Path, plan: FixPlan) -> None:
+    """Write the pixels of HDU ``index`` with the planned header to ``dest``, atomically.
+
+    The pixels become float32 physical values (astropy applies BSCALE/BZERO and BLANK),
+    shaped as the planned NAXISn say; a CASA BEAMS table goes along.
+    """
     with fits.open(source.path, memmap=False) as hdulist:  # scaled data cannot be memory-mapped
-        header = hdulist[index].header.copy()
-        data = np.asarray(hdulist[index].data, dtype=np.float32)  # astropy applies BSCALE/BZERO and BLANK
-    for keyword in ("BSCALE", "BZERO", "BLANK"):
-        header.remove(keyword, ignore_missing=True)
-    header.update(dict(missing_wcs_defaults(header)))
-    for axis in range(1, header["NAXIS"] + 1):
-        if isinstance(header.get(f"CTYPE{axis}"), str):
-            header[f"CTYPE{axis}"] = header[f"CTYPE{axis}"].strip()
-    if header["NAXIS"] == 2:
-        frequency, _ = frequency_from_header(header, source)
-        data = data[np.newaxis, :, :]
-        header.update({"CTYPE3": "FREQ", "CRPIX3": 1.0, "CRVAL3": frequency, "CDELT3": 1.0, "CUNIT3": "Hz"})
-    if data.ndim == 3:
-        data = data[np.newaxis]
-        header.update({"CTYPE4": "STOKES", "CRPIX4": 1.0, "CRVAL4": 1.0, "CDELT4": 1.0})
+        data = np.asarray(hdulist[index].data, dtype=np.float32)
+        beams = [hdu.copy() for hdu in hdulist[1:] if hdu.header.get("EXTNAME") == "BEAMS"]
+    header = plan.header
+    data = data.reshape([int(header[f"NAXIS{axis}"]) for axis in range(header["NAXIS"], 0, -1)])
     hdu = fits.PrimaryHDU(data=data)
     for card in header.cards:
-        if card.keyword not in hdu.header and card.keyword not in ("XTENSION", "PCOUNT", "GCOUNT", "EXTNAME"):
+        if card.keyword not in STRUCTURAL and not _NAXIS_N.fullmatch(card.keyword):
             hdu.header.append(card)
-    hdu.header[FINGERPRINT_KEYWORD] = (source_fingerprint(source), "size:mtime_ns of the source file")
+    hdu.header[FINGERPRINT_KEYWORD] = (source_fingerprint(source), "source size:mtime_ns:fix version")
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + f".partial-{os.getpid()}")
-    hdu.writeto(partial, overwrite=True)
+    fits.HDUList([hdu, *beams]).writeto(partial, overwrite=True)
     os.replace(partial, dest)
 
 
@@ -181,14 +456,19 @@ def planned_fixed_copy(source: SourceFile, fixed_dir: str | os.PathLike[str]) ->
     try:
         with open_fits(source.path) as hdulist:
             index = image_hdu_index(hdulist, source.path)
-            if not needed_corrections(hdulist[index].header, index > 0, source):
+            if not plan_fix(hdulist, index, source).needs_copy:
                 return None
     except Exception:
         return None
     return fixed_copy_path(source, Path(fixed_dir))
 
 
-def make_readable(source: SourceFile, fixed_dir: str | os.PathLike[str] | None) -> ReadableFile:
+READING = "reading it"
+
+
+def make_readable(
+    source: SourceFile, fixed_dir: str | os.PathLike[str] | None, keep_bad_checksums: bool = False
+) -> ReadableFile:
     """Return a file the loader can read: the source itself, or a (re)used fixed copy.
 
     Parameters
@@ -197,30 +477,37 @@ def make_readable(source: SourceFile, fixed_dir: str | os.PathLike[str] | None) 
         The input file.
     fixed_dir : path or None
         Folder for fixed copies. None is allowed as long as no file needs fixing.
+    keep_bad_checksums : bool
+        Store a file whose CHECKSUM/DATASUM do not match (recorded in its corrections,
+        with a warning) instead of refusing it.
 
     Returns
     -------
     ReadableFile
-        The path to open and the corrections that path carries.
+        The path to open and the corrections (and recorded conversions) that path carries.
 
     Raises
     ------
     BadInputFile
-        When the file is unreadable, truncated, or needs a fix that cannot be made.
+        When the file is unreadable, truncated, corrupted (checksums), or needs a fix
+        that cannot be made; library errors become this one line too.
     """
-    with open_fits(source.path) as hdulist:
+    with file_boundary(source.path, READING, REGENERATE), open_fits(source.path) as hdulist:
         index = image_hdu_index(hdulist, source.path)
+        plan = plan_fix(hdulist, index, source)  # first: serializing a header makes astropy "fix" invalid cards
         check_complete(hdulist, index, source.path)
-        corrections = needed_corrections(hdulist[index].header, index > 0, source)
-        if not corrections:
-            return ReadableFile(source=source, path=source.path)
+        kept = check_checksums(hdulist, index, source.path, keep_bad_checksums)
+        for note in plan.notes:
+            logger.warning("%s: %s", source.path, note)
+        if not plan.needs_copy:
+            return ReadableFile(source=source, path=source.path, corrections=(*plan.notes, *kept))
         if fixed_dir is None:
             raise BadInputFile(
                 source.path,
-                f"needs a fixed copy ({'; '.join(corrections)})",
+                f"needs a fixed copy ({'; '.join(plan.corrections)})",
                 "pass a fixed-file directory (--fixed-dir)",
             )
         dest = fixed_copy_path(source, Path(fixed_dir))
         if not reusable_fixed_copy(dest, source):
-            write_fixed_copy(source, index, dest)
-    return ReadableFile(source=source, path=str(dest), corrections=tuple(corrections))
+            write_fixed_copy(source, index, dest, plan)
+    return ReadableFile(source=source, path=str(dest), corrections=(*plan.corrections, *plan.notes, *kept))

@@ -11,9 +11,7 @@ the store its coordinates and attributes when it is created.
 from __future__ import annotations
 
 import logging
-import math
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -22,10 +20,10 @@ import numpy as np
 import xarray as xr
 from astropy.io import fits
 from astropy.time import Time
-from astropy.wcs import WCS, WCSSUB_SPECTRAL, WCSSUB_STOKES, FITSFixedWarning
 
-from ovro_ingest.errors import BadInputFile
-from ovro_ingest.models import LoadedTimeStep, ReadableFile, ReadableTimeStep, SpatialGrid, SubbandImage
+from ovro_ingest.errors import file_boundary
+from ovro_ingest.facts import HEADER_FIX, beams_table, header_facts
+from ovro_ingest.models import LoadedTimeStep, ReadableFile, ReadableTimeStep, SubbandImage
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +51,13 @@ def sky_planes(path: str) -> Iterator[np.ndarray]:
 
     ``SKY[p, l, m] == planes[p, m, l]``, exactly what xradio's ``open_image`` gives
     for these files (the tests compare both); :func:`sky_block` cuts one store chunk.
+    FITS axes 3 and 4 are FREQ and STOKES in either order (CASA's ``exportfits`` puts
+    STOKES third with ``stokeslast=False``); the one channel is taken either way.
     """
     with fits.open(path, memmap=True) as hdulist:
-        yield hdulist[0].data[:, 0]
+        data = hdulist[0].data
+        stokes_third = str(hdulist[0].header.get("CTYPE3", "")).strip().upper() == "STOKES"
+        yield data[0] if stokes_third else data[:, 0]
 
 
 def sky_block(plane: np.ndarray, l_range: slice, m_range: slice) -> np.ndarray:
@@ -84,132 +86,10 @@ def transpose_into(plane: np.ndarray, out: np.ndarray) -> None:
             ].T
 
 
-def observation_time(header: fits.Header, path: str) -> tuple[float, str]:
-    """DATE-OBS (plus TIME-OBS when DATE-OBS has no time of day) as (MJD UTC, ISO text)."""
-    date_obs = header.get("DATE-OBS")
-    if not date_obs:
-        raise BadInputFile(path, "no DATE-OBS keyword, so its time is unknown", "add DATE-OBS to the header")
-    text = str(date_obs).strip()
-    if "T" not in text and header.get("TIME-OBS"):
-        text = f"{text}T{str(header['TIME-OBS']).strip()}"
-    scale = str(header.get("TIMESYS", "UTC")).strip().lower()
-    try:
-        moment = Time(text, format="isot", scale=scale if scale in ("utc", "tai", "tt") else "utc")
-    except ValueError as error:
-        raise BadInputFile(path, f"unparseable DATE-OBS {text!r}", "fix DATE-OBS (ISO 8601, UTC)") from error
-    return float(moment.utc.mjd), text
-
-
 def name_time_offset_s(key: str, time_mjd: float) -> float:
     """DATE-OBS minus the file name's time stamp (``YYYYMMDD_HHMMSS``), in seconds."""
     named = Time(datetime.strptime(key, "%Y%m%d_%H%M%S").replace(tzinfo=UTC), scale="utc")
     return (time_mjd - named.mjd) * 86400.0
-
-
-def beam_problem(header: fits.Header) -> str | None:
-    """Why the header's synthesized beam (BMAJ, BMIN, BPA) is unusable, or None when it is fine."""
-    for keyword in ("BMAJ", "BMIN", "BPA"):
-        value = header.get(keyword)
-        if value is None:
-            return f"no {keyword} keyword (no synthesized beam)"
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            return f"{keyword}={value!r} is not a number"
-        if not math.isfinite(number) or (keyword != "BPA" and number <= 0):  # any finite angle is a position angle
-            return f"{keyword}={number} is not a {'finite angle' if keyword == 'BPA' else 'positive beam size'}"
-    return None
-
-
-def spatial_grid(header: fits.Header) -> SpatialGrid:
-    """The celestial pixel grid of a (fixed) header."""
-    return SpatialGrid(
-        shape_lm=(int(header["NAXIS1"]), int(header["NAXIS2"])),
-        projection=str(header.get("CTYPE1", ""))[-3:],
-        crpix=(float(header.get("CRPIX1", 0.0)), float(header.get("CRPIX2", 0.0))),  # FITS defaults
-        cdelt_deg=(float(header.get("CDELT1", 1.0)), float(header.get("CDELT2", 1.0))),
-    )
-
-
-def celestial_wcs_text(header: fits.Header) -> str:
-    """The celestial WCS of a header, as FITS header cards, one per line, trailing blanks dropped.
-
-    ``astropy.io.fits.Header.fromstring(text, sep="\\n")`` reads it back.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        cards = WCS(header).celestial.to_header(relax=True).cards
-    return "\n".join(str(card).rstrip() for card in cards)
-
-
-STOKES_NAMES = {
-    1: "I",
-    2: "Q",
-    3: "U",
-    4: "V",
-    -1: "RR",
-    -2: "LL",
-    -3: "RL",
-    -4: "LR",
-    -5: "XX",
-    -6: "YY",
-    -7: "XY",
-    -8: "YX",
-}
-"""FITS STOKES axis values (WCS Paper I, table 7) and their names."""
-
-
-def header_wcs(header: fits.Header) -> WCS:
-    """The header's WCS (astropy's standard fixes applied silently; spectral values in SI units)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        return WCS(header)
-
-
-def axis_length(header: fits.Header, wcs: WCS, kind: int) -> int:
-    """Pixels along the image's axis of ``kind`` (wcslib axis type: 1 Stokes, 3 spectral); 0 when it has none."""
-    axes = [i for i, axis_type in enumerate(wcs.wcs.axis_types) if axis_type // 1000 == kind]
-    return int(header.get(f"NAXIS{axes[0] + 1}", 0)) if axes else 0
-
-
-def check_equatorial(wcs: WCS, path: str) -> None:
-    """Refuse an image whose sky axes are not RA/Dec: the store holds one equatorial frame."""
-    ctypes = [str(c) for c in wcs.celestial.wcs.ctype]
-    if len(ctypes) != 2 or not (ctypes[0].startswith("RA") and ctypes[1].startswith("DEC")):
-        raise BadInputFile(
-            path, f"its sky axes are {ctypes or 'missing'}, not RA/Dec", "reproject it to RA/Dec (ICRS or FK5)"
-        )
-
-
-def frequency_of(header: fits.Header, wcs: WCS, path: str) -> float:
-    """The frequency (Hz) of the image's one channel, from its FREQ axis."""
-    spectral = wcs.sub([WCSSUB_SPECTRAL])
-    if spectral.naxis == 0 or not str(spectral.wcs.ctype[0]).startswith("FREQ"):
-        raise BadInputFile(path, "has no FREQ axis, so its frequency is unknown", "add a FREQ axis (CTYPE3='FREQ')")
-    channels = axis_length(header, wcs, 3)
-    if channels != 1:
-        raise BadInputFile(path, f"holds {channels} frequencies, expected one", "split it into one file per subband")
-    return float(spectral.pixel_to_world_values(0))
-
-
-def polarizations_of(header: fits.Header, wcs: WCS, path: str) -> tuple[str, ...]:
-    """The Stokes parameters along the image's STOKES axis."""
-    stokes = wcs.sub([WCSSUB_STOKES])
-    if stokes.naxis == 0:
-        raise BadInputFile(path, "has no STOKES axis", "add a STOKES axis (CTYPE4='STOKES')")
-    values = stokes.pixel_to_world_values(np.arange(axis_length(header, wcs, 1)))
-    names = [STOKES_NAMES.get(round(float(v))) for v in np.atleast_1d(values)]
-    if None in names:
-        raise BadInputFile(path, f"has unknown STOKES values {list(np.atleast_1d(values))}", "fix its STOKES axis")
-    return tuple(names)
-
-
-def beam_of(header: fits.Header) -> tuple[tuple[float, float, float] | None, str | None]:
-    """The synthesized beam (major, minor, position angle) in radians, or why it is unusable."""
-    problem = beam_problem(header)
-    if problem is not None:
-        return None, problem
-    return tuple(float(np.deg2rad(float(header[k]))) for k in ("BMAJ", "BMIN", "BPA")), None
 
 
 def load_subband(readable: ReadableFile) -> SubbandImage:
@@ -223,42 +103,37 @@ def load_subband(readable: ReadableFile) -> SubbandImage:
     Returns
     -------
     SubbandImage
-        Frequency, DATE-OBS, beam, grid and celestial WCS of the image.
+        Frequency, time, beam, grid, frames and celestial WCS of the image (see
+        :func:`ovro_ingest.facts.header_facts` for where each comes from).
 
     Raises
     ------
     BadInputFile
-        When its header lacks what the store needs.
+        When its header lacks what the store needs, or a library cannot read it (one line).
     """
     path, source = readable.path, readable.source.path
     started = time.perf_counter()
-    try:
-        header = fits.getheader(path)
-    except (OSError, ValueError) as error:
-        raise BadInputFile(source, f"its header cannot be read ({error})", "check the file") from error
-    wcs = header_wcs(header)
-    check_equatorial(wcs, source)
-    frequency_hz = frequency_of(header, wcs, source)
-    time_mjd, date_obs = observation_time(header, source)
-    beam, problem = beam_of(header)
+    with file_boundary(source, "reading its header", HEADER_FIX), fits.open(path, memmap=True) as hdulist:
+        facts = header_facts(hdulist[0].header, source, beams_table(hdulist))
     logger.debug(
-        "%s: header read in %.3f s (%.4f MHz, DATE-OBS %s, beam %s)",
+        "%s: header read in %.3f s (%.4f MHz, %s, beam %s)",
         readable.source.name,
         time.perf_counter() - started,
-        frequency_hz / 1e6,
-        date_obs,
-        problem or "valid",
+        facts.frequency_hz / 1e6,
+        facts.date_obs,
+        facts.beam_problem or "valid",
     )
     return SubbandImage(
         file=readable,
-        frequency_hz=frequency_hz,
-        time_mjd=time_mjd,
-        date_obs=date_obs,
-        polarizations=polarizations_of(header, wcs, source),
-        beam_rad=beam,
-        beam_problem=problem,
-        grid=spatial_grid(header),
-        celestial_wcs=celestial_wcs_text(header),
+        frequency_hz=facts.frequency_hz,
+        time_mjd=facts.time_mjd,
+        date_obs=facts.date_obs,
+        polarizations=facts.polarizations,
+        beam_rad=facts.beam_rad,
+        beam_problem=facts.beam_problem,
+        grid=facts.grid,
+        celestial_wcs=facts.celestial_wcs,
+        spectral_frame=facts.spectral_frame,
     )
 
 

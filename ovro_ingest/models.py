@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 
 class Record(BaseModel):
@@ -103,20 +104,93 @@ class ReadableTimeStep(Record):
 
 
 class SpatialGrid(Record):
-    """The celestial pixel grid of an image: what must match between images."""
+    """The celestial pixel grid of an image: what must match between images and the store.
+
+    The full linear transform of the sky axes is kept, as wcslib reads it from any of
+    the header's standard forms (CDELT, CD, PC + CDELT, CROTA2): ``pixel_matrix_deg``
+    is astropy's ``pixel_scale_matrix`` of the celestial WCS (degrees per pixel; row:
+    RA/Dec intermediate world axis, column: pixel axis). ``frame`` is the celestial
+    reference frame (``"ICRS"``, ``"FK5 J2000.0"``, ``"FK4 B1950.0"``); None only in
+    stores written before frames were recorded.
+    """
 
     shape_lm: tuple[int, int]
     projection: str
     crpix: tuple[float, float]
-    cdelt_deg: tuple[float, float]
+    pixel_matrix_deg: tuple[tuple[float, float], tuple[float, float]]
+    frame: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_cdelt(cls, data):
+        """Stores written before the full transform was recorded hold ``cdelt_deg`` (a diagonal matrix)."""
+        if isinstance(data, dict) and "cdelt_deg" in data and "pixel_matrix_deg" not in data:
+            data = dict(data)
+            cdelt_l, cdelt_m = data.pop("cdelt_deg")
+            data["pixel_matrix_deg"] = ((cdelt_l, 0.0), (0.0, cdelt_m))
+        return data
+
+    @property
+    def cdelt_deg(self) -> tuple[float, float]:
+        """The signed pixel scale along each pixel axis (l, m), in degrees.
+
+        The length of the matrix column (the scale whatever the rotation), with the sign
+        of its diagonal element, as CDELT is given; exactly CDELT when there is no rotation.
+        """
+        return (_axis_scale(self.pixel_matrix_deg, 0), _axis_scale(self.pixel_matrix_deg, 1))
+
+    @property
+    def rotated(self) -> bool:
+        """True when the matrix has off-diagonal terms (CROTA2, a PC or CD matrix with rotation or skew)."""
+        return self.pixel_matrix_deg[0][1] != 0.0 or self.pixel_matrix_deg[1][0] != 0.0
+
+    def matches(self, other: SpatialGrid) -> bool:
+        """True when both grids put every pixel at the same place on the sky.
+
+        The matrices may differ by rounding (a CD matrix against the same WCS as PC +
+        CDELT): ``GRID_TOLERANCE`` relative to the pixel scale, and as much of a pixel
+        at the reference pixel. A frame of None (an old store) is not compared.
+        """
+        if (self.shape_lm, self.projection) != (other.shape_lm, other.projection):
+            return False
+        if self.frame is not None and other.frame is not None and self.frame != other.frame:
+            return False
+        scale = max(abs(v) for row in self.pixel_matrix_deg for v in row)
+        close = all(
+            abs(a - b) <= GRID_TOLERANCE * scale
+            for row_a, row_b in zip(self.pixel_matrix_deg, other.pixel_matrix_deg, strict=True)
+            for a, b in zip(row_a, row_b, strict=True)
+        )
+        return close and all(abs(a - b) <= GRID_TOLERANCE for a, b in zip(self.crpix, other.crpix, strict=True))
 
     def describe(self) -> str:
         """One-line human description, used in error messages."""
+        if self.rotated:
+            (a, b), (c, d) = self.pixel_matrix_deg
+            scale = f"matrix=[[{a:.6g},{b:.6g}],[{c:.6g},{d:.6g}]] deg/pixel"
+        else:
+            scale = f"cdelt={self.cdelt_deg[0]:.6g},{self.cdelt_deg[1]:.6g} deg"
+        frame = f" {self.frame}" if self.frame else ""
         return (
-            f"{self.shape_lm[0]}x{self.shape_lm[1]} {self.projection} "
-            f"cdelt={self.cdelt_deg[0]:.6g},{self.cdelt_deg[1]:.6g} deg "
+            f"{self.shape_lm[0]}x{self.shape_lm[1]} {self.projection}{frame} {scale} "
             f"crpix={self.crpix[0]:g},{self.crpix[1]:g}"
         )
+
+
+GRID_TOLERANCE = 1e-9
+"""Relative difference below which two pixel matrices (or CRPIX, in pixels) are the same grid.
+
+Rounding of an exact rewrite (CD into PC + CDELT) is ~1e-16; the smallest real change
+of scale or reference pixel is many orders of magnitude larger.
+"""
+
+
+def _axis_scale(matrix: tuple[tuple[float, float], tuple[float, float]], axis: int) -> float:
+    """Signed length of column ``axis`` of a 2x2 pixel matrix (its diagonal element when the column has no other)."""
+    diagonal, other = matrix[axis][axis], matrix[1 - axis][axis]
+    if other == 0.0:
+        return diagonal
+    return math.copysign(math.hypot(diagonal, other), diagonal if diagonal != 0.0 else 1.0)
 
 
 class SubbandImage(Record):
@@ -129,7 +203,9 @@ class SubbandImage(Record):
     file: ReadableFile
     frequency_hz: float
     time_mjd: float
+    """The observation time, MJD (UTC), from the most precise of the header's time keywords."""
     date_obs: str
+    """The header value the time was read from: DATE-OBS as written, or e.g. ``MJD-OBS=60454.208441``."""
     polarizations: tuple[str, ...]
     beam_rad: tuple[float, float, float] | None
     """Synthesized beam (major, minor, position angle) in radians, if the header has a valid one."""
@@ -138,6 +214,8 @@ class SubbandImage(Record):
     grid: SpatialGrid
     celestial_wcs: str
     """The celestial part of the FITS header (a WCS header as text)."""
+    spectral_frame: str = ""
+    """The frame of the frequency (FITS SPECSYS after wcslib's fixes, e.g. ``TOPOCENT``); empty when unstated."""
 
 
 class LoadedTimeStep(Record):

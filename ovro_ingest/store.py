@@ -40,11 +40,12 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
+from astropy import units as u
 from pydantic import BaseModel, ConfigDict, Field
 
 from ovro_ingest import __version__
 from ovro_ingest.combine import SAME_CHANNEL_TOLERANCE_HZ
-from ovro_ingest.errors import StoreError, StoreMismatch
+from ovro_ingest.errors import StoreError, StoreMismatch, file_boundary
 from ovro_ingest.failpoints import failpoint
 from ovro_ingest.load import open_subband
 from ovro_ingest.models import SpatialGrid, TimeStepFiles, TimeStepPlan
@@ -54,6 +55,8 @@ logger = logging.getLogger(__name__)
 STORE_ID_ATTR = "ovro_ingest_store_id"
 GRID_ATTR = "ovro_ingest_grid"
 SETTINGS_ATTR = "ovro_ingest_settings"
+SPECTRAL_FRAME_ATTR = "ovro_ingest_spectral_frame"
+"""SPECSYS of every frequency in the store (empty: the headers state none)."""
 RUNS_ATTR = "ovro_ingest_runs"
 STAGED_VARIABLES = ("SKY", "source_files", "wcs_header")
 """Arrays with a time chunk of 1, written in parallel via the staging area and moved into place by the commit."""
@@ -117,6 +120,8 @@ class StoreState:
     polarizations: list[str]
     grid: SpatialGrid
     settings: StoreSettings
+    spectral_frame: str | None = None
+    """SPECSYS of the store's frequencies; None for a store written before it was recorded (not checked)."""
 
     def group(self) -> zarr.Group:
         """The store opened read-only through its consolidated metadata (committed shapes)."""
@@ -177,6 +182,7 @@ def read_state(path: str | os.PathLike[str]) -> StoreState:
             polarizations=[str(p) for p in group["polarization"][:]],
             grid=SpatialGrid.model_validate(attrs[GRID_ATTR]),
             settings=StoreSettings.model_validate(attrs[SETTINGS_ATTR]),
+            spectral_frame=attrs.get(SPECTRAL_FRAME_ATTR),
         )
     except StoreError:
         raise
@@ -229,9 +235,38 @@ def merge_channels(frequencies: Sequence[tuple[float, str]]) -> list[tuple[float
     return sorted(channels)
 
 
+def lm_coordinates(grid: SpatialGrid, sample: xr.Dataset) -> dict[str, xr.Variable]:
+    """The store's ``l`` and ``m``: the pixel offset from CRPIX times the pixel scale, in radians.
+
+    The scale is the grid's (``SpatialGrid.cdelt_deg``: the length of the pixel matrix's
+    column), so a scale given as CD, in PC or with CROTA2 gives the same ``l``/``m`` as
+    CDELT; computed as xradio computes them from CDELT (``0 + (i - crpix) * cdelt``), so
+    that a CDELT-only file gives xradio's values bit for bit. xradio's attributes are kept.
+    """
+    coordinates = {}
+    for name, axis in (("l", 0), ("m", 1)):
+        scale_rad = (grid.cdelt_deg[axis] * u.deg).to(u.rad).value
+        values = 0.0 + (np.arange(grid.shape_lm[axis]) - (grid.crpix[axis] - 1.0)) * scale_rad
+        coordinates[name] = xr.Variable(name, values, sample[name].attrs)
+    return coordinates
+
+
+def transformation_matrix(grid: SpatialGrid) -> list[list[float]]:
+    """The PC matrix that goes with the store's ``l``/``m`` scale: ``PC_ij = M_ij / cdelt_i`` (identity unrotated)."""
+    scales = grid.cdelt_deg
+    return [
+        [value / scales[i] if value != 0.0 else 0.0 for value in row] for i, row in enumerate(grid.pixel_matrix_deg)
+    ]
+
+
 def template_dataset(plan: TimeStepPlan, channels: Sequence[tuple[float, str]]) -> xr.Dataset:
     """A one-time-step dataset with the store's variables, coordinates and attributes (lazy)."""
-    sample = open_subband(plan.subbands[0].file.path)  # coordinates and attributes: one file is enough
+    first = plan.subbands[0]
+    with file_boundary(first.file.source.path, "reading it with xradio", "check the file, or report it"):
+        sample = open_subband(first.file.path)  # coordinates and attributes: one file is enough
+    frame = dict(sample.attrs.get("coordinate_system_info", {}))
+    if frame:  # xradio reads PC with the scale in CDELT; the store's l/m carry the grid's scale
+        frame["pixel_coordinate_transformation_matrix"] = transformation_matrix(plan.grid)
     frequencies_hz = [frequency for frequency, _ in channels]
     n_freq, n_pol = len(frequencies_hz), sample.sizes["polarization"]
     sky_attrs = {k: v for k, v in sample["SKY"].attrs.items() if k not in PER_FILE_SKY_ATTRS}
@@ -278,11 +313,14 @@ def template_dataset(plan: TimeStepPlan, channels: Sequence[tuple[float, str]]) 
             "frequency": ("frequency", np.array(frequencies_hz, dtype=float), sample["frequency"].attrs),
             "frequency_label": ("frequency", np.array([label for _, label in channels], dtype=str)),
             "polarization": ("polarization", np.array(sample["polarization"].values, dtype=str)),
-            "l": sample["l"].variable,
-            "m": sample["m"].variable,
+            **lm_coordinates(plan.grid, sample),
             "beam_params_label": ("beam_params_label", np.array(["major", "minor", "pa"], dtype=str)),
         },
-        attrs={**sample.attrs, "fits_wcs_header": plan.subbands[0].celestial_wcs},
+        attrs={
+            **sample.attrs,
+            **({"coordinate_system_info": frame} if frame else {}),
+            "fits_wcs_header": plan.subbands[0].celestial_wcs,
+        },
     )
 
 
@@ -377,6 +415,7 @@ def create_store(
         {
             STORE_ID_ATTR: identity,
             GRID_ATTR: first.grid.model_dump(mode="json"),
+            SPECTRAL_FRAME_ATTR: first.subbands[0].spectral_frame,
             SETTINGS_ATTR: settings.model_dump(mode="json"),
             "ovro_ingest_created_with": software_versions(),
             RUNS_ATTR: [],
@@ -454,10 +493,16 @@ def channel_indices(state: StoreState, plan: TimeStepPlan) -> list[int]:
 def check_fits_store(state: StoreState, plan: TimeStepPlan) -> list[int]:
     """Raise when ``plan`` does not fit the store (grid, polarizations, channels); else return its channels."""
     first = plan.subbands[0].file.source.path
-    if plan.grid != state.grid:
+    if not plan.grid.matches(state.grid):
         raise StoreMismatch(
             f"{first}: pixel grid {plan.grid.describe()} differs from the store's {state.grid.describe()}; "
             "ingest it into a new store"
+        )
+    specsys = plan.subbands[0].spectral_frame
+    if state.spectral_frame is not None and specsys != state.spectral_frame:
+        raise StoreMismatch(
+            f"{first}: SPECSYS {specsys!r} differs from the store's {state.spectral_frame!r} "
+            "(the store's frequency frame); ingest it into a new store"
         )
     if list(plan.subbands[0].polarizations) != state.polarizations:
         raise StoreMismatch(

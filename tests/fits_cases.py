@@ -39,3 +39,70 @@ def scaled_integer_image(path: Path, size: int = 32) -> tuple[SourceFile, np.nda
     hdu.header["BSCALE"], hdu.header["BZERO"] = 0.25, 10.0
     hdu.writeto(path, overwrite=True, output_verify="silentfix")
     return SourceFile.from_path(path, "41MHz"), raw.astype(np.float64) * 0.25 + 10.0
+
+
+def edit(path: Path, change) -> Path:
+    """Rewrite a FITS file in place as ``change(hdulist)`` returns it, or as it changed it (astropy writes it)."""
+    with fits.open(path) as hdulist:
+        hdulist = fits.HDUList([hdu.copy() for hdu in hdulist])
+    hdulist = change(hdulist) or hdulist
+    hdulist.writeto(path, overwrite=True, output_verify="silentfix")
+    return path
+
+
+def set_cards(**cards):
+    """A change for :func:`edit`: set (or, with None, remove) primary header cards; ``DATE_OBS`` means ``DATE-OBS``."""
+
+    def change(hdulist):
+        header = hdulist[0].header
+        for name, value in cards.items():
+            keyword = (
+                name.replace("_", "-") if name in ("DATE_OBS", "TIME_OBS", "MJD_OBS", "DATE_BEG", "MJD_BEG") else name
+            )
+            if value is None:
+                header.remove(keyword, ignore_missing=True)
+            else:
+                header[keyword] = value
+
+    return change
+
+
+def raw_card(path: Path, keyword: str, card: str) -> None:
+    """Replace the 80-byte card of ``keyword`` by ``card`` as it is: a value astropy would never write (``nan``)."""
+    raw = bytearray(path.read_bytes())
+    start = raw.index(keyword.ljust(8).encode() + b"=")
+    raw[start : start + 80] = card.ljust(80).encode()
+    path.write_bytes(bytes(raw))
+
+
+def casa_beams(bmaj: float, bmin: float, bpa: float, size_unit: str | None = "arcsec") -> fits.BinTableHDU:
+    """A CASA ``BEAMS`` table of one channel and one polarization (CASA writes sizes in arcsec, BPA in deg)."""
+    columns = [
+        fits.Column(name="BMAJ", format="E", unit=size_unit, array=[bmaj]),
+        fits.Column(name="BMIN", format="E", unit=size_unit, array=[bmin]),
+        fits.Column(name="BPA", format="E", unit="deg", array=[bpa]),
+        fits.Column(name="CHAN", format="J", array=[0]),
+        fits.Column(name="POL", format="J", array=[0]),
+    ]
+    table = fits.BinTableHDU.from_columns(columns, name="BEAMS")
+    table.header["NCHAN"], table.header["NPOL"] = 1, 1
+    return table
+
+
+def first_cutout(hdulist: fits.HDUList) -> fits.HDUList:
+    """The image as a VLA FIRST cutout has it (a change for :func:`edit`).
+
+    2-D pixels with four WCS axes declared (``CTYPE3 = 'FREQ'`` at 1.3649 GHz,
+    ``CTYPE4 = 'STOKES'``), CROTAn cards, the deprecated EPOCH for EQUINOX, no WCSAXES.
+    """
+    source = hdulist[0].header
+    flat = fits.PrimaryHDU(data=hdulist[0].data[0, 0])
+    for axis in (1, 2, 3, 4):
+        for key in ("CTYPE", "CRVAL", "CDELT", "CRPIX"):
+            flat.header[f"{key}{axis}"] = source[f"{key}{axis}"]
+        flat.header[f"CROTA{axis}"] = 0.0
+    flat.header["CRVAL3"], flat.header["CDELT3"] = 1.3649e9, 2.1875e7
+    for key in ("BMAJ", "BMIN", "BPA", "BUNIT", "DATE-OBS", "TELESCOP"):
+        flat.header[key] = source[key]
+    flat.header["EPOCH"] = 2000.0
+    return fits.HDUList([flat])

@@ -15,6 +15,7 @@ and no traceback reaches the terminal unless ``-v`` asks for it.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import subprocess
@@ -25,11 +26,12 @@ import numpy as np
 import pytest
 import xarray as xr
 from astropy.io import fits
+from astropy.time import Time
 
 from ovro_ingest.discover import discover_time_steps
 from ovro_ingest.health import validate_store
 from ovro_ingest.synth import generate
-from tests.fits_cases import scaled_integer_image
+from tests.fits_cases import raw_card, scaled_integer_image
 
 CLI = str(Path(sys.executable).parent / "ovro-ingest")
 DROP_FILE_PERMISSION_BYPASS = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
@@ -85,6 +87,25 @@ def reshape(hdulist):
     hdulist[0].data = np.ones((1, 1, 48, 48), dtype=np.float32)
 
 
+def as_cd_matrix(hdulist):
+    header = hdulist[0].header
+    header["CD1_1"], header["CD2_2"] = header.pop("CDELT1"), header.pop("CDELT2")
+
+
+def aips_date(hdulist):
+    header = hdulist[0].header
+    header["MJD-OBS"] = Time(header["DATE-OBS"], scale="utc").mjd
+    header["DATE-OBS"] = header["DATE-OBS"][:10]
+
+
+def flip_one_pixel(path: Path) -> None:
+    with fits.open(path) as hdulist:
+        offset = hdulist.fileinfo(0)["datLoc"] + 4 * 100
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
 def odd_name(path: Path) -> Path:
     """``path`` renamed with blanks and accents, still in the legacy naming convention."""
     return path.with_name(path.name.replace("_iterations", " iterations é ü"))
@@ -107,6 +128,11 @@ CASES = {
     12: ("image in an extension, empty primary HDU", "stored"),
     13: ("permission denied", "failed"),
     14: ("non-ASCII and blanks in the name", "stored"),
+    15: ("integer data and a card astropy cannot write (CRDER1 = nan)", "stored"),
+    16: ("a singular WCS (CDELT1 = 0)", "failed"),
+    17: ("a pixel changed after DATASUM was written", "failed"),
+    18: ("the pixel scale as a CD matrix", "stored"),
+    19: ("DATE-OBS a date only, the time in MJD-OBS", "stored"),
 }
 
 
@@ -136,6 +162,16 @@ def corpus(tmp_path_factory) -> tuple[Path, dict[int, Path]]:
     for source in steps[14].files:  # names still follow the convention, with blanks and accents inside
         Path(source.path).rename(odd_name(Path(source.path)))
     first[14] = odd_name(first[14])
+    date_obs = fits.getheader(first[15])["DATE-OBS"]
+    scaled_integer_image(first[15])
+    fits.setval(first[15], "DATE-OBS", value=date_obs)  # in place: the scaled integers stay
+    raw_card(first[15], "OBSERVER", "CRDER1  =                  nan")
+    rewrite(str(first[16]), set_keyword("CDELT1", 0.0))
+    with fits.open(first[17]) as hdulist:
+        hdulist.writeto(first[17], overwrite=True, checksum=True)
+    flip_one_pixel(first[17])
+    rewrite(str(first[18]), as_cd_matrix)
+    rewrite(str(first[19]), aips_date)
     # files that are not images of this night
     (night / "notes.fits").write_bytes(first[0].read_bytes())  # no DATE-OBS, and a name that says no time either
     rewrite(str(night / "notes.fits"), set_keyword("DATE-OBS", None))
@@ -185,6 +221,8 @@ def test_each_bad_file_fails_only_its_time_step_with_one_line_naming_the_file_an
         10: ("not RA/Dec", "reproject it to RA/Dec"),
         11: ("2-D image with no frequency", "add a FREQ axis"),
         13: ("permission denied", "make the file readable"),
+        16: ("Linear transformation matrix is singular", "correct the header"),
+        17: ("corrupted: its pixels do not match its DATASUM", "--keep-bad-checksums"),
     }
     for index, words in fixes.items():
         if keys[index] in failures:
@@ -212,11 +250,18 @@ def test_the_other_time_steps_are_stored_exactly(corpus, ingested):
     with fits.open(first[12]) as hdulist:
         np.testing.assert_array_equal(ds["SKY"].values[stored[keys[12]], 0, 0], hdulist[1].data[0, 0].T)
     assert np.isfinite(ds["SKY"].values[stored[keys[14]], 0, 0]).any(), "odd characters in names are fine"
+    with fits.open(first[15]) as hdulist:  # the card astropy cannot write is dropped from the copy
+        np.testing.assert_array_equal(
+            ds["SKY"].values[stored[keys[15]], 0, 0], hdulist[0].data[0, 0].astype(np.float32).T
+        )
+    ledger = json.loads(str(ds["source_files"].values[stored[keys[15]]]))
+    assert any(c.startswith("dropped the card CRDER1") for c in ledger[0]["corrections"])
+    np.testing.assert_array_equal(ds["SKY"].values[stored[keys[18]], 0, 0], fits.getdata(first[18])[0, 0].T)
+    stored_time = Time(ds["time"].values[stored[keys[19]]], format="mjd", scale="utc").isot
+    assert stored_time == Time(fits.getheader(first[19])["MJD-OBS"], format="mjd", scale="utc").isot
 
 
 def test_a_file_with_a_bad_beam_is_left_out_with_a_warning_and_a_ledger_entry(corpus, ingested):
-    import json
-
     night, first = corpus
     result, store, _ = ingested
     ds = xr.open_zarr(store)

@@ -138,3 +138,13 @@ def test_missing_wcs_keywords_get_their_fits_defaults_in_a_recorded_fixed_copy(t
     image = load_subband(readable)
     np.testing.assert_array_equal(fits.getdata(readable.path), fits.getdata(path))
     assert image.polarizations == ("I",)
+
+
+def test_a_fixed_copy_made_by_an_earlier_version_of_the_fixes_is_made_again(tmp_path):
+    source, _ = scaled_integer_image(tmp_path / "int.fits")
+    first = make_readable(source, tmp_path / "fixed")
+    fits.setval(first.path, "SRCFPRT", value=f"{source.size}:{source.mtime_ns}")  # what version 1 wrote
+    mtime = os.stat(first.path).st_mtime_ns
+    make_readable(source, tmp_path / "fixed")
+    assert os.stat(first.path).st_mtime_ns != mtime
+    assert fits.getval(first.path, "SRCFPRT").endswith(":v2")
