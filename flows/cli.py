@@ -427,7 +427,10 @@ def repair(
     except IngestError as error:
         errors.print(f"[red]repair failed:[/] {error}", soft_wrap=True)
         raise typer.Exit(2) from None
-    print_health(report, "repaired" if report.ok else "still invalid")
+    if report.ok:
+        print_health(report, "repaired" if report.actions else "nothing to repair")
+    else:
+        print_health(report, "still invalid")
     raise typer.Exit(0 if report.ok else 1)
 
 
