@@ -22,9 +22,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.prompt import Prompt
 from rich.table import Table
 
+from flows.clihelp import PlainHelpGroup
 from ovro_ingest import __version__
 
-app = typer.Typer(help="Ingest OVRO-LWA FITS images into one Zarr store.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Ingest OVRO-LWA FITS images into one Zarr store.",
+    no_args_is_help=True,
+    add_completion=False,
+    cls=PlainHelpGroup,  # help names values by metavar, never by Python type (<path>, <bool>)
+)
 console = Console()
 errors = Console(stderr=True)
 
@@ -54,12 +60,16 @@ def main(
 
 @app.command()
 def synth(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to write the FITS files into.")],
-    time_steps: Annotated[int, typer.Option(min=1, help="Number of time steps (10 s apart).")] = 3,
-    subbands: Annotated[int, typer.Option(min=1, max=16, help="Subbands per time step (real data: 10-16).")] = 10,
-    size: Annotated[int, typer.Option(min=16, help="Image side in pixels (real data: 2048 or 4096).")] = 256,
-    naming: Annotated[Naming, typer.Option(help="File name convention.")] = Naming.legacy,
-    seed: Annotated[int, typer.Option(help="Seed of the sky and noise.")] = 0,
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="Folder to write the FITS files into.")],
+    time_steps: Annotated[int, typer.Option(min=1, metavar="N", help="Number of time steps (10 s apart).")] = 3,
+    subbands: Annotated[
+        int, typer.Option(min=1, max=16, metavar="N", help="Subbands per time step (real data: 10-16).")
+    ] = 10,
+    size: Annotated[
+        int, typer.Option(min=16, metavar="PIXELS", help="Image side in pixels (real data: 2048 or 4096).")
+    ] = 256,
+    naming: Annotated[Naming, typer.Option(metavar="legacy|current", help="File name convention.")] = Naming.legacy,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the sky and noise.")] = 0,
 ) -> None:
     """Write a synthetic OVRO-LWA-like data set (realistic headers, all-sky images)."""
     from ovro_ingest.synth import generate
@@ -195,30 +205,43 @@ def run_flow(verbose: bool, **parameters) -> int:
 
 @app.command()
 def run(
-    input_dir: Annotated[Path, typer.Argument(help="Folder of FITS images (searched recursively).")],
-    store: Annotated[Path, typer.Argument(help="The Zarr store (created on first use).")],
+    input_dir: Annotated[
+        Path, typer.Argument(metavar="INPUT_DIR", help="Folder of FITS images (searched recursively).")
+    ],
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="The Zarr store (created on first use).")],
     fixed_dir: Annotated[
-        Path | None, typer.Option(help="Folder for fixed copies (default: <store>.work/fixed).")
+        Path | None, typer.Option(metavar="FOLDER", help="Folder for fixed copies (default: STORE.work/fixed).")
     ] = None,
-    chunk_lm: Annotated[int, typer.Option(min=16, help="Chunk length along l and m of a new store.")] = 1024,
+    chunk_lm: Annotated[
+        int, typer.Option(min=16, metavar="PIXELS", help="Chunk length along l and m of a new store.")
+    ] = 1024,
     rebuild: Annotated[bool, typer.Option(help="Delete the store first and ingest everything again.")] = False,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Threads of the local Dask cluster (default: one per core).")
+        int | None,
+        typer.Option(min=1, metavar="N", help="Threads of the local Dask cluster (default: one per core)."),
     ] = None,
-    dask_address: Annotated[str | None, typer.Option(help="Address of an existing Dask scheduler.")] = None,
-    codec: Annotated[str, typer.Option(help="Compression of a new store: lz4, zstd or none.")] = "lz4",
-    zarr_format: Annotated[int, typer.Option(min=2, max=3, help="Zarr format of a new store.")] = 3,
+    dask_address: Annotated[
+        str | None, typer.Option(metavar="ADDRESS", help="Address of an existing Dask scheduler (tcp://host:8786).")
+    ] = None,
+    codec: Annotated[
+        str, typer.Option(metavar="lz4|zstd|none", help="Compression of a new store: lz4, zstd or none.")
+    ] = "lz4",
+    zarr_format: Annotated[int, typer.Option(min=2, max=3, metavar="2|3", help="Zarr format of a new store.")] = 3,
     replace: Annotated[
         bool, typer.Option(help="Store again the time steps whose source files changed since they were stored.")
     ] = False,
     wait_for_lock: Annotated[
-        float, typer.Option(min=0, help="Seconds to wait when another ingest writes the store (default: fail).")
+        float,
+        typer.Option(
+            min=0, metavar="SECONDS", help="Seconds to wait when another ingest writes the store (default: fail)."
+        ),
     ] = 0.0,
     keep_bad_beams: Annotated[
         bool, typer.Option(help="Store files with a missing or invalid beam (NaN beam) instead of leaving them out.")
     ] = False,
     time_steps: Annotated[
-        list[str] | None, typer.Option("--time-steps", help="Only this time step (YYYYMMDD_HHMMSS); repeatable.")
+        list[str] | None,
+        typer.Option("--time-steps", metavar="KEY", help="Only this time step (YYYYMMDD_HHMMSS); repeatable."),
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print what the run would do, and write nothing.")] = False,
     yes: Annotated[
@@ -313,11 +336,11 @@ def print_plan(input_dir: Path, store: Path, keys: list[str] | None) -> int:
 @app.command()
 def demo(
     directory: Annotated[
-        Path, typer.Option("--dir", help="Folder for the demo's data, store and Prefect home.")
+        Path, typer.Option("--dir", metavar="FOLDER", help="Folder for the demo's data, store and Prefect home.")
     ] = Path("ovro-demo"),
-    time_steps: Annotated[int, typer.Option(min=1, help="Number of time steps.")] = 4,
-    subbands: Annotated[int, typer.Option(min=1, max=16, help="Subbands per time step.")] = 10,
-    size: Annotated[int, typer.Option(min=16, help="Image side in pixels.")] = 256,
+    time_steps: Annotated[int, typer.Option(min=1, metavar="N", help="Number of time steps.")] = 4,
+    subbands: Annotated[int, typer.Option(min=1, max=16, metavar="N", help="Subbands per time step.")] = 10,
+    size: Annotated[int, typer.Option(min=16, metavar="PIXELS", help="Image side in pixels.")] = 256,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and the summary.")] = False,
 ) -> None:
     """Generate a small synthetic data set, ingest it, and show how to open the store."""
@@ -341,7 +364,11 @@ def demo(
 
 
 @app.command()
-def audit(input_dir: Annotated[Path, typer.Argument(help="Folder of FITS images (searched recursively).")]) -> None:
+def audit(
+    input_dir: Annotated[
+        Path, typer.Argument(metavar="INPUT_DIR", help="Folder of FITS images (searched recursively).")
+    ],
+) -> None:
     """Report what an ingest of INPUT_DIR would meet, reading headers only (nothing is written).
 
     Exits 0 when every time step would be stored, 1 when some would fail, 2 when the folder cannot be read.
@@ -402,7 +429,7 @@ def print_health(report, verb: str) -> None:
 
 
 @app.command()
-def validate(store: Annotated[Path, typer.Argument(help="The Zarr store to check.")]) -> None:
+def validate(store: Annotated[Path, typer.Argument(metavar="STORE", help="The Zarr store to check.")]) -> None:
     """Check STORE: shapes, ledger against content, consolidated metadata current. Exits 1 on any problem."""
     from ovro_ingest.health import validate_store
 
@@ -413,9 +440,10 @@ def validate(store: Annotated[Path, typer.Argument(help="The Zarr store to check
 
 @app.command()
 def repair(
-    store: Annotated[Path, typer.Argument(help="The Zarr store to repair.")],
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="The Zarr store to repair.")],
     wait_for_lock: Annotated[
-        float, typer.Option(min=0, help="Seconds to wait when an ingest writes the store (default: fail).")
+        float,
+        typer.Option(min=0, metavar="SECONDS", help="Seconds to wait when an ingest writes the store (default: fail)."),
     ] = 0.0,
 ) -> None:
     """Roll STORE back to its last committed state (or finish an interrupted commit), then validate it."""

@@ -32,6 +32,19 @@ def test_version_and_help_on_every_command():
         assert result.returncode == 0 and "Usage" in result.stdout, result.stderr
 
 
+TYPE_NAMES = re.compile(r"<(list\[|bool|str|int|float|path|text|integer|file|directory|datetime)\b", re.IGNORECASE)
+"""Python or click type names in angle brackets, as typer prints them when no metavar says what a value is."""
+
+
+def test_help_shows_no_internal_type_names():
+    for command in ([], ["synth"], ["run"], ["demo"], ["validate"], ["repair"], ["audit"]):
+        result = subprocess.run(
+            [*COMMAND, *command, "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}
+        )
+        assert result.returncode == 0, result.stderr
+        assert not TYPE_NAMES.search(result.stdout), f"{command}: {TYPE_NAMES.findall(result.stdout)}\n{result.stdout}"
+
+
 def test_synth_writes_the_requested_data_set(tmp_path):
     result = ovro_ingest(
         "synth",
