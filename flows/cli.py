@@ -7,6 +7,7 @@ when it is first imported.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -18,6 +19,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.prompt import Prompt
 from rich.table import Table
@@ -80,6 +82,42 @@ def synth(
     )
 
 
+KEY_WIDTH = len("YYYYMMDD_HHMMSS")
+
+
+def keyed_table(title: str, key_header: str, headers: tuple[str, ...]) -> Table:
+    """A table whose first column holds time-step keys: never wrapped or cut (people and scripts copy them).
+
+    The other columns wrap (and fold a long word) when the terminal is narrow,
+    rather than end in an ellipsis.
+    """
+    table = Table(title=title)
+    table.add_column(key_header, no_wrap=True, min_width=KEY_WIDTH)
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    return table
+
+
+def print_table(table: Table) -> None:
+    """Print ``table`` whole: within the terminal's width (or ``$COLUMNS``), else at its natural width.
+
+    Keys never wrap (see :func:`keyed_table`), other cells do. Piped or redirected
+    without ``$COLUMNS``, rich would assume 80 columns and wrap cells for a reader that
+    has no width at all (a file, ``grep``, a script): there each row stays one line.
+    """
+    if console.is_terminal or os.environ.get("COLUMNS"):
+        console.print(table)
+        return
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    Console(file=console.file, width=max(console.width, natural)).print(table)
+
+
+def print_json(payload: dict) -> None:
+    """Write ``payload`` to stdout as JSON (no colours, no wrapping: for scripts)."""
+    sys.stdout.write(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
 def configure_logging(verbose: bool, quiet: bool) -> None:
     """Set Prefect's log level from -v/-q (before Prefect is imported)."""
     level = "DEBUG" if verbose else "WARNING" if quiet else "INFO"
@@ -93,10 +131,9 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
 
 def print_summary(summary) -> None:
     """A table of the run's time steps."""
-    table = Table(title=f"ingest into {summary.store}")
-    table.add_column("time step", no_wrap=True)
-    for column in ("files", "status", "index", "MB written", "seconds"):
-        table.add_column(column, no_wrap=True)
+    table = keyed_table(
+        f"ingest into {summary.store}", "time step", ("files", "status", "index", "MB written", "seconds")
+    )
     for o in summary.outcomes:
         style = {"failed": "red", "written": "green"}.get(o.status, "")
         row = [
@@ -108,7 +145,7 @@ def print_summary(summary) -> None:
             f"{o.seconds:.2f}",
         ]
         table.add_row(*row)
-    console.print(table)
+    print_table(table)
     for o in summary.failed:  # one unwrapped line each: the file and the fix
         console.print(f"[red]failed[/] {o.key}: {o.error}", soft_wrap=True)
     console.print(summary.one_line())
@@ -303,18 +340,26 @@ def ask_resume_or_rebuild(store: Path, yes: bool) -> bool:
     return answer == "rebuild"
 
 
-def print_plan(input_dir: Path, store: Path, keys: list[str] | None) -> int:
-    """Print what a run would do per time step (nothing is written); return the exit code run would give."""
-    from ovro_ingest.audit import plan_run
+def print_plan(input_dir: Path, store: Path, keys: list[str] | None, as_json: bool = False) -> int:
+    """Print what a run would do per time step (nothing is written); return the exit code run would give.
+
+    With ``as_json``, stdout gets one JSON document (:func:`ovro_ingest.audit.plan_as_dict`) instead of the table.
+    """
+    from ovro_ingest.audit import plan_as_dict, plan_run
 
     try:
         planned = plan_run(input_dir, store, keys)
     except FileNotFoundError as error:
         errors.print(f"[red]dry run failed:[/] {error}", soft_wrap=True)
         return 2
-    table = Table(title=f"dry run: {input_dir} -> {store} (nothing is written)")
-    for column in ("time step", "subbands", "missing", "gap before (s)", "would"):
-        table.add_column(column, no_wrap=True)
+    if as_json:
+        print_json(plan_as_dict(input_dir, store, planned))
+        return 1 if any(step.action == "would fail" for step in planned) else 0
+    table = keyed_table(
+        f"dry run: {input_dir} -> {store} (nothing is written)",
+        "time step",
+        ("subbands", "missing", "gap before (s)", "would"),
+    )
     for step in planned:
         style = {"would fail": "red", "append": "green", "backfill": "yellow"}.get(step.action, "")
         table.add_row(
@@ -324,7 +369,7 @@ def print_plan(input_dir: Path, store: Path, keys: list[str] | None) -> int:
             "" if step.gap_s is None else f"{step.gap_s:.0f}",
             f"[{style}]{step.action}[/]" if style else step.action,
         )
-    console.print(table)
+    print_table(table)
     for step in planned:
         for problem in step.audit.problems:
             console.print(f"[red]would fail[/] {step.audit.key}: {problem}", soft_wrap=True)
@@ -368,21 +413,35 @@ def audit(
     input_dir: Annotated[
         Path, typer.Argument(metavar="INPUT_DIR", help="Folder of FITS images (searched recursively).")
     ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document (every time step, file and problem) instead.")
+    ] = False,
 ) -> None:
     """Report what an ingest of INPUT_DIR would meet, reading headers only (nothing is written).
 
     Exits 0 when every time step would be stored, 1 when some would fail, 2 when the folder cannot be read.
     """
-    from ovro_ingest.audit import audit_directory
+    from ovro_ingest.audit import audit_directory, report_as_dict
 
     try:
         report = audit_directory(input_dir)
     except FileNotFoundError as error:
         errors.print(f"[red]audit failed:[/] {error}", soft_wrap=True)
         raise typer.Exit(2) from None
-    table = Table(title=f"audit of {report.input_dir}")
-    for column in ("time step", "files", "missing subbands", "DATE-OBS spread s", "DATE-OBS - name s", "verdict"):
-        table.add_column(column, no_wrap=True)
+    if as_json:
+        print_json(report_as_dict(report))
+    else:
+        print_audit(report)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def print_audit(report) -> None:
+    """The audit as a table (one row per time step), its notes and problems, and a summary line."""
+    table = keyed_table(
+        f"audit of {report.input_dir}",
+        "time step",
+        ("files", "missing subbands", "DATE-OBS spread s", "DATE-OBS - name s", "verdict"),
+    )
     for step in report.time_steps:
         offset = "" if step.name_offset_s is None else f"{step.name_offset_s:+.1f}"
         verdict = "[green]ok[/]" if step.ok else "[red]would fail[/]"
@@ -394,7 +453,7 @@ def audit(
             offset,
             verdict,
         )
-    console.print(table)
+    print_table(table)
     for step in report.time_steps:
         for note in step.notes:
             console.print(f"note {step.key}: {note}", soft_wrap=True)
@@ -410,7 +469,6 @@ def audit(
     console.print(
         f"{len(report.time_steps)} time steps: {len(report.time_steps) - failing} would be stored, {failing} would fail"
     )
-    raise typer.Exit(0 if report.ok else 1)
 
 
 def print_health(report, verb: str) -> None:

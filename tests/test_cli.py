@@ -197,6 +197,36 @@ def test_dry_run_prints_the_plan_and_writes_nothing(make_data, tmp_path):
     assert "1 time steps: 1 append" in result.stdout
 
 
+def test_dry_run_keeps_keys_whole_on_80_columns_and_prints_json_for_scripts(make_data, tmp_path, capsys):
+    import json
+
+    from flows.cli import print_plan
+    from tests.test_audit import assert_keys_whole, run_on_a_terminal
+
+    folder = make_data(time_steps=2, n_subbands=3, size=32, naming="current")
+    next(folder.glob("46MHz-*-20240524_050009.fits")).unlink()
+    keys = ["20240524_050009", "20240524_050019"]
+    result = subprocess.run(
+        [*COMMAND, "run", str(folder), str(tmp_path / "s.zarr"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert_keys_whole(result.stdout, keys)
+    assert_keys_whole(run_on_a_terminal(["run", str(folder), str(tmp_path / "s.zarr"), "--dry-run"], 80), keys)
+
+    assert print_plan(folder, tmp_path / "s.zarr", None, as_json=True) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [(s["key"], s["action"], s["subbands"]) for s in plan["time_steps"]] == [
+        (keys[0], "append", 2),
+        (keys[1], "append", 3),
+    ]
+    assert plan["time_steps"][0]["missing_subbands"] == ["46MHz"]
+    assert plan["counts"] == {"append": 2, "backfill": 0, "already stored": 0, "would fail": 0} and plan["ok"]
+    assert not (tmp_path / "s.zarr").exists()
+
+
 def read_until(master: int, text: str, timeout: float = 300) -> str:
     """Read a pseudo-terminal until ``text`` appears (or it closes); return what was read."""
     import select
