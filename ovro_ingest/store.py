@@ -467,8 +467,12 @@ def stored_unchanged(path: str | os.PathLike[str], steps: Sequence[TimeStepFiles
     """The time steps of ``steps`` the store already holds from these very files: key -> index.
 
     "These very files": the ledger lists the same file names with the same size and
-    modification time (a file left out of its time step, e.g. for its beam, by name).
-    Reads the ``time_key`` column and one ledger chunk per candidate.
+    modification time (a file left out of its time step, e.g. for its beam, by name);
+    the folder does not matter, so a moved night is the same night. Reads the
+    ``time_key`` column and one ledger chunk per candidate, never a file's pixels. A
+    time step whose files differ only in mtime (a copied night) is not listed: its
+    staging task compares the files with what the store holds
+    (:func:`ovro_ingest.identity.source_differences`) before writing anything.
     """
     if not store_exists(path) or not steps:
         return {}
