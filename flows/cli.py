@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -72,14 +73,44 @@ def synth(
     ] = 256,
     naming: Annotated[Naming, typer.Option(metavar="legacy|current", help="File name convention.")] = Naming.legacy,
     seed: Annotated[int, typer.Option(metavar="N", help="Seed of the sky and noise.")] = 0,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DATE[THH:MM:SS]",
+            help="UTC DATE-OBS of the first time step, ISO 8601, e.g. 2024-05-25T05:00:09 for a later night "
+            "(default: 2024-05-24T05:00:09.3).",
+        ),
+    ] = None,
 ) -> None:
     """Write a synthetic OVRO-LWA-like data set (realistic headers, all-sky images)."""
-    from ovro_ingest.synth import generate
+    from ovro_ingest.synth import DEFAULT_START, generate
 
-    files = generate(out_dir, time_steps=time_steps, n_subbands=subbands, size=size, naming=naming.value, seed=seed)
-    console.print(
-        f"wrote {len(files)} files ({time_steps} time steps x {subbands} subbands, {size}x{size}) to {out_dir}"
+    first = DEFAULT_START if start is None else utc_datetime(start)
+    files = generate(
+        out_dir, time_steps=time_steps, n_subbands=subbands, size=size, naming=naming.value, seed=seed, start=first
     )
+    console.print(
+        f"wrote {len(files)} files ({time_steps} time steps x {subbands} subbands, {size}x{size}, "
+        f"from {first.isoformat(sep='T', timespec='milliseconds').removesuffix('+00:00')} UTC) to {out_dir}",
+        soft_wrap=True,
+    )
+
+
+def utc_datetime(text: str) -> datetime:
+    """``text`` (ISO 8601 date or date and time; UTC unless it names an offset) as an aware UTC datetime.
+
+    Raises
+    ------
+    typer.BadParameter
+        ``text`` is not ISO 8601 (exit code 2, naming ``--start``).
+    """
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not an ISO 8601 date or time, e.g. 2024-05-25 or 2024-05-25T05:00:09", param_hint="--start"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 KEY_WIDTH = len("YYYYMMDD_HHMMSS")

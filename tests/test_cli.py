@@ -66,6 +66,32 @@ def test_synth_writes_the_requested_data_set(tmp_path):
     assert fits.getheader(files[0])["NAXIS1"] == 32
 
 
+def test_synth_start_sets_the_night(tmp_path):
+    result = ovro_ingest(
+        "synth",
+        str(tmp_path / "n2"),
+        "--start",
+        "2024-05-25T05:00:09",
+        "--time-steps",
+        "2",
+        "--subbands",
+        "1",
+        "--size",
+        "32",
+    )
+    assert result.returncode == 0, result.stderr
+    files = sorted((tmp_path / "n2").glob("*.fits"))
+    assert [f.name[:15] for f in files] == ["20240525_050009", "20240525_050019"]
+    assert fits.getval(files[0], "DATE-OBS") == "2024-05-25T05:00:09.0"
+    result = ovro_ingest(
+        "synth", str(tmp_path / "n3"), "--start", "2024-05-26", "--time-steps", "1", "--subbands", "1", "--size", "32"
+    )
+    assert result.returncode == 0 and next((tmp_path / "n3").glob("*.fits")).name.startswith("20240526_000000_")
+    result = ovro_ingest("synth", str(tmp_path / "n4"), "--start", "tomorrow")
+    assert result.returncode == 2 and "--start" in result.stderr and "ISO" in result.stderr
+    assert not (tmp_path / "n4").exists()
+
+
 @pytest.mark.usefixtures("prefect_server")
 def test_run_exits_0_when_every_time_step_is_stored_and_1_when_one_fails(make_data, tmp_path):
     folder = make_data(time_steps=2, n_subbands=2, size=32)
