@@ -76,7 +76,12 @@ def celestial_wcs(dataset: xr.Dataset, time_index: int) -> WCS:
         The store has no such time step.
     """
     index = checked_time_index(dataset, time_index)
-    header = fits.Header.fromstring(str(dataset["wcs_header"].values[index]), sep="\n")
+    return wcs_from_text(str(dataset["wcs_header"].values[index]))
+
+
+def wcs_from_text(text: str) -> WCS:
+    """A celestial WCS from a ``wcs_header`` entry (FITS cards, one per line)."""
+    header = fits.Header.fromstring(text, sep="\n")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         return WCS(header)
