@@ -155,7 +155,7 @@ def quicklook_figure(store: str | os.PathLike[str], time_index: int, path: str |
     """The quick-look figure of one time step and its description (see :func:`quicklook`); the caller closes it."""
     from astropy import units
     from astropy.visualization import AsinhStretch, AsymmetricPercentileInterval, ImageNormalize
-    from astropy.visualization.wcsaxes.frame import EllipticalFrame
+    from astropy.visualization.wcsaxes.frame import EllipticalFrame, RectangularFrame
     from matplotlib import pyplot as plt
 
     step = read_shown_step(store, time_index)
@@ -164,7 +164,9 @@ def quicklook_figure(store: str | os.PathLike[str], time_index: int, path: str |
     wcs = wcs_from_text(step.wcs_text)
     if factor > 1:
         wcs = wcs.slice((slice(None, None, factor), slice(None, None, factor)))  # a bin of n pixels per pixel
-    plane = np.where(inside_horizon(plane.shape, wcs), plane, np.float32(np.nan))  # beyond it: no sky
+    all_sky = shows_whole_horizon(plane.shape, wcs)
+    if is_sin(wcs):
+        plane = np.where(inside_horizon(plane.shape, wcs), plane, np.float32(np.nan))  # beyond it: no sky
     finite = plane[np.isfinite(plane)]
     norm = ImageNormalize(
         finite if finite.size else np.zeros(1),
@@ -176,22 +178,24 @@ def quicklook_figure(store: str | os.PathLike[str], time_index: int, path: str |
 
     figure = plt.figure(figsize=FIGURE_INCHES, dpi=FIGURE_DPI)
     figure.subplots_adjust(left=0.07, right=0.97, bottom=0.08, top=0.9)  # the sky fills the picture
-    # the frame is the horizon, where the grid lines meet it their RA/Dec are written
-    axes = figure.add_subplot(projection=wcs, frame_class=EllipticalFrame)
+    # an all-sky image is framed by its horizon, where the grid lines meet it their RA/Dec are written
+    axes = figure.add_subplot(projection=wcs, frame_class=EllipticalFrame if all_sky else RectangularFrame)
     colormap = plt.get_cmap("inferno").with_extremes(bad="#202020")
     shown = axes.imshow(plane, origin="lower", norm=norm, cmap=colormap, interpolation="antialiased")
-    (x0, x1), (y0, y1) = horizon_box(wcs)
-    axes.set_xlim(x0, x1)
-    axes.set_ylim(y0, y1)
+    if all_sky:
+        (x0, x1), (y0, y1) = horizon_box(wcs)
+        axes.set_xlim(x0, x1)
+        axes.set_ylim(y0, y1)
     ra, dec = axes.coords[0], axes.coords[1]
     ra.set_format_unit(units.hourangle)
     ra.set_major_formatter("hh")
     dec.set_major_formatter("dd")
     ra.set_ticks(values=np.arange(0, 24, 4) * units.hourangle)  # not 24h as well as 0h where the meridian wraps
     dec.set_ticks(values=np.arange(-60, 90, 30) * units.deg)
-    for coordinate in (ra, dec):  # labelled where the grid meets the horizon
-        coordinate.set_ticks_position("c")
-        coordinate.set_ticklabel_position("c")
+    for coordinate in (ra, dec):
+        if all_sky:  # labelled where the grid meets the horizon
+            coordinate.set_ticks_position("c")
+            coordinate.set_ticklabel_position("c")
         coordinate.set_axislabel("")
     axes.coords.grid(color="white", alpha=0.35, linestyle="solid", linewidth=0.6)
     axes.set_title(title, fontsize=10, pad=22)  # above the RA labels at the top of the horizon
@@ -237,6 +241,19 @@ def horizon_box(wcs) -> tuple[tuple[float, float], tuple[float, float]]:
     centre_x, centre_y = wcs.wcs.crpix - 1.0  # 0-based pixel of the zenith
     radius_x, radius_y = (0.999 / abs(math.radians(d)) for d in wcs.wcs.cdelt)
     return (centre_x - radius_x, centre_x + radius_x), (centre_y - radius_y, centre_y + radius_y)
+
+
+def is_sin(wcs) -> bool:
+    """True for the SIN projection (OVRO-LWA's), whose sky ends at l² + m² = 1 around the reference pixel."""
+    return str(wcs.wcs.ctype[0]).endswith("-SIN")
+
+
+def shows_whole_horizon(shape: tuple[int, int], wcs) -> bool:
+    """True when a SIN image of ``shape`` (rows, columns) holds its whole horizon: an all-sky image."""
+    if not is_sin(wcs):
+        return False
+    (x0, x1), (y0, y1) = horizon_box(wcs)
+    return x0 >= -1.0 and y0 >= -1.0 and x1 <= shape[1] and y1 <= shape[0]  # a pixel of slack
 
 
 def inside_horizon(shape: tuple[int, int], wcs) -> np.ndarray:

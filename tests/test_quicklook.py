@@ -112,3 +112,23 @@ def test_the_quick_look_of_the_real_image(real_image, tmp_path):
     (look,) = draw_nights(tmp_path / "s.zarr", tmp_path / "work", ["20240524_070001"])
     assert look.title.startswith("2024-05-24T07:00:01.3 UTC   68.511 MHz (69MHz)")
     assert len(base64.b64encode(thumbnail_png(look.path))) <= 60_000
+
+
+def test_an_image_that_is_not_all_sky_is_shown_whole_in_a_rectangular_frame(tmp_path):
+    from astropy.io import fits
+    from astropy.visualization.wcsaxes.frame import RectangularFrame
+
+    generate(tmp_path / "n", time_steps=1, n_subbands=1, size=64)
+    for path in (tmp_path / "n").glob("*.fits"):
+        with fits.open(path, mode="update") as hdul:
+            hdul[0].header["CTYPE1"], hdul[0].header["CTYPE2"] = "RA---TAN", "DEC--TAN"
+            hdul[0].header["CDELT1"], hdul[0].header["CDELT2"] = -0.1, 0.1  # a 6.4 degree field
+            hdul[0].data[np.isnan(hdul[0].data)] = 0.0
+    ingest_directory(tmp_path / "n", tmp_path / "s.zarr", settings=StoreSettings(chunk_lm=32))
+    figure, _ = quicklook_figure(tmp_path / "s.zarr", 0, tmp_path / "x.png")
+    try:
+        axes = figure.axes[0]
+        assert isinstance(axes.coords.frame, RectangularFrame) and axes.get_xlim() == (-0.5, 63.5)
+        assert np.isfinite(axes.images[0].get_array().filled(np.nan)).all(), "no horizon to cut at"
+    finally:
+        plt.close(figure)
