@@ -12,10 +12,11 @@ Otherwise the warning names each file and what differs.
 
 Why not a checksum of every file in the ledger: it is a full extra pass over every
 pixel of every night, on top of the staging pass, for the sake of a rare event.
-Measured per 4096² float32 file (64 MB, page cache warm, 2 cores, 2026-11-30):
-staging 119 ms; astropy's DATASUM 13 ms (11%), zlib.crc32 17 ms (14%), sha256 37 ms
-(31%), all above the 3% the normal ingest may spend. The comparison here costs
-95 ms per file, and only for the files whose mtime changed while their size did
+Measured per 4096² float32 file (64 MB, page cache warm, 2 shared cores, 2026-11-30,
+``scripts/measure_identity_and_quicklook.py``): staging 83-119 ms; astropy's DATASUM
+13 ms (11-16%), zlib.crc32 13-17 ms (14-15%), sha256 37 ms (31-45%), all well above
+the 3% the normal ingest may spend. The comparison here costs 88-95 ms per file,
+about one staging, and only for the files whose mtime changed while their size did
 not; files whose name, size and mtime match are never read. A hash of the header
 block plus the size (0.1 ms) would be cheap but blind to pixels rewritten in place.
 """
