@@ -458,11 +458,6 @@ def ledger_fingerprints(entry: str) -> set[tuple[str, int, int]]:
     return {(Path(e["path"]).name, e["size"], e["mtime_ns"]) for e in json.loads(entry) if "excluded" not in e}
 
 
-def plan_fingerprints(plan: TimeStepPlan) -> set[tuple[str, int, int]]:
-    """The (file name, size, mtime) triples of a plan's source files, as the ledger records them."""
-    return {(Path(f.path).name, f.size, f.mtime_ns) for f in plan.source_files}
-
-
 def stored_unchanged(path: str | os.PathLike[str], steps: Sequence[TimeStepFiles]) -> dict[str, int]:
     """The time steps of ``steps`` the store already holds from these very files: key -> index.
 
