@@ -7,24 +7,33 @@ when it is first imported.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.prompt import Prompt
 from rich.table import Table
 
+from flows.clihelp import PlainHelpGroup
 from ovro_ingest import __version__
 
-app = typer.Typer(help="Ingest OVRO-LWA FITS images into one Zarr store.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Ingest OVRO-LWA FITS images into one Zarr store.",
+    no_args_is_help=True,
+    add_completion=False,
+    cls=PlainHelpGroup,  # help names values by metavar, never by Python type (<path>, <bool>)
+)
 console = Console()
 errors = Console(stderr=True)
 
@@ -54,20 +63,90 @@ def main(
 
 @app.command()
 def synth(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to write the FITS files into.")],
-    time_steps: Annotated[int, typer.Option(min=1, help="Number of time steps (10 s apart).")] = 3,
-    subbands: Annotated[int, typer.Option(min=1, max=16, help="Subbands per time step (real data: 10-16).")] = 10,
-    size: Annotated[int, typer.Option(min=16, help="Image side in pixels (real data: 2048 or 4096).")] = 256,
-    naming: Annotated[Naming, typer.Option(help="File name convention.")] = Naming.legacy,
-    seed: Annotated[int, typer.Option(help="Seed of the sky and noise.")] = 0,
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="Folder to write the FITS files into.")],
+    time_steps: Annotated[int, typer.Option(min=1, metavar="N", help="Number of time steps (10 s apart).")] = 3,
+    subbands: Annotated[
+        int, typer.Option(min=1, max=16, metavar="N", help="Subbands per time step (real data: 10-16).")
+    ] = 10,
+    size: Annotated[
+        int, typer.Option(min=16, metavar="PIXELS", help="Image side in pixels (real data: 2048 or 4096).")
+    ] = 256,
+    naming: Annotated[Naming, typer.Option(metavar="legacy|current", help="File name convention.")] = Naming.legacy,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the sky and noise.")] = 0,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DATE[THH:MM:SS]",
+            help="UTC DATE-OBS of the first time step, ISO 8601, e.g. 2024-05-25T05:00:09 for a later night "
+            "(default: 2024-05-24T05:00:09.3).",
+        ),
+    ] = None,
 ) -> None:
     """Write a synthetic OVRO-LWA-like data set (realistic headers, all-sky images)."""
-    from ovro_ingest.synth import generate
+    from ovro_ingest.synth import DEFAULT_START, generate
 
-    files = generate(out_dir, time_steps=time_steps, n_subbands=subbands, size=size, naming=naming.value, seed=seed)
-    console.print(
-        f"wrote {len(files)} files ({time_steps} time steps x {subbands} subbands, {size}x{size}) to {out_dir}"
+    first = DEFAULT_START if start is None else utc_datetime(start)
+    files = generate(
+        out_dir, time_steps=time_steps, n_subbands=subbands, size=size, naming=naming.value, seed=seed, start=first
     )
+    console.print(
+        f"wrote {len(files)} files ({time_steps} time steps x {subbands} subbands, {size}x{size}, "
+        f"from {first.isoformat(sep='T', timespec='milliseconds').removesuffix('+00:00')} UTC) to {out_dir}",
+        soft_wrap=True,
+    )
+
+
+def utc_datetime(text: str) -> datetime:
+    """``text`` (ISO 8601 date or date and time; UTC unless it names an offset) as an aware UTC datetime.
+
+    Raises
+    ------
+    typer.BadParameter
+        ``text`` is not ISO 8601 (exit code 2, naming ``--start``).
+    """
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not an ISO 8601 date or time, e.g. 2024-05-25 or 2024-05-25T05:00:09", param_hint="--start"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+KEY_WIDTH = len("YYYYMMDD_HHMMSS")
+
+
+def keyed_table(title: str, key_header: str, headers: tuple[str, ...]) -> Table:
+    """A table whose first column holds time-step keys: never wrapped or cut (people and scripts copy them).
+
+    The other columns wrap (and fold a long word) when the terminal is narrow,
+    rather than end in an ellipsis.
+    """
+    table = Table(title=title)
+    table.add_column(key_header, no_wrap=True, min_width=KEY_WIDTH)
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    return table
+
+
+def print_table(table: Table) -> None:
+    """Print ``table`` whole: within the terminal's width (or ``$COLUMNS``), else at its natural width.
+
+    Keys never wrap (see :func:`keyed_table`), other cells do. Piped or redirected
+    without ``$COLUMNS``, rich would assume 80 columns and wrap cells for a reader that
+    has no width at all (a file, ``grep``, a script): there each row stays one line.
+    """
+    if console.is_terminal or os.environ.get("COLUMNS"):
+        console.print(table)
+        return
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    Console(file=console.file, width=max(console.width, natural)).print(table)
+
+
+def print_json(payload: dict) -> None:
+    """Write ``payload`` to stdout as JSON (no colours, no wrapping: for scripts)."""
+    sys.stdout.write(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    sys.stdout.flush()
 
 
 def configure_logging(verbose: bool, quiet: bool) -> None:
@@ -83,10 +162,9 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
 
 def print_summary(summary) -> None:
     """A table of the run's time steps."""
-    table = Table(title=f"ingest into {summary.store}")
-    table.add_column("time step", no_wrap=True)
-    for column in ("files", "status", "index", "MB written", "seconds"):
-        table.add_column(column, no_wrap=True)
+    table = keyed_table(
+        f"ingest into {summary.store}", "time step", ("files", "status", "index", "MB written", "seconds")
+    )
     for o in summary.outcomes:
         style = {"failed": "red", "written": "green"}.get(o.status, "")
         row = [
@@ -98,7 +176,7 @@ def print_summary(summary) -> None:
             f"{o.seconds:.2f}",
         ]
         table.add_row(*row)
-    console.print(table)
+    print_table(table)
     for o in summary.failed:  # one unwrapped line each: the file and the fix
         console.print(f"[red]failed[/] {o.key}: {o.error}", soft_wrap=True)
     console.print(summary.one_line())
@@ -195,30 +273,43 @@ def run_flow(verbose: bool, **parameters) -> int:
 
 @app.command()
 def run(
-    input_dir: Annotated[Path, typer.Argument(help="Folder of FITS images (searched recursively).")],
-    store: Annotated[Path, typer.Argument(help="The Zarr store (created on first use).")],
+    input_dir: Annotated[
+        Path, typer.Argument(metavar="INPUT_DIR", help="Folder of FITS images (searched recursively).")
+    ],
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="The Zarr store (created on first use).")],
     fixed_dir: Annotated[
-        Path | None, typer.Option(help="Folder for fixed copies (default: <store>.work/fixed).")
+        Path | None, typer.Option(metavar="FOLDER", help="Folder for fixed copies (default: STORE.work/fixed).")
     ] = None,
-    chunk_lm: Annotated[int, typer.Option(min=16, help="Chunk length along l and m of a new store.")] = 1024,
+    chunk_lm: Annotated[
+        int, typer.Option(min=16, metavar="PIXELS", help="Chunk length along l and m of a new store.")
+    ] = 1024,
     rebuild: Annotated[bool, typer.Option(help="Delete the store first and ingest everything again.")] = False,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Threads of the local Dask cluster (default: one per core).")
+        int | None,
+        typer.Option(min=1, metavar="N", help="Threads of the local Dask cluster (default: one per core)."),
     ] = None,
-    dask_address: Annotated[str | None, typer.Option(help="Address of an existing Dask scheduler.")] = None,
-    codec: Annotated[str, typer.Option(help="Compression of a new store: lz4, zstd or none.")] = "lz4",
-    zarr_format: Annotated[int, typer.Option(min=2, max=3, help="Zarr format of a new store.")] = 3,
+    dask_address: Annotated[
+        str | None, typer.Option(metavar="ADDRESS", help="Address of an existing Dask scheduler (tcp://host:8786).")
+    ] = None,
+    codec: Annotated[
+        str, typer.Option(metavar="lz4|zstd|none", help="Compression of a new store: lz4, zstd or none.")
+    ] = "lz4",
+    zarr_format: Annotated[int, typer.Option(min=2, max=3, metavar="2|3", help="Zarr format of a new store.")] = 3,
     replace: Annotated[
         bool, typer.Option(help="Store again the time steps whose source files changed since they were stored.")
     ] = False,
     wait_for_lock: Annotated[
-        float, typer.Option(min=0, help="Seconds to wait when another ingest writes the store (default: fail).")
+        float,
+        typer.Option(
+            min=0, metavar="SECONDS", help="Seconds to wait when another ingest writes the store (default: fail)."
+        ),
     ] = 0.0,
     keep_bad_beams: Annotated[
         bool, typer.Option(help="Store files with a missing or invalid beam (NaN beam) instead of leaving them out.")
     ] = False,
     time_steps: Annotated[
-        list[str] | None, typer.Option("--time-steps", help="Only this time step (YYYYMMDD_HHMMSS); repeatable.")
+        list[str] | None,
+        typer.Option("--time-steps", metavar="KEY", help="Only this time step (YYYYMMDD_HHMMSS); repeatable."),
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print what the run would do, and write nothing.")] = False,
     yes: Annotated[
@@ -280,18 +371,26 @@ def ask_resume_or_rebuild(store: Path, yes: bool) -> bool:
     return answer == "rebuild"
 
 
-def print_plan(input_dir: Path, store: Path, keys: list[str] | None) -> int:
-    """Print what a run would do per time step (nothing is written); return the exit code run would give."""
-    from ovro_ingest.audit import plan_run
+def print_plan(input_dir: Path, store: Path, keys: list[str] | None, as_json: bool = False) -> int:
+    """Print what a run would do per time step (nothing is written); return the exit code run would give.
+
+    With ``as_json``, stdout gets one JSON document (:func:`ovro_ingest.audit.plan_as_dict`) instead of the table.
+    """
+    from ovro_ingest.audit import plan_as_dict, plan_run
 
     try:
         planned = plan_run(input_dir, store, keys)
     except FileNotFoundError as error:
         errors.print(f"[red]dry run failed:[/] {error}", soft_wrap=True)
         return 2
-    table = Table(title=f"dry run: {input_dir} -> {store} (nothing is written)")
-    for column in ("time step", "subbands", "missing", "gap before (s)", "would"):
-        table.add_column(column, no_wrap=True)
+    if as_json:
+        print_json(plan_as_dict(input_dir, store, planned))
+        return 1 if any(step.action == "would fail" for step in planned) else 0
+    table = keyed_table(
+        f"dry run: {input_dir} -> {store} (nothing is written)",
+        "time step",
+        ("subbands", "missing", "gap before (s)", "would"),
+    )
     for step in planned:
         style = {"would fail": "red", "append": "green", "backfill": "yellow"}.get(step.action, "")
         table.add_row(
@@ -301,7 +400,7 @@ def print_plan(input_dir: Path, store: Path, keys: list[str] | None) -> int:
             "" if step.gap_s is None else f"{step.gap_s:.0f}",
             f"[{style}]{step.action}[/]" if style else step.action,
         )
-    console.print(table)
+    print_table(table)
     for step in planned:
         for problem in step.audit.problems:
             console.print(f"[red]would fail[/] {step.audit.key}: {problem}", soft_wrap=True)
@@ -313,11 +412,11 @@ def print_plan(input_dir: Path, store: Path, keys: list[str] | None) -> int:
 @app.command()
 def demo(
     directory: Annotated[
-        Path, typer.Option("--dir", help="Folder for the demo's data, store and Prefect home.")
+        Path, typer.Option("--dir", metavar="FOLDER", help="Folder for the demo's data, store and Prefect home.")
     ] = Path("ovro-demo"),
-    time_steps: Annotated[int, typer.Option(min=1, help="Number of time steps.")] = 4,
-    subbands: Annotated[int, typer.Option(min=1, max=16, help="Subbands per time step.")] = 10,
-    size: Annotated[int, typer.Option(min=16, help="Image side in pixels.")] = 256,
+    time_steps: Annotated[int, typer.Option(min=1, metavar="N", help="Number of time steps.")] = 4,
+    subbands: Annotated[int, typer.Option(min=1, max=16, metavar="N", help="Subbands per time step.")] = 10,
+    size: Annotated[int, typer.Option(min=16, metavar="PIXELS", help="Image side in pixels.")] = 256,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and the summary.")] = False,
 ) -> None:
     """Generate a small synthetic data set, ingest it, and show how to open the store."""
@@ -341,21 +440,39 @@ def demo(
 
 
 @app.command()
-def audit(input_dir: Annotated[Path, typer.Argument(help="Folder of FITS images (searched recursively).")]) -> None:
+def audit(
+    input_dir: Annotated[
+        Path, typer.Argument(metavar="INPUT_DIR", help="Folder of FITS images (searched recursively).")
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document (every time step, file and problem) instead.")
+    ] = False,
+) -> None:
     """Report what an ingest of INPUT_DIR would meet, reading headers only (nothing is written).
 
     Exits 0 when every time step would be stored, 1 when some would fail, 2 when the folder cannot be read.
     """
-    from ovro_ingest.audit import audit_directory
+    from ovro_ingest.audit import audit_directory, report_as_dict
 
     try:
         report = audit_directory(input_dir)
     except FileNotFoundError as error:
         errors.print(f"[red]audit failed:[/] {error}", soft_wrap=True)
         raise typer.Exit(2) from None
-    table = Table(title=f"audit of {report.input_dir}")
-    for column in ("time step", "files", "missing subbands", "DATE-OBS spread s", "DATE-OBS - name s", "verdict"):
-        table.add_column(column, no_wrap=True)
+    if as_json:
+        print_json(report_as_dict(report))
+    else:
+        print_audit(report)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def print_audit(report) -> None:
+    """The audit as a table (one row per time step), its notes and problems, and a summary line."""
+    table = keyed_table(
+        f"audit of {report.input_dir}",
+        "time step",
+        ("files", "missing subbands", "DATE-OBS spread s", "DATE-OBS - name s", "verdict"),
+    )
     for step in report.time_steps:
         offset = "" if step.name_offset_s is None else f"{step.name_offset_s:+.1f}"
         verdict = "[green]ok[/]" if step.ok else "[red]would fail[/]"
@@ -367,7 +484,7 @@ def audit(input_dir: Annotated[Path, typer.Argument(help="Folder of FITS images 
             offset,
             verdict,
         )
-    console.print(table)
+    print_table(table)
     for step in report.time_steps:
         for note in step.notes:
             console.print(f"note {step.key}: {note}", soft_wrap=True)
@@ -383,7 +500,6 @@ def audit(input_dir: Annotated[Path, typer.Argument(help="Folder of FITS images 
     console.print(
         f"{len(report.time_steps)} time steps: {len(report.time_steps) - failing} would be stored, {failing} would fail"
     )
-    raise typer.Exit(0 if report.ok else 1)
 
 
 def print_health(report, verb: str) -> None:
@@ -402,7 +518,7 @@ def print_health(report, verb: str) -> None:
 
 
 @app.command()
-def validate(store: Annotated[Path, typer.Argument(help="The Zarr store to check.")]) -> None:
+def validate(store: Annotated[Path, typer.Argument(metavar="STORE", help="The Zarr store to check.")]) -> None:
     """Check STORE: shapes, ledger against content, consolidated metadata current. Exits 1 on any problem."""
     from ovro_ingest.health import validate_store
 
@@ -413,9 +529,10 @@ def validate(store: Annotated[Path, typer.Argument(help="The Zarr store to check
 
 @app.command()
 def repair(
-    store: Annotated[Path, typer.Argument(help="The Zarr store to repair.")],
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="The Zarr store to repair.")],
     wait_for_lock: Annotated[
-        float, typer.Option(min=0, help="Seconds to wait when an ingest writes the store (default: fail).")
+        float,
+        typer.Option(min=0, metavar="SECONDS", help="Seconds to wait when an ingest writes the store (default: fail)."),
     ] = 0.0,
 ) -> None:
     """Roll STORE back to its last committed state (or finish an interrupted commit), then validate it."""
@@ -427,7 +544,10 @@ def repair(
     except IngestError as error:
         errors.print(f"[red]repair failed:[/] {error}", soft_wrap=True)
         raise typer.Exit(2) from None
-    print_health(report, "repaired" if report.ok else "still invalid")
+    if report.ok:
+        print_health(report, "repaired" if report.actions else "nothing to repair")
+    else:
+        print_health(report, "still invalid")
     raise typer.Exit(0 if report.ok else 1)
 
 

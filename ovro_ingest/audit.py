@@ -315,3 +315,79 @@ def plan_run(
             gap = delta * 86400.0 if delta > 1.5 * cadence else None
         planned.append(PlannedStep(audit=step, action=action, gap_s=gap))
     return planned
+
+
+def file_as_dict(audit: FileAudit) -> dict:
+    """One file of an audit as JSON-able values (SI units: Hz, MJD)."""
+    return {
+        "path": audit.path,
+        "subband": audit.subband,
+        "frequency_hz": audit.frequency_hz,
+        "time_mjd": audit.time_mjd,
+        "corrections": list(audit.corrections),
+        "beam_problem": audit.beam_problem,
+        "error": audit.error,
+    }
+
+
+def time_step_as_dict(step: TimeStepAudit) -> dict:
+    """One time step of an audit as JSON-able values; ``verdict`` is ``"ok"`` or ``"would fail"``."""
+    return {
+        "key": step.key,
+        "verdict": "ok" if step.ok else "would fail",
+        "files": [file_as_dict(f) for f in step.files],
+        "missing_subbands": list(step.missing_subbands),
+        "date_obs_spread_s": step.date_obs_spread_s,
+        "name_offset_s": step.name_offset_s,
+        "problems": list(step.problems),
+        "notes": list(step.notes),
+    }
+
+
+def report_as_dict(report: AuditReport) -> dict:
+    """The audit as one JSON-able document (``ovro-ingest audit --json``).
+
+    Every time step is one entry of ``time_steps`` with its whole ``key`` and a
+    ``verdict``; ``counts`` maps each verdict to its number of time steps.
+    """
+    steps = [time_step_as_dict(step) for step in report.time_steps]
+    return {
+        "input_dir": report.input_dir,
+        "ok": report.ok,
+        "counts": {verdict: sum(s["verdict"] == verdict for s in steps) for verdict in ("ok", "would fail")},
+        "channels_hz": list(report.channels_hz),
+        "max_jitter_hz": report.max_jitter_hz,
+        "skipped": list(report.skipped),
+        "time_steps": steps,
+    }
+
+
+PLAN_ACTIONS = ("append", "backfill", "already stored", "would fail")
+
+
+def plan_as_dict(input_dir: str | os.PathLike[str], store: str | os.PathLike[str], planned: list[PlannedStep]) -> dict:
+    """What a run would do, as one JSON-able document (``ovro-ingest run --dry-run --json``).
+
+    Every time step is one entry of ``time_steps`` with its whole ``key`` and an
+    ``action`` (one of :data:`PLAN_ACTIONS`); ``counts`` maps each action to its
+    number of time steps.
+    """
+    steps = [
+        {
+            "key": step.audit.key,
+            "action": step.action,
+            "subbands": len(step.audit.files),
+            "missing_subbands": list(step.audit.missing_subbands),
+            "gap_before_s": step.gap_s,
+            "problems": list(step.audit.problems),
+            "notes": list(step.audit.notes),
+        }
+        for step in planned
+    ]
+    return {
+        "input_dir": str(input_dir),
+        "store": str(store),
+        "ok": all(step.action != "would fail" for step in planned),
+        "counts": {action: sum(s["action"] == action for s in steps) for action in PLAN_ACTIONS},
+        "time_steps": steps,
+    }

@@ -43,6 +43,7 @@ import zarr
 
 from ovro_ingest.errors import StoreError
 from ovro_ingest.failpoints import failpoint
+from ovro_ingest.identity import describe, source_differences
 from ovro_ingest.load import sky_block, sky_planes
 from ovro_ingest.models import AppendReceipt, StagedTimeStep, TimeStepPlan
 from ovro_ingest.store import (
@@ -51,9 +52,7 @@ from ovro_ingest.store import (
     TIME_VARIABLES,
     StoreState,
     check_fits_store,
-    ledger_fingerprints,
     placement,
-    plan_fingerprints,
     read_state,
     time_step_values,
 )
@@ -177,13 +176,14 @@ def write_time_step(store: str | os.PathLike[str], plan: TimeStepPlan, replace: 
     index, where = placement(state, plan.key, plan.time_mjd)
     status = "staged"
     if where == "stored":
-        changed = ledger_fingerprints(state.value("source_files", index)) != plan_fingerprints(plan)
-        if not (replace and changed):
-            if changed:
+        differences = source_differences(state, index, plan)
+        if not (replace and differences):
+            if differences:
                 logger.warning(
-                    "time step %s is already stored, but its source files changed since; kept the stored version "
-                    "(pass --replace to store the new files instead)",
+                    "time step %s is already stored, but its source files changed since: %s; kept the stored "
+                    "version (pass --replace to store the new files instead)",
                     plan.key,
+                    describe(differences),
                 )
             return StagedTimeStep(
                 key=plan.key,

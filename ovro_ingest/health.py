@@ -44,6 +44,8 @@ class HealthReport:
     n_time: int = 0
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    """What ``repair`` changed (empty: there was nothing to repair); also the first notes."""
 
     @property
     def ok(self) -> bool:
@@ -221,5 +223,6 @@ def repair_store(path: str | os.PathLike[str], wait_seconds: float = 0.0) -> Hea
                 actions.append("cleared the staging area")
             zarr.consolidate_metadata(str(path))
     report = validate_store(path)
+    report.actions = actions
     report.notes = actions + report.notes
     return report

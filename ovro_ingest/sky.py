@@ -20,18 +20,110 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 
+def checked_time_index(dataset: xr.Dataset, time_index: int) -> int:
+    """``time_index`` as a non-negative index of the store's time axis (negative ones count from the end).
+
+    Raises
+    ------
+    IndexError
+        The store has no such time step; the message gives the valid range.
+    """
+    n_time = dataset.sizes["time"]
+    if not isinstance(time_index, int | np.integer) or isinstance(time_index, bool):
+        raise TypeError(f"time_index must be an integer, got {time_index!r}")
+    if not -n_time <= time_index < n_time:
+        raise IndexError(
+            f"time_index {time_index} is out of range: the store has {n_time} time steps "
+            f"(time_index 0 .. {n_time - 1}, or -{n_time} .. -1 from the end)"
+            if n_time
+            else f"time_index {time_index} is out of range: the store holds no time step yet"
+        )
+    return int(time_index) % n_time
+
+
+def checked_pixel_index(dataset: xr.Dataset, dim: str, index) -> np.ndarray:
+    """``index`` (a pixel index along ``dim``, ``"l"`` or ``"m"``, or an array of them) as an array, checked.
+
+    Fractional indices are positions between pixel centres; anything outside the
+    image (below 0, beyond the last pixel, NaN) is an error, never a NaN coordinate
+    that would look like a pixel beyond the horizon.
+
+    Raises
+    ------
+    IndexError
+        Some index lies outside the image; the message gives the valid range.
+    """
+    values = np.asarray(index)
+    if values.dtype.kind not in "iuf":
+        raise TypeError(f"{dim}_index must be numbers, got {values.dtype} ({index!r})")
+    size = dataset.sizes[dim]
+    outside = ~((values >= 0) & (values <= size - 1))  # NaN is outside too
+    if np.any(outside):
+        first = values[outside].flat[0]
+        raise IndexError(
+            f"{dim}_index {first} is outside the image: valid pixel indices along {dim} are 0 .. {size - 1} "
+            f"(the store's images are {dataset.sizes['l']} x {dataset.sizes['m']} pixels)"
+        )
+    return values
+
+
 def celestial_wcs(dataset: xr.Dataset, time_index: int) -> WCS:
-    """The celestial WCS of time step ``time_index`` of a store opened with xarray."""
-    header = fits.Header.fromstring(str(dataset["wcs_header"].values[time_index]), sep="\n")
+    """The celestial WCS of time step ``time_index`` of a store opened with xarray.
+
+    Raises
+    ------
+    IndexError
+        The store has no such time step.
+    """
+    index = checked_time_index(dataset, time_index)
+    return wcs_from_text(str(dataset["wcs_header"].values[index]))
+
+
+def wcs_from_text(text: str) -> WCS:
+    """A celestial WCS from a ``wcs_header`` entry (FITS cards, one per line)."""
+    header = fits.Header.fromstring(text, sep="\n")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         return WCS(header)
 
 
 def pixel_to_radec(dataset: xr.Dataset, time_index: int, l_index, m_index) -> tuple[np.ndarray, np.ndarray]:
-    """RA and Dec (degrees, in the header's frame) of pixels ``(l_index, m_index)`` at one time step."""
-    ra, dec = celestial_wcs(dataset, time_index).all_pix2world(np.asarray(l_index), np.asarray(m_index), 0)
-    return np.asarray(ra), np.asarray(dec)
+    """RA and Dec of pixels ``(l_index, m_index)`` of ``SKY`` at one time step, in degrees.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        A store opened with ``xarray.open_zarr``.
+    time_index : int
+        The time step (``0 .. n_time - 1``; negative ones count from the end).
+    l_index, m_index : int, float or array_like
+        0-based pixel indices along ``l`` and ``m`` (``0 .. size - 1``; fractional
+        ones lie between pixel centres), of one shape or broadcastable.
+
+    Returns
+    -------
+    ra, dec : numpy.ndarray
+        Degrees in the header's frame (ICRS/FK5 J2000 for OVRO-LWA), RA in
+        [0, 360), Dec in [-90, 90], of the broadcast shape of the indices; NaN
+        exactly for pixels beyond the horizon (which have no sky position).
+
+    Raises
+    ------
+    IndexError
+        ``time_index`` is not a time step of the store, or a pixel index lies
+        outside the image; the message gives the valid range.
+    """
+    wcs = celestial_wcs(dataset, time_index)
+    l_values, m_values = checked_pixel_index(dataset, "l", l_index), checked_pixel_index(dataset, "m", m_index)
+    ra, dec = wcs.all_pix2world(l_values, m_values, 0)
+    return wrapped_ra(np.asarray(ra)), np.asarray(dec)
+
+
+def wrapped_ra(ra: np.ndarray) -> np.ndarray:
+    """Right ascension in [0, 360) degrees (WCSLIB returns it near CRVAL1, which may be negative); NaN kept."""
+    wrapped = np.mod(ra, 360.0)
+    # the remainder of a tiny negative angle rounds to 360.0 itself
+    return np.where(wrapped >= 360.0, 0.0, wrapped)
 
 
 def sky_coordinates(dataset: xr.Dataset, time_indices: Sequence[int] | None = None) -> xr.Dataset:
@@ -42,15 +134,25 @@ def sky_coordinates(dataset: xr.Dataset, time_indices: Sequence[int] | None = No
     dataset : xarray.Dataset
         A store opened with ``xarray.open_zarr``.
     time_indices : sequence of int, optional
-        The time steps to compute (default: all; each costs two float64 planes).
+        The time steps to compute (default: all; each costs two float64 planes of
+        ``l x m``). Negative ones count from the end.
 
     Returns
     -------
     xarray.Dataset
-        Coordinates with the store's ``time``, ``l`` and ``m``; pixels beyond the
-        horizon are NaN.
+        Coordinates with the store's ``time``, ``l`` and ``m``; RA in [0, 360);
+        pixels beyond the horizon are NaN.
+
+    Raises
+    ------
+    IndexError
+        A time index is not a time step of the store.
     """
-    indices = list(range(dataset.sizes["time"])) if time_indices is None else list(time_indices)
+    indices = (
+        list(range(dataset.sizes["time"]))
+        if time_indices is None
+        else [checked_time_index(dataset, t) for t in time_indices]
+    )
     l_index, m_index = np.meshgrid(np.arange(dataset.sizes["l"]), np.arange(dataset.sizes["m"]), indexing="ij")
     planes = [pixel_to_radec(dataset, t, l_index, m_index) for t in indices]
     dims = ("time", "l", "m")

@@ -535,17 +535,16 @@ def ledger_fingerprints(entry: str) -> set[tuple[str, int, int]]:
     return {(Path(e["path"]).name, e["size"], e["mtime_ns"]) for e in json.loads(entry) if "excluded" not in e}
 
 
-def plan_fingerprints(plan: TimeStepPlan) -> set[tuple[str, int, int]]:
-    """The (file name, size, mtime) triples of a plan's source files, as the ledger records them."""
-    return {(Path(f.path).name, f.size, f.mtime_ns) for f in plan.source_files}
-
-
 def stored_unchanged(path: str | os.PathLike[str], steps: Sequence[TimeStepFiles]) -> dict[str, int]:
     """The time steps of ``steps`` the store already holds from these very files: key -> index.
 
     "These very files": the ledger lists the same file names with the same size and
-    modification time (a file left out of its time step, e.g. for its beam, by name).
-    Reads the ``time_key`` column and one ledger chunk per candidate.
+    modification time (a file left out of its time step, e.g. for its beam, by name);
+    the folder does not matter, so a moved night is the same night. Reads the
+    ``time_key`` column and one ledger chunk per candidate, never a file's pixels. A
+    time step whose files differ only in mtime (a copied night) is not listed: its
+    staging task compares the files with what the store holds
+    (:func:`ovro_ingest.identity.source_differences`) before writing anything.
     """
     if not store_exists(path) or not steps:
         return {}

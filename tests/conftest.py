@@ -21,6 +21,9 @@ os.environ.pop("PREFECT_API_URL", None)
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_IMAGE = REPO.parent / "shared" / "data" / "ovro-lwa" / "test_image.fits"
+"""Where CI keeps a real OVRO-LWA image (a WSClean all-sky ``*-I-image.fits``), beside the clone."""
+REAL_IMAGE_VARIABLE = "OVRO_INGEST_REAL_IMAGE"
+"""Names another real OVRO-LWA image for the tests that need one (see the README, "Tests with real data")."""
 SERVER_START_TIMEOUT_S = 180
 
 
@@ -60,9 +63,21 @@ def make_data(tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture
 def real_image() -> Path:
-    """The real OVRO-LWA image of the shared folder (the test is skipped without it)."""
+    """A real OVRO-LWA image: ``$OVRO_INGEST_REAL_IMAGE``, else the shared folder's (the test is skipped without one).
+
+    A variable that names no file is an error, not a skip, so that a mistyped path
+    does not quietly leave the real-data tests out.
+    """
+    named = os.environ.get(REAL_IMAGE_VARIABLE)
+    if named:
+        if not Path(named).is_file():
+            pytest.fail(f"{REAL_IMAGE_VARIABLE}={named} is not a file; name a real OVRO-LWA *-I-image.fits")
+        return Path(named)
     if not REAL_IMAGE.is_file():
-        pytest.skip(f"real OVRO-LWA image not present at {REAL_IMAGE}")
+        pytest.skip(
+            f"no real OVRO-LWA image: to run this test, set {REAL_IMAGE_VARIABLE}=/path/to/an OVRO-LWA "
+            f"*-I-image.fits (a WSClean all-sky image), or copy one to {REAL_IMAGE}"
+        )
     return REAL_IMAGE
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,81 @@ def test_audit_reads_the_frequency_as_the_ingest_does_units_included(make_data, 
     ingest_directory(folder, tmp_path / "s.zarr", settings=StoreSettings(chunk_lm=32))
     stored = list(xr.open_zarr(tmp_path / "s.zarr")["frequency"].values)
     assert audited == stored and 40e6 < audited[0] < 50e6, (audited, stored)
+
+
+def run_on_a_terminal(args: list[str], columns: int) -> str:
+    """Run ``ovro-ingest *args`` on a pseudo-terminal ``columns`` wide; return its output without colours."""
+    import fcntl
+    import os
+    import pty
+    import re
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    environment = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    process = subprocess.Popen([*COMMAND, *args], stdin=slave, stdout=slave, stderr=slave, env=environment)
+    os.close(slave)
+    output = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        process.wait(timeout=300)
+    finally:
+        process.kill()
+        os.close(master)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))
+
+
+def assert_keys_whole(output: str, keys: list[str]) -> None:
+    assert "…" not in output, output
+    for key in keys:
+        assert re.search(rf"\b{key}\b", output), f"{key} not whole in:\n{output}"
+
+
+def test_audit_keeps_time_step_keys_whole_on_80_columns_piped_or_not(make_data):
+    import os
+
+    folder = make_data(time_steps=2, n_subbands=3, naming="current")
+    next(folder.glob("46MHz-*-20240524_050009.fits")).unlink()  # a missing subband: a wider table
+    keys = ["20240524_050009", "20240524_050019"]
+    for environment in ({**os.environ, "COLUMNS": "80"}, {k: v for k, v in os.environ.items() if k != "COLUMNS"}):
+        result = subprocess.run([*COMMAND, "audit", str(folder)], capture_output=True, text=True, env=environment)
+        assert result.returncode == 0, result.stderr
+        assert_keys_whole(result.stdout, keys)
+        assert "would be stored" in result.stdout and "46MHz" in result.stdout
+        if "COLUMNS" in environment:
+            assert max(len(line) for line in result.stdout.splitlines()) <= 80, "the width asked for"
+        else:
+            rows = [line for line in result.stdout.splitlines() if line.startswith("│ 2024")]
+            assert len(rows) == 2 and all("│ ok " in row for row in rows), "one line per time step, verdict included"
+    on_terminal = run_on_a_terminal(["audit", str(folder)], columns=80)
+    assert_keys_whole(on_terminal, keys)
+    assert max(len(line) for line in on_terminal.splitlines()) <= 80, "fits the terminal"
+
+
+def test_audit_json_gives_every_time_step_whole(make_data):
+    import json
+
+    folder = make_data(time_steps=3, n_subbands=3)
+    next(folder.glob("20240524_050009_46MHz*.fits")).unlink()
+    truncated = next(folder.glob("20240524_050019_41MHz*.fits"))
+    truncated.write_bytes(truncated.read_bytes()[:3000])
+    result = ovro_ingest("audit", str(folder), "--json")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["input_dir"] == str(folder) and report["ok"] is False
+    assert [s["key"] for s in report["time_steps"]] == ["20240524_050009", "20240524_050019", "20240524_050029"]
+    first, second, _ = report["time_steps"]
+    assert first["verdict"] == "ok" and first["missing_subbands"] == ["46MHz"] and len(first["files"]) == 2
+    assert second["verdict"] == "would fail" and f"{truncated}: not a readable FITS file" in second["problems"][0]
+    assert first["files"][0]["frequency_hz"] == fits.getval(first["files"][0]["path"], "CRVAL3")
+    assert report["counts"] == {"ok": 2, "would fail": 1}
+    assert len(report["channels_hz"]) == 3 and report["skipped"] == []

@@ -32,6 +32,19 @@ def test_version_and_help_on_every_command():
         assert result.returncode == 0 and "Usage" in result.stdout, result.stderr
 
 
+TYPE_NAMES = re.compile(r"<(list\[|bool|str|int|float|path|text|integer|file|directory|datetime)\b", re.IGNORECASE)
+"""Python or click type names in angle brackets, as typer prints them when no metavar says what a value is."""
+
+
+def test_help_shows_no_internal_type_names():
+    for command in ([], ["synth"], ["run"], ["demo"], ["validate"], ["repair"], ["audit"]):
+        result = subprocess.run(
+            [*COMMAND, *command, "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}
+        )
+        assert result.returncode == 0, result.stderr
+        assert not TYPE_NAMES.search(result.stdout), f"{command}: {TYPE_NAMES.findall(result.stdout)}\n{result.stdout}"
+
+
 def test_synth_writes_the_requested_data_set(tmp_path):
     result = ovro_ingest(
         "synth",
@@ -51,6 +64,32 @@ def test_synth_writes_the_requested_data_set(tmp_path):
     files = sorted(tmp_path.glob("*MHz-I-Deep-Taper-Robust-0-image-*.fits"))
     assert len(files) == 24
     assert fits.getheader(files[0])["NAXIS1"] == 32
+
+
+def test_synth_start_sets_the_night(tmp_path):
+    result = ovro_ingest(
+        "synth",
+        str(tmp_path / "n2"),
+        "--start",
+        "2024-05-25T05:00:09",
+        "--time-steps",
+        "2",
+        "--subbands",
+        "1",
+        "--size",
+        "32",
+    )
+    assert result.returncode == 0, result.stderr
+    files = sorted((tmp_path / "n2").glob("*.fits"))
+    assert [f.name[:15] for f in files] == ["20240525_050009", "20240525_050019"]
+    assert fits.getval(files[0], "DATE-OBS") == "2024-05-25T05:00:09.0"
+    result = ovro_ingest(
+        "synth", str(tmp_path / "n3"), "--start", "2024-05-26", "--time-steps", "1", "--subbands", "1", "--size", "32"
+    )
+    assert result.returncode == 0 and next((tmp_path / "n3").glob("*.fits")).name.startswith("20240526_000000_")
+    result = ovro_ingest("synth", str(tmp_path / "n4"), "--start", "tomorrow")
+    assert result.returncode == 2 and "--start" in result.stderr and "ISO" in result.stderr
+    assert not (tmp_path / "n4").exists()
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -182,6 +221,36 @@ def test_dry_run_prints_the_plan_and_writes_nothing(make_data, tmp_path):
 
     result = ovro_ingest("run", str(folder), str(store), "--dry-run", "--time-steps", "20240524_050049")
     assert "1 time steps: 1 append" in result.stdout
+
+
+def test_dry_run_keeps_keys_whole_on_80_columns_and_prints_json_for_scripts(make_data, tmp_path, capsys):
+    import json
+
+    from flows.cli import print_plan
+    from tests.test_audit import assert_keys_whole, run_on_a_terminal
+
+    folder = make_data(time_steps=2, n_subbands=3, size=32, naming="current")
+    next(folder.glob("46MHz-*-20240524_050009.fits")).unlink()
+    keys = ["20240524_050009", "20240524_050019"]
+    result = subprocess.run(
+        [*COMMAND, "run", str(folder), str(tmp_path / "s.zarr"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert_keys_whole(result.stdout, keys)
+    assert_keys_whole(run_on_a_terminal(["run", str(folder), str(tmp_path / "s.zarr"), "--dry-run"], 80), keys)
+
+    assert print_plan(folder, tmp_path / "s.zarr", None, as_json=True) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [(s["key"], s["action"], s["subbands"]) for s in plan["time_steps"]] == [
+        (keys[0], "append", 2),
+        (keys[1], "append", 3),
+    ]
+    assert plan["time_steps"][0]["missing_subbands"] == ["46MHz"]
+    assert plan["counts"] == {"append": 2, "backfill": 0, "already stored": 0, "would fail": 0} and plan["ok"]
+    assert not (tmp_path / "s.zarr").exists()
 
 
 def read_until(master: int, text: str, timeout: float = 300) -> str:

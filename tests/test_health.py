@@ -107,6 +107,15 @@ def test_missing_pixels_of_a_ledger_entry_are_reported_and_not_hidden(stores):
     assert result.returncode == 1 and "no pixels for" in result.stderr
 
 
+def test_repair_of_a_healthy_store_says_there_was_nothing_to_repair(stores):
+    _, store, _ = stores
+    result = ovro_ingest("repair", str(store))
+    assert result.returncode == 0, result.stderr
+    assert "nothing to repair: " in result.stdout and "holds 2 committed time steps" in result.stdout
+    assert "repaired" not in result.stdout
+    assert repair_store(store).actions == []
+
+
 def test_a_missing_or_foreign_store_is_reported(tmp_path):
     assert ovro_ingest("validate", str(tmp_path / "nothing.zarr")).returncode == 1
     zarr.open_group(str(tmp_path / "foreign.zarr"), mode="w")

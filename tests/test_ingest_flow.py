@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -306,9 +307,13 @@ def test_every_run_publishes_a_table_a_summary_and_a_quick_look_picture(tmp_path
     assert "2 time steps: 2 written, 0 already stored, 0 failed" in markdown
     assert "3 channels, 43.246 to 52.433 MHz" in markdown and "**store**: 2 time steps" in markdown
     assert "1 files named after neither convention, e.g. `notes.fits`" in markdown
-    picture = tmp_path / "s.zarr.work" / "quicklook" / "newest.png"
+    picture = tmp_path / "s.zarr.work" / "quicklook" / "2024-05-24.png"  # one per night, by UTC date
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 10_000
-    assert picture.as_uri() in markdown
+    assert f"`{picture}`" in markdown and "file://" not in markdown, "the path as text: the browser cannot open it"
+    assert "2024-05-24T05:00:19.3 UTC" in markdown, "the newest time step's UTC time"
+    embedded = markdown.split("(data:image/png;base64,")[1].split(")")[0]  # shown in the UI itself
+    assert 1_000 < len(embedded) <= 60_000
+    assert base64.b64decode(embedded)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_prefect_concurrency_limit_keeps_a_second_writer_out(tmp_path):

@@ -214,3 +214,83 @@ def test_stored_unchanged_names_the_time_steps_the_store_holds_from_the_same_fil
     os.utime(touched, ns=(1, 1))  # same bytes, new modification time: no longer "these very files"
     again = discover_time_steps(folder).time_steps
     assert stored_unchanged(store, again) == {steps[0].key: 0, steps[2].key: 2}
+
+
+def ingest_logging(folder, store, caplog, **kwargs) -> tuple[list[str], str]:
+    """Ingest ``folder`` into ``store``; return the receipts' statuses and the warnings logged meanwhile."""
+    import logging
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ovro_ingest"):
+        receipts = ingest_directory(folder, store, settings=SMALL, **kwargs)
+    return [r.status for r in receipts], caplog.text
+
+
+def test_a_copied_or_moved_night_is_already_stored_without_a_warning(make_data, tmp_path, caplog):
+    import os
+    import subprocess
+
+    folder, store = make_data(time_steps=2, n_subbands=2), tmp_path / "s.zarr"
+    ingest_directory(folder, store, settings=SMALL)
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(folder), str(copy)], check=True)  # new mtimes, same bytes
+    assert {f.name: f.stat().st_mtime_ns for f in copy.iterdir()} != {
+        f.name: f.stat().st_mtime_ns for f in folder.iterdir()
+    }
+    statuses, warnings = ingest_logging(copy, store, caplog)
+    assert statuses == ["already stored", "already stored"] and "changed since" not in warnings, warnings
+    statuses, warnings = ingest_logging(copy, store, caplog, replace=True)
+    assert statuses == ["already stored", "already stored"], "--replace has nothing to replace"
+
+    moved = tmp_path / "moved"
+    os.rename(folder, moved)
+    statuses, warnings = ingest_logging(moved, store, caplog)
+    assert statuses == ["already stored", "already stored"] and "changed since" not in warnings, warnings
+
+
+def test_a_really_changed_file_is_named_with_what_differs(make_data, tmp_path, caplog):
+    import shutil
+
+    folder, store = make_data(time_steps=3, n_subbands=2), tmp_path / "s.zarr"
+    ingest_directory(folder, store, settings=SMALL)
+    copy = shutil.copytree(folder, tmp_path / "copy", copy_function=shutil.copy)  # new mtimes
+    pixels = next(copy.glob("20240524_050009_46MHz*.fits"))
+    with fits.open(pixels, mode="update") as hdul:
+        hdul[0].data[0, 0, 10, 20] += 1.0  # same size, same header
+    longer = next(copy.glob("20240524_050019_41MHz*.fits"))
+    with fits.open(longer, mode="update") as hdul:
+        for n in range(40):
+            hdul[0].header.add_history(f"reprocessed {n}")  # one more header block
+    date_obs = next(copy.glob("20240524_050029_41MHz*.fits"))
+    with fits.open(date_obs, mode="update") as hdul:
+        hdul[0].header["DATE-OBS"] = "2024-05-24T05:00:29.4"
+    size_before = next(folder.glob("20240524_050019_41MHz*.fits")).stat().st_size
+
+    statuses, warnings = ingest_logging(copy, store, caplog)
+    assert statuses == ["already stored"] * 3
+    assert (
+        f"time step 20240524_050009 is already stored, but its source files changed since: {pixels.name}: content differs (pixels)"
+        in warnings
+    )
+    assert f"{longer.name}: size {size_before} → {longer.stat().st_size} bytes" in warnings
+    assert f"{date_obs.name}: DATE-OBS 2024-05-24T05:00:29.3 → 2024-05-24T05:00:29.4" in warnings
+    assert warnings.count("--replace") == 3 and "20240524_050009_41MHz" not in warnings, "unchanged files go unnamed"
+
+    statuses, _ = ingest_logging(copy, store, caplog, replace=True)
+    assert statuses == ["replaced"] * 3
+    assert xr.open_zarr(store)["SKY"].values[0, 1, 0, 20, 10] == fits.getdata(pixels)[0, 0, 10, 20]
+
+
+def test_files_whose_name_size_and_mtime_match_the_ledger_are_not_read(make_data, tmp_path):
+    import os
+
+    from ovro_ingest.store import stored_unchanged
+
+    folder, store = make_data(time_steps=2), tmp_path / "s.zarr"
+    ingest_directory(folder, store, settings=SMALL)
+    victim = next(folder.glob("20240524_050019_41MHz*.fits"))
+    before = victim.stat()
+    victim.write_bytes(b"\0" * before.st_size)  # unreadable, but name, size and mtime as recorded
+    os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
+    steps = discover_time_steps(folder).time_steps
+    assert stored_unchanged(store, steps) == {steps[0].key: 0, steps[1].key: 1}, "decided from the ledger alone"
