@@ -33,6 +33,12 @@ class IngestSettings(Block):
     zarr_format: Literal[2, 3] = Field(3, description="Zarr format of a new store.")
     dask_address: str | None = Field(None, description="Address of an existing Dask scheduler (default: local).")
     workers: int | None = Field(None, ge=1, description="Threads of the local Dask cluster (default: one per core).")
+    retention_days: float | None = Field(
+        30,
+        ge=1,
+        description="After each run, remove manifests, fixed copies and Prefect result files older than this "
+        "(days); empty: keep everything. The server's own retention is set where it starts (deployments/stand-up).",
+    )
 
     @field_validator("input_root", "store", "fixed_dir")
     @classmethod

@@ -180,6 +180,16 @@ def print_summary(summary) -> None:
     for o in summary.failed:  # one unwrapped line each: the file and the fix
         console.print(f"[red]failed[/] {o.key}: {o.error}", soft_wrap=True)
     console.print(summary.one_line())
+    if summary.quicklook:
+        console.print(f"quick look: {summary.quicklook}", soft_wrap=True)
+
+
+def report_outcome(summary, as_json: bool) -> None:
+    """The run's outcome: the table and summary lines, or one JSON document for scripts."""
+    if as_json:
+        print_json(summary.as_dict())
+    else:
+        print_summary(summary)
 
 
 class ProgressHandler(logging.Handler):
@@ -230,7 +240,7 @@ def exit_without_prefects_handlers(code: int) -> NoReturn:
     os._exit(code)
 
 
-def run_flow(verbose: bool, **parameters) -> int:
+def run_flow(verbose: bool, as_json: bool = False, **parameters) -> int:
     """Run the ingest flow with ``parameters``; print the outcome; return the exit code."""
     from flows.server import prefect_api
 
@@ -259,10 +269,10 @@ def run_flow(verbose: bool, **parameters) -> int:
     if server_lost:
         exit_without_prefects_handlers(2)
     if isinstance(result, IngestSummary):
-        print_summary(result)
+        report_outcome(result, as_json)
         return 0
     if isinstance(result, IngestIncomplete):
-        print_summary(result.summary)
+        report_outcome(result.summary, as_json)
         return 1
     message = str(result) if isinstance(result, BaseException) else state.message
     errors.print(f"[red]ingest failed:[/] {message}", soft_wrap=True)
@@ -307,11 +317,17 @@ def run(
     keep_bad_beams: Annotated[
         bool, typer.Option(help="Store files with a missing or invalid beam (NaN beam) instead of leaving them out.")
     ] = False,
+    keep_bad_checksums: Annotated[
+        bool, typer.Option(help="Store files whose CHECKSUM/DATASUM fails (recorded) instead of refusing them.")
+    ] = False,
     time_steps: Annotated[
         list[str] | None,
         typer.Option("--time-steps", metavar="KEY", help="Only this time step (YYYYMMDD_HHMMSS); repeatable."),
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print what the run would do, and write nothing.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document (every time step whole) instead of the table.")
+    ] = False,
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Do not ask; resume a store an interrupted run left unfinished.")
     ] = False,
@@ -323,11 +339,17 @@ def run(
     Exits 0 only when every time step is stored, 1 when some failed, 2 when the run could not start.
     """
     if dry_run:
-        raise typer.Exit(print_plan(input_dir, store, time_steps))
+        raise typer.Exit(print_plan(input_dir, store, time_steps, as_json, keep_bad_checksums))
     rebuild = rebuild or ask_resume_or_rebuild(store, yes)
-    configure_logging(verbose, quiet)
+    if not (rebuild or replace):
+        done = answer_without_a_run(input_dir, store, time_steps, fixed_dir)
+        if done is not None:  # the store holds everything asked for: no server, no cluster, no flow run
+            report_outcome(done, as_json)
+            raise typer.Exit(0)
+    configure_logging(verbose, quiet or as_json)
     code = run_flow(
         verbose,
+        as_json,
         input_dir=str(input_dir),
         store=str(store),
         fixed_dir=str(fixed_dir) if fixed_dir else None,
@@ -340,6 +362,7 @@ def run(
         replace=replace,
         wait_for_lock=wait_for_lock,
         keep_bad_beams=keep_bad_beams,
+        keep_bad_checksums=keep_bad_checksums,
         time_steps=time_steps or None,
     )
     if verbose and code in (0, 1):
@@ -350,13 +373,48 @@ def run(
     raise typer.Exit(code)
 
 
+def answer_without_a_run(input_dir: Path, store: Path, keys: list[str] | None, fixed_dir: Path | None):
+    """The summary of a run with nothing to do, from the store's ledger alone; None when a run is needed.
+
+    Nothing to do: the store holds every asked-for time step from these very files and
+    no interrupted run left anything unfinished. Reads the input listing and the ledger
+    (zarr only): no Prefect, no server, no Dask cluster, so such a run answers in a second
+    or two. Anything unusual (no store, an unknown key, an unreadable store) is left to
+    the flow, which reports it.
+    """
+    from flows.summary import IngestSummary, StepOutcome
+    from ovro_ingest.discover import discover_time_steps
+    from ovro_ingest.errors import IngestError
+    from ovro_ingest.store import store_exists, stored_unchanged, uncommitted_state, work_dir_of
+
+    if not store_exists(store) or uncommitted_state(store):
+        return None
+    work = work_dir_of(str(store))
+    exclude = (work, Path(fixed_dir).resolve() if fixed_dir else work / "fixed")
+    try:
+        steps = discover_time_steps(input_dir, exclude=exclude).time_steps
+        if keys:
+            steps = [step for step in steps if step.key in set(keys)]
+            if len(steps) != len(set(keys)):
+                return None
+        stored = stored_unchanged(store, steps)
+    except (FileNotFoundError, IngestError):
+        return None
+    if not steps or len(stored) != len(steps):
+        return None
+    outcomes = [
+        StepOutcome(key=s.key, n_files=len(s.files), status="already stored", index=stored[s.key]) for s in steps
+    ]
+    return IngestSummary(store=str(Path(store).resolve()), outcomes=outcomes)
+
+
 def ask_resume_or_rebuild(store: Path, yes: bool) -> bool:
     """When an interrupted run left the store unfinished and a person is at the terminal, ask; True = rebuild.
 
     Without a terminal, or with --yes, the run resumes: it finishes or rolls back what
     was left, which is always safe.
     """
-    from ovro_ingest.health import uncommitted_state
+    from ovro_ingest.store import uncommitted_state
 
     left = uncommitted_state(store)
     if not left or yes or not sys.stdin.isatty():
@@ -371,7 +429,9 @@ def ask_resume_or_rebuild(store: Path, yes: bool) -> bool:
     return answer == "rebuild"
 
 
-def print_plan(input_dir: Path, store: Path, keys: list[str] | None, as_json: bool = False) -> int:
+def print_plan(
+    input_dir: Path, store: Path, keys: list[str] | None, as_json: bool = False, keep_bad_checksums: bool = False
+) -> int:
     """Print what a run would do per time step (nothing is written); return the exit code run would give.
 
     With ``as_json``, stdout gets one JSON document (:func:`ovro_ingest.audit.plan_as_dict`) instead of the table.
@@ -379,7 +439,7 @@ def print_plan(input_dir: Path, store: Path, keys: list[str] | None, as_json: bo
     from ovro_ingest.audit import plan_as_dict, plan_run
 
     try:
-        planned = plan_run(input_dir, store, keys)
+        planned = plan_run(input_dir, store, keys, keep_bad_checksums)
     except FileNotFoundError as error:
         errors.print(f"[red]dry run failed:[/] {error}", soft_wrap=True)
         return 2
@@ -434,8 +494,10 @@ def demo(
         console.print(f"generated {len(files)} FITS files in {input_dir}")
     code = run_flow(False, input_dir=str(input_dir), store=str(store), chunk_lm=min(1024, size))
     if code == 0:
+        python = Path(sys.executable)  # the environment ovro-ingest runs in, which has xarray: works as typed
         console.print(f"\nThe store is at [bold]{store}[/]. Open it with:\n")
-        console.print(f"    python -c \"import xarray as xr; print(xr.open_zarr('{store}'))\"\n", soft_wrap=True)
+        console.print(f"    {python} -c \"import xarray as xr; print(xr.open_zarr('{store}'))\"\n", soft_wrap=True)
+        console.print(f"or validate it with:\n\n    {python.parent / 'ovro-ingest'} validate {store}\n", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -549,6 +611,93 @@ def repair(
     else:
         print_health(report, "still invalid")
     raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def prune(
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="The Zarr store whose STORE.work to prune.")],
+    older_than: Annotated[
+        float, typer.Option(min=1, metavar="DAYS", help="Remove files last modified more than DAYS ago.")
+    ] = 30,
+    results: Annotated[
+        bool, typer.Option(help="Also prune this Prefect home's result files (every flow's task results).")
+    ] = False,
+    wait_for_lock: Annotated[
+        float, typer.Option(min=0, metavar="SECONDS", help="Seconds to wait when an ingest writes the store.")
+    ] = 0.0,
+) -> None:
+    """Remove the manifests and fixed copies in STORE.work (and with --results Prefect's result files) older than DAYS.
+
+    They only speed up re-runs and retries: the store's ledger says what is stored, and a run
+    that needs one again makes it again. The quick-look pictures (one per night) are kept.
+    """
+    from ovro_ingest.errors import IngestError
+    from ovro_ingest.housekeeping import prune_files, prune_work
+    from ovro_ingest.lock import writer_lock
+
+    try:
+        with writer_lock(store, who="ovro-ingest prune", wait_seconds=wait_for_lock):  # not under a running ingest
+            pruned = prune_work(store, older_than)
+            if results:
+                from tasks.housekeeping import result_storage
+
+                pruned.add(prune_files(result_storage(), older_than))
+    except IngestError as error:
+        errors.print(f"[red]prune failed:[/] {error}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f"{pruned.one_line()}, older than {older_than:g} days: {', '.join(pruned.folders)}", soft_wrap=True)
+
+
+server = typer.Typer(
+    help="A local Prefect server kept running for this Prefect home, so that runs do not start one each time.",
+    no_args_is_help=True,
+    cls=PlainHelpGroup,
+)
+app.add_typer(server, name="server")
+
+
+@server.command("start")
+def server_start(
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, metavar="PORT", help="Port (default: a free one).")
+    ] = None,
+) -> None:
+    """Start a local Prefect server (127.0.0.1, SQLite in the Prefect home) that later runs use by themselves."""
+    from flows.server import start_kept_server
+
+    try:
+        running = start_kept_server(port)
+    except RuntimeError as error:
+        errors.print(f"[red]server start failed:[/] {error}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f"Prefect server running (pid {running['pid']}): UI {running['ui_url']}", soft_wrap=True)
+    console.print(f"ovro-ingest runs without PREFECT_API_URL now report to {running['api_url']}", soft_wrap=True)
+
+
+@server.command("stop")
+def server_stop() -> None:
+    """Stop the kept local Prefect server of this Prefect home."""
+    from flows.server import stop_kept_server
+
+    stopped = stop_kept_server()
+    console.print(f"stopped the Prefect server (pid {stopped['pid']})" if stopped else "no kept Prefect server runs")
+
+
+@server.command("status")
+def server_status() -> None:
+    """Say whether a kept local Prefect server runs (exit 0) or not (exit 1), and where."""
+    from flows.server import kept_server, prefect_home
+
+    running = kept_server()
+    if running:
+        console.print(
+            f"running (pid {running['pid']}): UI {running['ui_url']}, API {running['api_url']}", soft_wrap=True
+        )
+        raise typer.Exit(0)
+    console.print(
+        f"no kept Prefect server for {prefect_home()}; start one with `ovro-ingest server start`", soft_wrap=True
+    )
+    raise typer.Exit(1)
 
 
 if __name__ == "__main__":

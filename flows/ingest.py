@@ -34,10 +34,11 @@ from ovro_ingest.errors import StoreBusy
 from ovro_ingest.lock import writer_lock
 from ovro_ingest.models import Manifest, TimeStepFiles
 from ovro_ingest.pipeline import prepare_store, settle_store
-from ovro_ingest.store import record_run, remove_store, store_exists, stored_unchanged
+from ovro_ingest.store import read_state, record_run, remove_store, store_exists, stored_unchanged
 from tasks.append_to_zarr import create_store_for
 from tasks.dask_cluster import dask_cluster
 from tasks.discover import discover
+from tasks.housekeeping import prune
 
 STEPS_IN_FLIGHT_PER_THREAD = 2
 """Time steps submitted ahead per Dask thread: enough to keep every thread staging while the next are planned."""
@@ -63,6 +64,8 @@ def ingest(
     replace: bool = False,
     wait_for_lock: float = 0.0,
     keep_bad_beams: bool = False,
+    keep_bad_checksums: bool = False,
+    retention_days: float | None = None,
 ) -> IngestSummary:
     """Ingest the OVRO-LWA images under ``input_dir`` into the Zarr store ``store``.
 
@@ -105,6 +108,12 @@ def ingest(
     keep_bad_beams : bool
         Store files whose beam is missing or invalid, with a NaN beam (by default
         they are left out of their time step, with a warning).
+    keep_bad_checksums : bool
+        Store files whose CHECKSUM/DATASUM fails, recorded in the ledger (by default
+        such a file is refused as corrupted and fails its time step).
+    retention_days : float, optional
+        After the run, remove manifests, fixed copies and Prefect result files older
+        than this many days (default: the settings block's, else keep everything).
 
     Returns
     -------
@@ -113,7 +122,17 @@ def ingest(
         step is stored, when any time step failed.
     """
     request = resolve_request(
-        input_dir, store, settings_block, night, fixed_dir, chunk_lm, codec, zarr_format, dask_address, workers
+        input_dir,
+        store,
+        settings_block,
+        night,
+        fixed_dir,
+        chunk_lm,
+        codec,
+        zarr_format,
+        dask_address,
+        workers,
+        retention_days,
     )
     logger = get_run_logger()
     store, fixed_dir = request.store, request.fixed_dir
@@ -145,6 +164,7 @@ def ingest(
                     request.settings,
                     fixed_dir,
                     keep_bad_beams,
+                    keep_bad_checksums,
                 )
             with dask_cluster(request.dask_address, request.workers) as threads:
                 # every hour of the request, done or not, so that a retry calls the same child runs in the same
@@ -158,16 +178,20 @@ def ingest(
                         fixed_dir,
                         replace=replace,
                         keep_bad_beams=keep_bad_beams,
+                        keep_bad_checksums=keep_bad_checksums,
                         steps_in_flight=STEPS_IN_FLIGHT_PER_THREAD * threads,
                         return_state=True,
                     )
                     outcomes.update({o.key: o for o in hour_outcomes(state, keys) if o.key not in stored})
-            outcomes.update(claims_the_store_denies(store, requested, outcomes))
+            outcomes.update(claims_the_store_denies(store, outcomes))
         summary = IngestSummary(store=store, outcomes=[outcomes[step.key] for step in requested])
         settle_store(store)
         if summary.changed:  # a no-op run leaves no trace
             record_run(store, run_record(run, summary))
+        if request.retention_days:
+            prune(store, request.retention_days)
     quicklook = publish(summary, manifest, request.work_dir)
+    summary.quicklook = str(quicklook) if quicklook else None
     logger.info(summary.one_line() + (f"; quick look: {quicklook}" if quicklook else ""))
     if summary.failed:
         raise IngestIncomplete(summary)
@@ -192,6 +216,7 @@ def ingest_hour(
     fixed_dir: str,
     replace: bool = False,
     keep_bad_beams: bool = False,
+    keep_bad_checksums: bool = False,
     steps_in_flight: int = 4,
 ) -> list[StepOutcome]:
     """Ingest the time steps ``keys`` of one hour (a child run of ``ingest``, which holds the writer lock).
@@ -205,7 +230,7 @@ def ingest_hour(
     outcomes = already_stored(steps, stored, report=False)  # counted by the parent run already
     todo = [step for step in steps if step.key not in stored]
     steps_in_flight = max(1, min(steps_in_flight, MAX_TASK_THREADS // TASKS_PER_TIME_STEP))
-    for outcome in run_time_steps(todo, store, fixed_dir, replace, keep_bad_beams, steps_in_flight):
+    for outcome in run_time_steps(todo, store, fixed_dir, replace, keep_bad_beams, keep_bad_checksums, steps_in_flight):
         outcomes[outcome.key] = outcome
         report_progress(outcome)
     summary = IngestSummary(store=store, outcomes=[outcomes[step.key] for step in steps])
@@ -230,15 +255,13 @@ def already_stored(
     return outcomes
 
 
-def claims_the_store_denies(
-    store: str, steps: Sequence[TimeStepFiles], outcomes: dict[str, StepOutcome]
-) -> dict[str, StepOutcome]:
+def claims_the_store_denies(store: str, outcomes: dict[str, StepOutcome]) -> dict[str, StepOutcome]:
     """Outcomes that say stored for time steps the store's ledger does not hold, turned into failures.
 
     A retried run reuses the results of its completed hours; should the store have lost
     them since (deleted or rebuilt behind the run's back), the ledger has the last word.
     """
-    held = stored_unchanged(store, steps)
+    held = set(read_state(store).column("time_key")) if store_exists(store) else set()
     return {
         key: outcome.model_copy(
             update={

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from ovro_ingest.store import StoreSettings
+from ovro_ingest.store import StoreSettings, work_dir_of
 
 
 class IngestRequest(BaseModel):
@@ -24,12 +24,8 @@ class IngestRequest(BaseModel):
     settings: StoreSettings
     dask_address: str | None
     workers: int | None
-
-
-def work_dir_of(store: str) -> Path:
-    """The run's working folder beside the store, ``<store>.work``: manifests and, by default, fixed copies."""
-    path = Path(store).resolve()
-    return path.with_name(path.name + ".work")
+    retention_days: float | None = None
+    """Prune what runs leave behind older than this after the run (None: keep everything)."""
 
 
 def resolve_request(
@@ -43,6 +39,7 @@ def resolve_request(
     zarr_format: int | None = None,
     dask_address: str | None = None,
     workers: int | None = None,
+    retention_days: float | None = None,
 ) -> IngestRequest:
     """Complete the parameters of a run from the block ``settings_block`` (if any) and the defaults.
 
@@ -85,4 +82,5 @@ def resolve_request(
         ),
         dask_address=pick(dask_address, "dask_address", None),
         workers=pick(workers, "workers", None),
+        retention_days=pick(retention_days, "retention_days", None),
     )

@@ -1,22 +1,124 @@
-"""A Prefect server for runs that have none configured (the embedded default).
+"""The Prefect server a run reports to: the configured one, a local one kept running, or a temporary one.
 
-With no ``PREFECT_API_URL``, Prefect would start a temporary server in every Dask
-worker process. One temporary server, started here before the cluster and shared
-with the workers through the environment, avoids that.
+In order: ``PREFECT_API_URL`` when set; else the local server that ``ovro-ingest server
+start`` keeps running for this Prefect home (its address is in
+``<PREFECT_HOME>/ovro-ingest-server.json``), so that repeated ad-hoc runs pay no server
+start; else a temporary server for this one run (12-40 s to start on a fresh SQLite).
+One server, started before the Dask cluster and shared with its workers through the
+environment, also keeps Prefect from starting one in every worker process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
+
+KEPT_SERVER_FILE = "ovro-ingest-server.json"
+
+
+def prefect_home() -> Path:
+    """The Prefect home of this environment (``PREFECT_HOME``, Prefect's default ``~/.prefect``), without importing Prefect."""
+    return Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+
+
+def kept_server() -> dict | None:
+    """The local server ``ovro-ingest server start`` keeps for this Prefect home, if it answers; else None."""
+    try:
+        server = json.loads((prefect_home() / KEPT_SERVER_FILE).read_text())
+        os.kill(server["pid"], 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return server if healthy(server["api_url"]) else None
+
+
+def start_kept_server(port: int | None = None, timeout_s: float = 180) -> dict:
+    """Start a local Prefect server (127.0.0.1, this Prefect home's SQLite) that outlives this process.
+
+    Returns its record (pid, API URL, UI URL, log); an already running one is returned as it is.
+
+    Raises
+    ------
+    RuntimeError
+        The server did not answer within ``timeout_s`` (its log says why).
+    """
+    running = kept_server()
+    if running:
+        return running
+    home = prefect_home()
+    home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    log = home / "ovro-ingest-server.log"
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+            start_new_session=True,  # not stopped by the terminal's Ctrl-C or hang-up
+        )
+    server = {
+        "pid": process.pid,
+        "api_url": f"http://127.0.0.1:{port}/api",
+        "ui_url": f"http://127.0.0.1:{port}",
+        "log": str(log),
+        "prefect_home": str(home),
+    }
+    deadline = time.monotonic() + timeout_s
+    while not healthy(server["api_url"]):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process_group(process.pid)
+            raise RuntimeError(f"the Prefect server did not start; see {log}")
+        time.sleep(0.5)
+    (home / KEPT_SERVER_FILE).write_text(json.dumps(server))
+    return server
+
+
+def stop_kept_server(timeout_s: float = 30) -> dict | None:
+    """Stop the kept local server of this Prefect home; return its record (None when none was running)."""
+    record = prefect_home() / KEPT_SERVER_FILE
+    try:
+        server = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    stop_process_group(server["pid"], timeout_s)
+    record.unlink(missing_ok=True)
+    return server
+
+
+def stop_process_group(pid: int, timeout_s: float = 30) -> None:
+    """SIGTERM the process group of ``pid`` (the server and its children), SIGKILL what is left after ``timeout_s``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.2)
 
 
 @contextlib.contextmanager
 def prefect_api() -> Iterator[str]:
-    """Yield the Prefect API URL to use, starting a temporary local server if none is configured."""
-    configured = os.environ.get("PREFECT_API_URL")
+    """Yield the Prefect API URL to use: the configured one, the kept local server, or a temporary one."""
+    configured = os.environ.get("PREFECT_API_URL") or (kept_server() or {}).get("api_url")
     if configured:
+        os.environ["PREFECT_API_URL"] = configured
         yield configured
         return
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -26,6 +128,8 @@ def prefect_api() -> Iterator[str]:
     server = SubprocessASGIServer()
     server.start(timeout=120)
     os.environ["PREFECT_API_URL"] = server.api_url  # for the Dask worker processes
+    dead_links = NoLinksToATemporaryServer()
+    logging.getLogger("prefect.flow_runs").addFilter(dead_links)
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield server.api_url
@@ -34,7 +138,15 @@ def prefect_api() -> Iterator[str]:
 
         APILogWorker.drain_all(timeout=10)  # send the run's last log lines while the server still listens
         os.environ.pop("PREFECT_API_URL", None)
+        logging.getLogger("prefect.flow_runs").removeFilter(dead_links)
         server.stop()
+
+
+class NoLinksToATemporaryServer(logging.Filter):
+    """Drops Prefect's "View at http://127.0.0.1:<port>/runs/..." lines: that server is gone when the run ends."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("View at ")
 
 
 def free_port() -> int:
@@ -53,12 +165,6 @@ def local_server_process(log_path: str | os.PathLike[str], start_timeout_s: floa
     The server uses the environment's ``PREFECT_HOME`` (its SQLite database). It is
     terminated on exit; its output goes to ``log_path``.
     """
-    import subprocess
-    import sys
-    import time
-
-    import httpx
-
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     with open(log_path, "w") as log:
@@ -70,7 +176,7 @@ def local_server_process(log_path: str | os.PathLike[str], start_timeout_s: floa
         )
         try:
             deadline = time.monotonic() + start_timeout_s
-            while not _healthy(httpx, url):
+            while not healthy(url):
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"Prefect server did not start; see {log_path}")
                 time.sleep(0.5)
@@ -83,7 +189,10 @@ def local_server_process(log_path: str | os.PathLike[str], start_timeout_s: floa
                 process.kill()
 
 
-def _healthy(httpx, url: str) -> bool:
+def healthy(url: str) -> bool:
+    """True when the Prefect API at ``url`` answers its health check."""
+    import httpx
+
     try:
         return httpx.get(f"{url}/health", timeout=2).status_code == 200
     except httpx.HTTPError:

@@ -26,6 +26,8 @@ class IngestSummary(BaseModel):
 
     store: str
     outcomes: list[StepOutcome]
+    quicklook: str | None = None
+    """The quick-look picture the run drew of the newest night it stored time steps of (a path on the run's machine)."""
 
     @property
     def changed(self) -> bool:
@@ -36,6 +38,29 @@ class IngestSummary(BaseModel):
     def failed(self) -> list[StepOutcome]:
         """The time steps that failed."""
         return [o for o in self.outcomes if o.status == "failed"]
+
+    def as_dict(self) -> dict:
+        """The summary for scripts (``ovro-ingest run --json``): counts by status and every time step whole."""
+        statuses = ("written", "replaced", "already stored", "failed")
+        return {
+            "store": self.store,
+            "ok": not self.failed,
+            "counts": {status: sum(o.status == status for o in self.outcomes) for status in statuses},
+            "time_steps": [
+                {
+                    "key": o.key,
+                    "status": o.status,
+                    "files": o.n_files,
+                    "index": o.index,
+                    "bytes_written": o.bytes_written,
+                    "seconds": round(o.seconds, 3),
+                    "error": o.error,
+                    "left_out": o.left_out,
+                }
+                for o in self.outcomes
+            ],
+            "quicklook": self.quicklook,
+        }
 
     def one_line(self) -> str:
         """E.g. ``3 time steps: 2 written, 0 already stored, 1 failed``."""

@@ -48,6 +48,7 @@ def run_time_steps(
     fixed_dir: str,
     replace: bool = False,
     keep_bad_beams: bool = False,
+    keep_bad_checksums: bool = False,
     steps_in_flight: int = 4,
 ) -> Iterator[StepOutcome]:
     """Fix, load, combine, write and append every time step of ``steps``; yield their outcomes in time order.
@@ -70,7 +71,7 @@ def run_time_steps(
                 return
             run = StepRun(step)
             open_runs.append(run)
-            submit(run, fix_headers.submit(step, fixed_dir))
+            submit(run, fix_headers.submit(step, fixed_dir, keep_bad_checksums))
 
     def next_task(run: StepRun, finished: PrefectConcurrentFuture) -> None:
         """Submit the task after ``finished`` for ``run`` with its result, or settle the time step's outcome."""

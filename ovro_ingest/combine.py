@@ -19,15 +19,10 @@ from ovro_ingest.discover import parse_file_name
 from ovro_ingest.errors import TimeStepRejected, file_boundary
 from ovro_ingest.load import name_time_offset_s, open_subband
 from ovro_ingest.models import ExcludedFile, LoadedTimeStep, SubbandImage, TimeStepPlan
+from ovro_ingest.store import SAME_CHANNEL_TOLERANCE_HZ
 
 logger = logging.getLogger(__name__)
 
-SAME_CHANNEL_TOLERANCE_HZ = 1_000_000.0
-"""Two header frequencies closer than this are the same channel.
-
-OVRO-LWA subbands are 4.59 MHz apart (2.7 MHz with 16 subbands) while header
-jitter is a few kHz; 1 MHz separates the two cases with a wide margin both ways.
-"""
 DATE_OBS_SPREAD_TOLERANCE_S = 1.0
 """Subbands of one time step are imaged from the same 10 s of data; more spread is worth a warning.
 

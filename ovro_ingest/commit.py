@@ -52,24 +52,19 @@ from ovro_ingest.store import (
     TIME_VARIABLES,
     StoreState,
     check_fits_store,
+    journal_path,
     placement,
     read_state,
+    staging_root,
     time_step_values,
 )
 
 logger = logging.getLogger(__name__)
 
-STAGING_DIR = ".staging"
-JOURNAL_FILE = ".ovro-ingest-journal.json"
 VALUES_FILE = "values.json"
 
 
 # ---------------------------------------------------------------- paths
-
-
-def staging_root(store: str | os.PathLike[str]) -> Path:
-    """The staging area of a store."""
-    return Path(store) / STAGING_DIR
 
 
 def staging_path(store: str | os.PathLike[str], plan: TimeStepPlan) -> Path:
@@ -108,11 +103,6 @@ def move_time_step(source: Path, source_index: int, target: Path, target_index: 
 def metadata_file(zarr_format: int) -> str:
     """The name of an array's metadata document."""
     return "zarr.json" if zarr_format == 3 else ".zarray"
-
-
-def journal_path(store: str | os.PathLike[str]) -> Path:
-    """The commit journal of a store (present only while a commit is under way)."""
-    return Path(store) / JOURNAL_FILE
 
 
 def write_json_atomically(path: Path, payload: object) -> None:

@@ -20,8 +20,7 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 
-from ovro_ingest.commit import JOURNAL_FILE as JOURNAL_NAME
-from ovro_ingest.commit import journal_path, recover, staging_root, time_step_key
+from ovro_ingest.commit import recover, time_step_key
 from ovro_ingest.errors import StoreError
 from ovro_ingest.lock import writer_lock
 from ovro_ingest.store import (
@@ -30,8 +29,10 @@ from ovro_ingest.store import (
     TIME_VARIABLES,
     StoreState,
     is_ovro_ingest_group,
+    journal_path,
     leftovers_beside,
     read_state,
+    staging_root,
     store_exists,
 )
 
@@ -149,16 +150,6 @@ def uncommitted_chunks(array: Path, zarr_format: int, n_time: int) -> dict[int, 
             head = path.name.split(".")[0]
             if head.isdigit() and int(head) >= n_time:
                 found.setdefault(int(head), []).append(path)
-    return found
-
-
-def uncommitted_state(path: str | os.PathLike[str]) -> list[str]:
-    """What an interrupted run left in or beside the store (cheap checks only; empty when nothing)."""
-    found = [f"an interrupted commit ({JOURNAL_NAME})"] if journal_path(path).exists() else []
-    staging = staging_root(path)
-    if staging.exists() and any(staging.iterdir()):
-        found.append(f"{sum(1 for _ in staging.iterdir())} staged time step(s) not committed")
-    found += [f"{leftover.name} beside the store" for leftover in leftovers_beside(path)]
     return found
 
 

@@ -33,10 +33,14 @@ logger = logging.getLogger(__name__)
 
 
 def plan_time_step(
-    step: TimeStepFiles, fixed_dir: str | os.PathLike[str] | None = None, keep_bad_beams: bool = False
+    step: TimeStepFiles,
+    fixed_dir: str | os.PathLike[str] | None = None,
+    keep_bad_beams: bool = False,
+    keep_bad_checksums: bool = False,
 ) -> TimeStepPlan:
     """Fix, load and combine one time step (no pixel is read)."""
-    readable = ReadableTimeStep(key=step.key, files=tuple(make_readable(f, fixed_dir) for f in step.files))
+    files = tuple(make_readable(f, fixed_dir, keep_bad_checksums) for f in step.files)
+    readable = ReadableTimeStep(key=step.key, files=files)
     return combine_frequencies(load_subbands(readable), keep_bad_beams)
 
 
@@ -47,6 +51,7 @@ def create_store_for_night(
     settings: StoreSettings | None = None,
     fixed_dir: str | os.PathLike[str] | None = None,
     keep_bad_beams: bool = False,
+    keep_bad_checksums: bool = False,
 ) -> str | None:
     """Create a store for a night before any of its time steps is written (callers hold the writer lock).
 
@@ -68,7 +73,7 @@ def create_store_for_night(
     channels = subband_channels(subband_files)
     for step in candidates:
         try:
-            plan = plan_time_step(step, fixed_dir, keep_bad_beams)
+            plan = plan_time_step(step, fixed_dir, keep_bad_beams, keep_bad_checksums)
         except IngestError:
             continue
         return create_store(store, [plan], settings, channels=merge_channels([*channels, *frequency_grid([plan])]))
@@ -165,9 +170,10 @@ def ingest_time_step(
     settings: StoreSettings | None = None,
     replace: bool = False,
     keep_bad_beams: bool = False,
+    keep_bad_checksums: bool = False,
 ) -> AppendReceipt:
     """Fix, load, combine and append one time step."""
-    plan = plan_time_step(step, fixed_dir, keep_bad_beams)
+    plan = plan_time_step(step, fixed_dir, keep_bad_beams, keep_bad_checksums)
     source = str(Path(step.files[0].path).parent)
     return ingest_plans(store, [plan], "ovro_ingest.pipeline.ingest_time_step", source, settings, replace=replace)[0]
 
@@ -180,10 +186,11 @@ def ingest_directory(
     workers: int = 1,
     replace: bool = False,
     keep_bad_beams: bool = False,
+    keep_bad_checksums: bool = False,
 ) -> list[AppendReceipt]:
     """Ingest every time step under ``input_dir`` into ``store``."""
     exclude = (Path(fixed_dir),) if fixed_dir else ()
     steps = discover_time_steps(input_dir, exclude=exclude).time_steps
-    plans = [plan_time_step(step, fixed_dir, keep_bad_beams) for step in steps]
+    plans = [plan_time_step(step, fixed_dir, keep_bad_beams, keep_bad_checksums) for step in steps]
     who, source = "ovro_ingest.pipeline.ingest_directory", str(Path(input_dir).resolve())
     return ingest_plans(store, plans, who, source, settings, workers=workers, replace=replace)

@@ -34,23 +34,32 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import dask.array as da
 import numpy as np
-import xarray as xr
 import zarr
-from astropy import units as u
 from pydantic import BaseModel, ConfigDict, Field
 
 from ovro_ingest import __version__
-from ovro_ingest.combine import SAME_CHANNEL_TOLERANCE_HZ
 from ovro_ingest.errors import StoreError, StoreMismatch, file_boundary
 from ovro_ingest.failpoints import failpoint
-from ovro_ingest.load import open_subband
 from ovro_ingest.models import SpatialGrid, TimeStepFiles, TimeStepPlan
 
+if TYPE_CHECKING:
+    import xarray as xr
+
+# xarray, dask, astropy and xradio are imported where a store is created, not here: reading a store's state and
+# ledger (what `ovro-ingest run` does before anything else, to answer a run with nothing to do in a second or two)
+# needs only zarr
+
 logger = logging.getLogger(__name__)
+
+SAME_CHANNEL_TOLERANCE_HZ = 1_000_000.0
+"""Two header frequencies closer than this are the same channel of the store.
+
+OVRO-LWA subbands are 4.59 MHz apart (2.7 MHz with 16 subbands) while header
+jitter is a few kHz; 1 MHz separates the two cases with a wide margin both ways.
+"""
 
 STORE_ID_ATTR = "ovro_ingest_store_id"
 GRID_ATTR = "ovro_ingest_grid"
@@ -159,6 +168,38 @@ def _plain(value):
     return value
 
 
+STAGING_DIR = ".staging"
+"""Inside the store: time steps written but not committed yet (see :mod:`ovro_ingest.commit`)."""
+JOURNAL_FILE = ".ovro-ingest-journal.json"
+"""Inside the store, only while a commit is under way: what the commit moves, so that it can be finished."""
+
+
+def work_dir_of(store: str | os.PathLike[str]) -> Path:
+    """The runs' working folder beside the store, ``<store>.work``: manifests, fixed copies, quick looks."""
+    path = Path(store).resolve()
+    return path.with_name(path.name + ".work")
+
+
+def staging_root(store: str | os.PathLike[str]) -> Path:
+    """The staging area of a store."""
+    return Path(store) / STAGING_DIR
+
+
+def journal_path(store: str | os.PathLike[str]) -> Path:
+    """The commit journal of a store (present only while a commit is under way)."""
+    return Path(store) / JOURNAL_FILE
+
+
+def uncommitted_state(path: str | os.PathLike[str]) -> list[str]:
+    """What an interrupted run left in or beside the store (cheap checks only; empty when nothing)."""
+    found = [f"an interrupted commit ({JOURNAL_FILE})"] if journal_path(path).exists() else []
+    staging = staging_root(path)
+    if staging.exists() and any(staging.iterdir()):
+        found.append(f"{sum(1 for _ in staging.iterdir())} staged time step(s) not committed")
+    found += [f"{leftover.name} beside the store" for leftover in leftovers_beside(path)]
+    return found
+
+
 def store_exists(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` holds a Zarr store (format 2 or 3)."""
     root = Path(path)
@@ -243,6 +284,9 @@ def lm_coordinates(grid: SpatialGrid, sample: xr.Dataset) -> dict[str, xr.Variab
     CDELT; computed as xradio computes them from CDELT (``0 + (i - crpix) * cdelt``), so
     that a CDELT-only file gives xradio's values bit for bit. xradio's attributes are kept.
     """
+    import xarray as xr
+    from astropy import units as u
+
     coordinates = {}
     for name, axis in (("l", 0), ("m", 1)):
         scale_rad = (grid.cdelt_deg[axis] * u.deg).to(u.rad).value
@@ -261,6 +305,11 @@ def transformation_matrix(grid: SpatialGrid) -> list[list[float]]:
 
 def template_dataset(plan: TimeStepPlan, channels: Sequence[tuple[float, str]]) -> xr.Dataset:
     """A one-time-step dataset with the store's variables, coordinates and attributes (lazy)."""
+    import dask.array as da
+    import xarray as xr
+
+    from ovro_ingest.load import open_subband
+
     first = plan.subbands[0]
     with file_boundary(first.file.source.path, "reading it with xradio", "check the file, or report it"):
         sample = open_subband(first.file.path)  # coordinates and attributes: one file is enough

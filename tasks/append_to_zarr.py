@@ -21,9 +21,12 @@ def create_store_for(
     settings: StoreSettings,
     fixed_dir: str,
     keep_bad_beams: bool = False,
+    keep_bad_checksums: bool = False,
 ) -> str | None:
     """Create the store from the first time step that plans, with one channel per subband of the night."""
-    identity = create_store_for_night(store, candidates, subband_files, settings, fixed_dir, keep_bad_beams)
+    identity = create_store_for_night(
+        store, candidates, subband_files, settings, fixed_dir, keep_bad_beams, keep_bad_checksums
+    )
     if identity:
         get_run_logger().info("store %s (id %s)", store, identity)
     return identity

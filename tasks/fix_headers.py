@@ -10,9 +10,9 @@ from tasks.cache import FIXING
 
 
 @task(name="fix_headers", task_run_name="fix-{step.key}", cache_policy=FIXING, persist_result=True)
-def fix_headers(step: TimeStepFiles, fixed_dir: str | None) -> ReadableTimeStep:
-    """Return the files of ``step`` as the loader should open them."""
-    files = tuple(make_readable(source, fixed_dir) for source in step.files)
+def fix_headers(step: TimeStepFiles, fixed_dir: str | None, keep_bad_checksums: bool = False) -> ReadableTimeStep:
+    """Return the files of ``step`` as the loader should open them (a failed CHECKSUM/DATASUM refuses a file)."""
+    files = tuple(make_readable(source, fixed_dir, keep_bad_checksums) for source in step.files)
     for readable in files:
         if readable.corrections:
             get_run_logger().info("%s: %s", readable.source.name, "; ".join(readable.corrections))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import xarray as xr
@@ -23,11 +25,17 @@ def ovro_ingest(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*COMMAND, *args], capture_output=True, text=True, env=os.environ.copy(), timeout=600)
 
 
+EVERY_COMMAND = (
+    [], ["synth"], ["run"], ["demo"], ["validate"], ["repair"], ["audit"], ["prune"],
+    ["server"], ["server", "start"], ["server", "stop"], ["server", "status"],
+)  # fmt: skip
+
+
 def test_version_and_help_on_every_command():
     from ovro_ingest import __version__
 
     assert ovro_ingest("--version").stdout.strip() == f"ovro-ingest {__version__}"
-    for command in ([], ["synth"], ["run"], ["demo"], ["validate"], ["repair"], ["audit"]):
+    for command in EVERY_COMMAND:
         result = ovro_ingest(*command, "--help")
         assert result.returncode == 0 and "Usage" in result.stdout, result.stderr
 
@@ -37,7 +45,7 @@ TYPE_NAMES = re.compile(r"<(list\[|bool|str|int|float|path|text|integer|file|dir
 
 
 def test_help_shows_no_internal_type_names():
-    for command in ([], ["synth"], ["run"], ["demo"], ["validate"], ["repair"], ["audit"]):
+    for command in EVERY_COMMAND:
         result = subprocess.run(
             [*COMMAND, *command, "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}
         )
@@ -328,3 +336,53 @@ def test_verbose_run_shows_per_file_timing_and_validates_the_store(make_data, tm
     assert re.search(r"20240524_050019_46MHz\S*\.fits: header read in [0-9.]+ s \(47\.8\d+ MHz", output), output[-3000:]
     assert re.search(r"20240524_050019_46MHz\S*\.fits: 0\.0 MB read and staged in [0-9.]+ s", output)
     assert "holds 2 committed time steps and is consistent" in result.stdout
+
+
+def test_a_run_with_nothing_to_do_answers_from_the_ledger_without_prefect_or_a_server(make_data, tmp_path):
+    from ovro_ingest.pipeline import ingest_directory
+    from ovro_ingest.store import StoreSettings
+
+    inputs, store = make_data(time_steps=2), tmp_path / "s.zarr"
+    ingest_directory(inputs, store, settings=StoreSettings(chunk_lm=32))
+    before = {p: p.stat().st_mtime_ns for p in store.rglob("*")}
+    # a server that does not exist: had the run asked Prefect anything, it would have failed
+    nowhere = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    for args in ([], ["--json"], ["--time-steps", "20240524_050019"]):
+        done = subprocess.run(
+            [*COMMAND, "run", str(inputs), str(store), *args], capture_output=True, text=True, env=nowhere
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 time steps: 0 written, 1 already stored, 0 failed" in done.stdout
+    listed = subprocess.run(
+        [*COMMAND, "run", str(inputs), str(store), "--json"], capture_output=True, text=True, env=nowhere
+    )
+    report = json.loads(listed.stdout)
+    assert report["ok"] and report["counts"]["already stored"] == 2 and report["counts"]["written"] == 0
+    assert [step["key"] for step in report["time_steps"]] == ["20240524_050009", "20240524_050019"]
+    assert {p: p.stat().st_mtime_ns for p in store.rglob("*")} == before
+
+
+def test_server_start_keeps_a_local_server_that_runs_use_by_themselves_until_stop(make_data, tmp_path):
+    home = tmp_path / "prefect-home"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(home)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*COMMAND, *args], capture_output=True, text=True, env=env, timeout=600)
+
+    assert cli("server", "status").returncode == 1
+    started = cli("server", "start")
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        status = cli("server", "status")
+        assert status.returncode == 0 and "running" in status.stdout
+        api = re.search(r"API (http://127\.0\.0\.1:\d+/api)", status.stdout)[1]
+        run = cli("run", str(make_data(time_steps=1)), str(tmp_path / "s.zarr"), "--workers", "1", "--chunk-lm", "32")
+        assert run.returncode == 0, run.stdout + run.stderr
+        flows = httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json()
+        assert {f["state"]["type"] for f in flows} == {"COMPLETED"} and len(flows) == 2, "the run reported to it"
+        assert "View at" not in run.stdout + run.stderr or api.removesuffix("/api") in run.stdout + run.stderr
+    finally:
+        stopped = cli("server", "stop")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert cli("server", "status").returncode == 1

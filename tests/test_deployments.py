@@ -35,11 +35,25 @@ def wait_for_final_state(api: str, flow_run_id: str, timeout: float = 300) -> di
     raise TimeoutError(f"flow run {flow_run_id} did not finish in {timeout} s")
 
 
+def child_runs(api: str, flow_run_id: str) -> list[dict]:
+    """The child flow runs (one per hour of the night, every attempt) of a flow run."""
+    body = {"flow_runs": {"parent_flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
+    return httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
+
+
 def task_runs(api: str, flow_run_id: str) -> list[dict]:
-    """Every task run of one flow run (all its attempts), oldest update first."""
-    body = {"flow_runs": {"id": {"any_": [flow_run_id]}}, "sort": "EXPECTED_START_TIME_ASC", "limit": 200}
-    runs = httpx.post(f"{api}/task_runs/filter", json=body, timeout=10).json()
-    return sorted(runs, key=lambda r: r["updated"])
+    """Every task run of one flow run and its child runs (all attempts), oldest update first."""
+    runs = [flow_run_id, *(child["id"] for child in child_runs(api, flow_run_id))]
+    body = {"flow_runs": {"id": {"any_": runs}}, "sort": "EXPECTED_START_TIME_ASC", "limit": 200}
+    found = httpx.post(f"{api}/task_runs/filter", json=body, timeout=10).json()
+    return sorted(found, key=lambda r: r["updated"])
+
+
+def graph_nodes(api: str, flow_run_id: str) -> int:
+    """Nodes of a flow run's graph as the UI draws it (the server refuses graphs over its node limit)."""
+    response = httpx.get(f"{api}/flow_runs/{flow_run_id}/graph-v2", timeout=30)
+    assert response.status_code == 200, response.text
+    return len(response.json()["nodes"])
 
 
 def latest_task_states(api: str, flow_run_id: str) -> dict[str, str]:
@@ -75,9 +89,11 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
     port, ops, nights, store = free_port(), tmp_path / "ops", tmp_path / "nights", tmp_path / "archive.zarr"
     yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
     generate(nights / yesterday, time_steps=2, n_subbands=2, size=32)
-    generate(nights / "2024-05-25", time_steps=3, n_subbands=2, size=32, start=DEFAULT_START + timedelta(days=1))
+    # a night across an hour: 05:59:49, 05:59:59 and 06:00:09 UTC, two child runs
+    across_an_hour = DEFAULT_START.replace(day=25, minute=59, second=49)
+    generate(nights / "2024-05-25", time_steps=3, n_subbands=2, size=32, start=across_an_hour)
     generate(tmp_path / "extra", time_steps=2, n_subbands=2, size=32, start=DEFAULT_START + timedelta(days=2))
-    broken = next((nights / "2024-05-25").glob("20240525_050019_46MHz*.fits"))
+    broken = next((nights / "2024-05-25").glob("20240525_055959_46MHz*.fits"))
     original = broken.read_bytes()
     broken.write_bytes(original[: len(original) // 2])
 
@@ -95,6 +111,8 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
     try:
         up = subprocess.run([REPO / "deployments" / "stand-up"], env=env, capture_output=True, text=True, timeout=300)
         assert up.returncode == 0, up.stdout + up.stderr
+        vacuum = httpx.get(f"{api}/admin/settings", timeout=10).json()["server"]["services"]["db_vacuum"]
+        assert set(vacuum["enabled"]) >= {"events", "flow_runs"} and vacuum["retention_period"] == 30 * 86400.0, vacuum
         deployments = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
         nightly = next(d for d in deployments if d["name"] == "nightly")
         assert nightly["schedules"][0]["schedule"]["cron"] == "0 15 * * *"
@@ -113,8 +131,16 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
         run_id, _ = deployment_run(cli, "ingest/nightly", "--param", "night=2024-05-25", "--param", "workers=1")
         assert wait_for_final_state(api, run_id)["state"]["type"] == "FAILED"
         states = latest_task_states(api, run_id)
-        assert states["fix-20240525_050019"] == "Failed", "the failing task's name shows the time step"
+        assert states["fix-20240525_055959"] == "Failed", "the failing task's name shows the time step"
         assert xr.open_zarr(store).sizes["time"] == 6, "the other time steps are stored"
+        hours = {child["name"]: child for child in child_runs(api, run_id)}
+        assert sorted(hours) == ["2024-05-25 05:00 UTC", "2024-05-25 06:00 UTC"], "one child run per hour"
+        assert hours["2024-05-25 05:00 UTC"]["state"]["type"] == "FAILED"
+        assert hours["2024-05-25 06:00 UTC"]["state"]["type"] == "COMPLETED"
+        # each run's graph stays small: the parent has a few nodes, an hour 5 tasks per time step
+        assert (
+            graph_nodes(api, run_id) <= 2 + len(hours) and graph_nodes(api, hours["2024-05-25 05:00 UTC"]["id"]) <= 10
+        )
         stored = chunk_times_by_key(store)
 
         first_attempt = {run["id"] for run in task_runs(api, run_id)}
@@ -123,10 +149,16 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
         assert httpx.post(f"{api}/flow_runs/{run_id}/set_state", json=retry, timeout=10).status_code in (200, 201)
         assert wait_for_final_state(api, run_id)["state"]["type"] == "COMPLETED"
         states = latest_task_states(api, run_id)
-        assert states["fix-20240525_050019"] == "Completed" and states["append-20240525_050019"] == "Completed"
+        assert states["fix-20240525_055959"] == "Completed" and states["append-20240525_055959"] == "Completed"
         retried = {run["name"] for run in task_runs(api, run_id) if run["id"] not in first_attempt}
-        assert not [name for name in retried if name.endswith(("20240525_050009", "20240525_050029"))], (
-            "stored time steps: the store's ledger skips them, no task runs again"
+        steps_retried = {m[2] for name in retried if (m := re.fullmatch(r"(fix|load|combine|write|append)-(.+)", name))}
+        assert steps_retried == {"20240525_055959"}, (
+            "only the repaired time step is computed again: the others are in the store's ledger",
+            retried,
+        )
+        hours_after = [child["name"] for child in child_runs(api, run_id)]
+        assert sorted(hours_after) == ["2024-05-25 05:00 UTC"] * 2 + ["2024-05-25 06:00 UTC"], (
+            "the retry runs the failed hour again and reuses the completed one"
         )
         ds = xr.open_zarr(store)
         assert ds.sizes["time"] == 7 and list(ds["time_key"].values) == sorted(ds["time_key"].values)
@@ -145,7 +177,7 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
 
         two_deployments_and_the_cli_race_for_one_store(tmp_path, cli, api)
     finally:
-        down = subprocess.run([REPO / "deployments" / "stop"], env=env, capture_output=True, text=True, timeout=120)
+        down = subprocess.run([REPO / "deployments" / "stop"], env=env, capture_output=True, text=True, timeout=400)
     assert "stopped the worker" in down.stdout and "stopped the server" in down.stdout, "both stop on SIGTERM"
     assert not list(ops.glob("*.pid"))
 

@@ -337,3 +337,68 @@ def test_the_prefect_concurrency_limit_keeps_a_second_writer_out(tmp_path):
     finally:
         with get_client(sync_client=True) as client:
             client.delete_global_concurrency_limit_by_name(WRITE_LIMIT)
+
+
+def test_a_night_across_hours_runs_one_child_run_per_hour_with_few_time_steps_in_flight(tmp_path):
+    from flows.ingest import ingest
+
+    inputs = tmp_path / "night"
+    # 05:59:39 ... 06:00:39 UTC: two hours; the first time step lacks the 50 MHz subband, which later ones have
+    generate(inputs, time_steps=7, n_subbands=3, size=32, start=DEFAULT_START.replace(minute=59, second=39))
+    first_key = discover_time_steps(inputs).time_steps[0].key
+    next(inputs.glob(f"{first_key}_50MHz*.fits")).unlink()
+    state = ingest(input_dir=str(inputs), store=str(tmp_path / "s.zarr"), workers=1, chunk_lm=32, return_state=True)
+    summary = state.result()
+    assert [o.status for o in summary.outcomes] == ["written"] * 7
+    children = {run.name: run for run in read_child_runs(state)}
+    assert sorted(children) == ["2024-05-24 05:00 UTC", "2024-05-24 06:00 UTC"]
+    runs = task_runs(state)
+    per_hour = {name: {r.name for r in runs.values() if r.flow_run_id == child.id} for name, child in children.items()}
+    assert len(per_hour["2024-05-24 05:00 UTC"]) == 5 * 3 and len(per_hour["2024-05-24 06:00 UTC"]) == 5 * 4
+    assert not [r for r in runs.values() if r.flow_run_id == state.state_details.flow_run_id and "-2024" in r.name]
+    ds = xr.open_zarr(tmp_path / "s.zarr")
+    assert len(ds["frequency"]) == 3, "the channels: the night's subbands, known before the first time step"
+    assert np.isnan(ds["SKY"].values[0, 2]).all() and np.isfinite(ds["frequency_header"].values[1]).all()
+
+    # one Dask thread: 2 time steps in flight; a time step's tasks start only once the one 2 before is committed
+    keys = [o.key for o in summary.outcomes]
+    for earlier, later in zip(keys[:3], keys[2:5], strict=True):  # within the first hour's child run
+        if later.startswith(earlier[:11]):
+            assert runs[f"fix-{later}"].start_time >= runs[f"append-{earlier}"].end_time, (earlier, later)
+    # the first time step is stored before the last ones of its hour are even looked at (no planning of the night)
+    assert runs[f"append-{keys[0]}"].end_time <= runs[f"fix-{keys[2]}"].start_time
+
+
+def read_child_runs(state) -> list:
+    """The child flow runs of the flow run of ``state``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    parent = FlowRunFilterParentFlowRunId(any_=[state.state_details.flow_run_id])
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=parent))
+
+
+def test_a_retried_run_whose_store_lost_a_completed_hour_says_so_instead_of_claiming_it(tmp_path):
+    from flows.ingest import claims_the_store_denies
+    from flows.summary import StepOutcome
+
+    inputs, store = tmp_path / "night", tmp_path / "s.zarr"
+    generate(inputs, time_steps=2, n_subbands=2, size=32)
+    ingest_directory(inputs, store, settings=StoreSettings(chunk_lm=32))
+    keys = [s.key for s in discover_time_steps(inputs).time_steps]
+    claimed = {key: StepOutcome(key=key, n_files=2, status="written", index=0) for key in [*keys, "20240524_060000"]}
+    denied = claims_the_store_denies(str(store), claimed)
+    assert list(denied) == ["20240524_060000"] and denied["20240524_060000"].status == "failed"
+
+
+def test_a_run_with_a_retention_prunes_what_runs_left_behind_older_than_it(tmp_path):
+    from tests.test_housekeeping import touch
+
+    inputs, store = tmp_path / "night", tmp_path / "s.zarr"
+    generate(inputs, time_steps=1, n_subbands=2, size=32)
+    old = touch(tmp_path / "s.zarr.work" / "manifests" / "time-steps-old.json", 40)
+    state, summary = run_ingest(input_dir=inputs, store=store, retention_days=30)
+    assert state.is_completed(), summary
+    assert not old.exists() and task_states(state)["prune"] == "Completed"
+    assert list((tmp_path / "s.zarr.work" / "manifests").glob("*.json")), "this run's manifest is young: kept"

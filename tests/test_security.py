@@ -126,7 +126,7 @@ def test_the_local_dask_cluster_listens_on_no_network_interface():
     import psutil
     from distributed import Client, LocalCluster
 
-    from flows.ingest import local_cluster_options
+    from tasks.dask_cluster import local_cluster_options
 
     def listening() -> set[tuple[str, int]]:
         connections = psutil.Process().net_connections(kind="inet")
