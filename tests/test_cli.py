@@ -163,6 +163,13 @@ def test_demo_runs_with_no_prefect_server_configured(tmp_path):
     assert "2 written" in result.stdout and "xr.open_zarr" in result.stdout
     assert xr.open_zarr(tmp_path / "demo" / "store.zarr").sizes["time"] == 2
     assert (tmp_path / "demo" / ".prefect").is_dir(), "the demo keeps its Prefect home in its own folder"
+    # the commands it tells the user to type work as typed, in a shell with nothing activated
+    hints = [line.strip() for line in result.stdout.splitlines() if line.startswith("    ")]
+    assert len(hints) == 2, result.stdout
+    bare = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}
+    for hint in hints:
+        typed = subprocess.run(["bash", "-c", hint], capture_output=True, text=True, env=bare, timeout=300)
+        assert typed.returncode == 0, f"{hint}: {typed.stdout}{typed.stderr}"
 
 
 @pytest.mark.usefixtures("prefect_server")

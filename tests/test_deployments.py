@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import xarray as xr
+from pydantic import TypeAdapter
 
 from flows.server import free_port
 from ovro_ingest.synth import DEFAULT_START, generate
@@ -112,7 +113,8 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
         up = subprocess.run([REPO / "deployments" / "stand-up"], env=env, capture_output=True, text=True, timeout=300)
         assert up.returncode == 0, up.stdout + up.stderr
         vacuum = httpx.get(f"{api}/admin/settings", timeout=10).json()["server"]["services"]["db_vacuum"]
-        assert set(vacuum["enabled"]) >= {"events", "flow_runs"} and vacuum["retention_period"] == 30 * 86400.0, vacuum
+        retention = TypeAdapter(timedelta).validate_python(vacuum["retention_period"])
+        assert set(vacuum["enabled"]) >= {"events", "flow_runs"} and retention == timedelta(days=30), vacuum
         deployments = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
         nightly = next(d for d in deployments if d["name"] == "nightly")
         assert nightly["schedules"][0]["schedule"]["cron"] == "0 15 * * *"
