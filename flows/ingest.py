@@ -41,10 +41,9 @@ from tasks.discover import discover
 from tasks.housekeeping import prune
 
 STEPS_IN_FLIGHT_PER_THREAD = 2
-"""Time steps submitted ahead per Dask thread: enough to keep every thread staging while the next are planned."""
-TASKS_PER_TIME_STEP = 5
-CREATE_STORE_CANDIDATES = 5
-"""Time steps tried, in order, for the pixel grid and coordinates of a new store."""
+"""Time steps open at once per Dask thread: enough to keep every thread staging while the next are planned."""
+MAX_STEPS_IN_FLIGHT = 32
+"""Threads of an hour's task runner: each open time step runs one task at a time."""
 
 
 @flow(name="ingest", persist_result=True)
@@ -159,7 +158,8 @@ def ingest(
             if not store_exists(store):
                 create_store_for(
                     store,
-                    todo[:CREATE_STORE_CANDIDATES],
+                    manifest,
+                    [step.key for step in todo],
                     subband_files(night_steps),
                     request.settings,
                     fixed_dir,
@@ -198,14 +198,10 @@ def ingest(
     return summary
 
 
-MAX_TASK_THREADS = 64
-"""Threads of an hour's task runner; the threads in use are bounded by the time steps in flight (5 tasks each)."""
-
-
 @flow(
     name="ingest-hour",
     flow_run_name="{hour}",
-    task_runner=ThreadPoolTaskRunner(max_workers=MAX_TASK_THREADS),
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_STEPS_IN_FLIGHT),
     persist_result=True,
 )
 def ingest_hour(
@@ -229,7 +225,7 @@ def ingest_hour(
     stored = stored_unchanged(store, steps)  # also when retried: what an earlier attempt stored is done
     outcomes = already_stored(steps, stored, report=False)  # counted by the parent run already
     todo = [step for step in steps if step.key not in stored]
-    steps_in_flight = max(1, min(steps_in_flight, MAX_TASK_THREADS // TASKS_PER_TIME_STEP))
+    steps_in_flight = max(1, min(steps_in_flight, MAX_STEPS_IN_FLIGHT))
     for outcome in run_time_steps(todo, store, fixed_dir, replace, keep_bad_beams, keep_bad_checksums, steps_in_flight):
         outcomes[outcome.key] = outcome
         report_progress(outcome)

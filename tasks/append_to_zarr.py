@@ -6,7 +6,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ovro_ingest.commit import commit_time_step, write_time_step
-from ovro_ingest.models import AppendReceipt, SourceFile, StagedTimeStep, TimeStepFiles, TimeStepPlan
+from ovro_ingest.discover import read_manifest
+from ovro_ingest.models import AppendReceipt, Manifest, SourceFile, StagedTimeStep, TimeStepPlan
 from ovro_ingest.pipeline import create_store_for_night
 from ovro_ingest.store import StoreSettings
 from tasks.cache import STAGING, STORE_WRITE
@@ -16,16 +17,23 @@ from tasks.dask_cluster import on_dask
 @task(name="create_store", task_run_name="create-store", cache_policy=NO_CACHE)
 def create_store_for(
     store: str,
-    candidates: list[TimeStepFiles],
+    manifest: Manifest,
+    candidates: list[str],
     subband_files: dict[str, list[SourceFile]],
     settings: StoreSettings,
     fixed_dir: str,
     keep_bad_beams: bool = False,
     keep_bad_checksums: bool = False,
 ) -> str | None:
-    """Create the store from the first time step that plans, with one channel per subband of the night."""
+    """Create the store from the first of the time steps ``candidates`` (keys) that plans, with the night's channels."""
     identity = create_store_for_night(
-        store, candidates, subband_files, settings, fixed_dir, keep_bad_beams, keep_bad_checksums
+        store,
+        read_manifest(manifest, candidates),
+        subband_files,
+        settings,
+        fixed_dir,
+        keep_bad_beams,
+        keep_bad_checksums,
     )
     if identity:
         get_run_logger().info("store %s (id %s)", store, identity)

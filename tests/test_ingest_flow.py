@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -337,6 +338,15 @@ def test_the_prefect_concurrency_limit_keeps_a_second_writer_out(tmp_path):
     finally:
         with get_client(sync_client=True) as client:
             client.delete_global_concurrency_limit_by_name(WRITE_LIMIT)
+
+
+def test_without_the_concurrency_limit_a_run_warns_of_nothing_the_operator_must_act_on(tmp_path, caplog):
+    inputs = tmp_path / "night"
+    generate(inputs, time_steps=1, n_subbands=2, size=32)
+    with caplog.at_level(logging.WARNING):
+        state, summary = run_ingest(input_dir=inputs, store=tmp_path / "s.zarr")
+    assert state.is_completed(), summary
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING], "a clean night warns of nothing"
 
 
 def test_a_night_across_hours_runs_one_child_run_per_hour_with_few_time_steps_in_flight(tmp_path):
