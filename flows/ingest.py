@@ -31,6 +31,7 @@ from flows.summary import IngestIncomplete, IngestSummary, StepOutcome
 from flows.time_steps import run_time_steps
 from ovro_ingest.discover import read_manifest, subband_files
 from ovro_ingest.errors import StoreBusy
+from ovro_ingest.load import import_xradio_in_background
 from ovro_ingest.lock import writer_lock
 from ovro_ingest.models import Manifest, TimeStepFiles
 from ovro_ingest.pipeline import prepare_store, settle_store
@@ -135,6 +136,8 @@ def ingest(
     )
     logger = get_run_logger()
     store, fixed_dir = request.store, request.fixed_dir
+    if not store_exists(store):
+        import_xradio_in_background()  # for the new store's template, on the other core while the run starts
     run = FlowRunContext.get().flow_run
     with (
         one_writer_per_server(wait_for_lock),

@@ -11,6 +11,7 @@ the store its coordinates and attributes when it is created.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,21 +29,38 @@ from ovro_ingest.models import LoadedTimeStep, ReadableFile, ReadableTimeStep, S
 logger = logging.getLogger(__name__)
 
 
-def _import_open_image():
-    """Import xradio's reader, hushing its root-logger warning about optional MSv2 backends."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+class _ErrorsOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+def xradio_open_image():
+    """xradio's ``open_image``, imported on first use, hushing warnings it logs on the root logger about optional MSv2 backends.
+
+    A filter on the root logger, not its level: another thread may be setting up logging meanwhile.
+    """
+    root, hush = logging.getLogger(), _ErrorsOnly()
+    root.addFilter(hush)
     try:
         from xradio.image import open_image
     finally:
-        root.setLevel(level)
+        root.removeFilter(hush)
     return open_image
+
+
+def import_xradio_in_background() -> None:
+    """Start importing xradio's reader in a background thread (a new store's template needs it).
+
+    Its import takes 1-2 s of CPU (xradio builds its schema classes); started early, it runs
+    on the other core while the run starts, instead of delaying the store's creation and so
+    the first write. A later import waits for this one.
+    """
+    threading.Thread(target=xradio_open_image, name="import-xradio", daemon=True).start()
 
 
 def open_subband(path: str) -> xr.Dataset:
     """Open a FITS image lazily with xradio (no sky coordinates, no mask scan)."""
-    return _import_open_image()(path, do_sky_coords=False, compute_mask=False)
+    return xradio_open_image()(path, do_sky_coords=False, compute_mask=False)
 
 
 @contextmanager
