@@ -204,6 +204,12 @@ class TimeSeriesState:
         """The archive fingerprint of every committed time index."""
         return [str(v) for v in self.group()[FINGERPRINT][: self.n_time]] if self.n_time else []
 
+    def column(self, name: str, start: int = 0) -> list:
+        """Values ``start..`` of a per-time-step array other than ``SKY``."""
+        if self.n_time <= start:
+            return []
+        return [v.tolist() if isinstance(v, np.ndarray) else v for v in self.group()[name][start : self.n_time]]
+
     @property
     def n_blocks(self) -> int:
         """Time blocks (shard or chunk rows along time) the committed time steps occupy."""
@@ -283,6 +289,12 @@ def archive_fingerprints(archive: StoreState, start: int = 0) -> list[str]:
 def digest(fingerprints: Sequence[str]) -> str:
     """One hash of a list of fingerprints (the content of a time-series store, in brief)."""
     return hashlib.sha256("\n".join(fingerprints).encode()).hexdigest()[:32]
+
+
+def check_distinct(archive: str | os.PathLike[str], timeseries: str | os.PathLike[str]) -> None:
+    """Raise when the two paths are one store."""
+    if Path(timeseries).resolve() == Path(archive).resolve():
+        raise StoreError(f"{timeseries}: is the archive itself; give another path for the time-series store")
 
 
 def check_archive(archive: str | os.PathLike[str]) -> StoreState:
@@ -413,9 +425,8 @@ def plan_update(
         The archive is missing or unreadable, the time-series store is not one, or it
         was made from another archive (one line each, with the fix).
     """
+    check_distinct(archive, timeseries)
     source = check_archive(archive)
-    if Path(timeseries).resolve() == Path(archive).resolve():
-        raise StoreError(f"{timeseries}: is the archive itself; give another path for the time-series store")
     if not store_exists(timeseries):
         create_timeseries_store(source, timeseries, layout)
     state = read_timeseries_state(timeseries)
@@ -710,6 +721,7 @@ def update_timeseries(
 
 def holding_both(archive: str | os.PathLike[str], timeseries: str | os.PathLike[str], who: str, wait_seconds: float):
     """Hold the time-series store's writer lock, then the archive's (always in this order: no deadlock)."""
+    check_distinct(archive, timeseries)
     stack = ExitStack()
     stack.enter_context(writer_lock(timeseries, who=who, wait_seconds=wait_seconds))
     try:
@@ -743,3 +755,114 @@ def run_record(who: str, done: TimeSeriesReceipt) -> dict:
         "status": done.status,
         "time_steps": f"{done.start}..{done.n_time - 1}",
     }
+
+
+# ---------------------------------------------------------------- validate and repair
+
+
+def validate_timeseries(path: str | os.PathLike[str]):
+    """Check a time-series store without changing it (what ``ovro-ingest validate`` runs on one).
+
+    Its metadata is current and committed, every per-time-step array has one entry per
+    time step, time and keys increase, every time block has its ``SKY`` files and none
+    lies beyond the committed ones, no journal is left; and, when its archive is at
+    the recorded path, the archive is the one it was made from (a note says how far
+    behind the archive it is).
+    """
+    from ovro_ingest.health import HealthReport, check_metadata_is_current, check_time_axis, uncommitted_chunks
+
+    report = HealthReport(store=str(path))
+    try:
+        state = read_timeseries_state(path)
+    except StoreError as error:
+        report.problems.append(str(error))
+        return report
+    report.n_time = state.n_time
+    if journal_path(path).exists():
+        report.problems.append("an interrupted update left its journal; `ovro-ingest repair` finishes it")
+    check_metadata_is_current(state, report)
+    if state.group()[FINGERPRINT].shape[0] != state.n_time:
+        report.problems.append(f"{FINGERPRINT}: not one entry per time step; `ovro-ingest repair`")
+    check_time_axis(state, report)
+    if any(not f for f in state.fingerprints()):
+        report.problems.append(f"{FINGERPRINT} is missing for some time steps")
+    missing = [b for b in range(state.n_blocks) if not block_present(state, b)]
+    if missing:
+        report.problems.append(
+            f"SKY has no pixels for time block(s) {', '.join(str(b) for b in missing[:5])}; delete the time-series "
+            "store and run `ovro-ingest timeseries` again (it is made from the archive)"
+        )
+    stray = uncommitted_chunks(state.path / "SKY", state.zarr_format, state.n_blocks)
+    if stray:
+        report.problems.append(
+            f"SKY holds {len(stray)} uncommitted time block(s) ({', '.join(str(k) for k in sorted(stray)[:5])}); "
+            "`ovro-ingest repair` removes them"
+        )
+    check_against_archive(state, report)
+    if staging_root(path).exists() and any(staging_root(path).iterdir()):
+        report.notes.append("a staged update is not committed (an update is running, or was interrupted)")
+    return report
+
+
+def block_present(state: TimeSeriesState, block: int) -> bool:
+    """True when time block ``block`` of ``SKY`` has its files (format 3: its folder; format 2: a chunk file)."""
+    folder = state.path / "SKY"
+    if state.zarr_format == 3:
+        return (folder / "c" / str(block)).is_dir()
+    return any(folder.glob(f"{block}.*"))
+
+
+def check_against_archive(state: TimeSeriesState, report) -> None:
+    """The recorded archive is the one the store was made from; a note says whether it is up to date."""
+    if not store_exists(state.archive_path):
+        report.notes.append(f"its archive {state.archive_path} is not there (moved?); not compared")
+        return
+    try:
+        archive = read_state(state.archive_path)
+    except StoreError as error:
+        report.notes.append(f"its archive could not be read: {error}")
+        return
+    if archive.store_id != state.archive_store_id:
+        report.problems.append(
+            f"made from archive store id {state.archive_store_id}, but {state.archive_path} is now another store "
+            f"({archive.store_id}, rebuilt?); delete the time-series store and run `ovro-ingest timeseries` again"
+        )
+        return
+    wanted, held = archive_fingerprints(archive), state.fingerprints()
+    if wanted != held:
+        first = next((i for i, (a, b) in enumerate(zip(wanted, held, strict=False)) if a != b), len(held))
+        report.notes.append(
+            f"behind its archive from time index {first} (archive {len(wanted)}, here {len(held)} time steps); "
+            f"`ovro-ingest timeseries {state.archive_path} {state.path}` brings it up to date"
+        )
+
+
+def repair_timeseries(path: str | os.PathLike[str], wait_seconds: float = 0.0):
+    """Bring a time-series store back to its last committed state (or finish its update), then validate it."""
+    from ovro_ingest.health import uncommitted_chunks
+
+    actions: list[str] = []
+    with writer_lock(path, who="ovro-ingest repair", wait_seconds=wait_seconds):
+        for leftover in leftovers_beside(path):
+            shutil.rmtree(leftover, ignore_errors=True)
+            actions.append(f"removed {leftover.name}")
+        if recover_timeseries(path):
+            actions.append("finished an interrupted update")
+        state = read_timeseries_state(path)
+        actual = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+        for name in (*TIME_VARIABLES, FINGERPRINT):
+            if actual[name].shape[0] != state.n_time:
+                sync(actual[name]._async_array.resize((state.n_time, *actual[name].shape[1:]), False))
+                actions.append(f"{name}: rolled back to {state.n_time} time steps")
+        for block, paths in sorted(uncommitted_chunks(Path(path) / "SKY", state.zarr_format, state.n_blocks).items()):
+            for chunk in paths:
+                shutil.rmtree(chunk) if chunk.is_dir() else chunk.unlink()
+            actions.append(f"removed uncommitted SKY time block {block}")
+        if staging_root(path).exists():
+            shutil.rmtree(staging_root(path))
+            actions.append("cleared the staging area")
+        zarr.consolidate_metadata(str(path))
+    report = validate_timeseries(path)
+    report.actions = actions
+    report.notes = actions + report.notes
+    return report
