@@ -415,9 +415,15 @@ def timeseries_encoding(template: xr.Dataset, archive: StoreState, chunks: tuple
 
 
 def plan_update(
-    archive: str | os.PathLike[str], timeseries: str | os.PathLike[str], layout: TimeSeriesLayout | None = None
+    archive: str | os.PathLike[str],
+    timeseries: str | os.PathLike[str],
+    layout: TimeSeriesLayout | None = None,
+    create: bool = True,
 ) -> TimeSeriesPlan:
     """Find what an update must copy; create the time-series store when there is none (callers hold both locks).
+
+    With ``create=False`` (a dry run) nothing is written: a missing time-series store
+    is planned as empty (``timeseries_store_id`` empty).
 
     Raises
     ------
@@ -428,6 +434,19 @@ def plan_update(
     check_distinct(archive, timeseries)
     source = check_archive(archive)
     if not store_exists(timeseries):
+        if not create:
+            wanted = archive_fingerprints(source)
+            return TimeSeriesPlan(
+                archive=str(Path(archive).resolve()),
+                timeseries=str(Path(timeseries).resolve()),
+                archive_store_id=source.store_id,
+                timeseries_store_id="",
+                n_archive=source.n_time,
+                n_before=0,
+                start=0,
+                first_difference=0,
+                target_digest=digest(wanted),
+            )
         create_timeseries_store(source, timeseries, layout)
     state = read_timeseries_state(timeseries)
     if state.archive_store_id != source.store_id:
@@ -509,7 +528,7 @@ def stage_update(plan: TimeSeriesPlan, workers: int = 2, max_memory: int = DEFAU
         with disk_full_named(plan.timeseries, "staging the time-series update"):
             staged = staging_sky(state, partial, plan.n_archive)
             sky = source.group()["SKY"]
-            _, n_freq, n_pol, chunk_l, chunk_m = sky.chunks
+            _, n_freq, _, chunk_l, chunk_m = sky.chunks
             shards = staged.shards or staged.chunks
             strip = block_strip(n_freq, chunk_l, chunk_m, shards[4], state.layout.time_block, workers, max_memory)
             block = state.layout.time_block
@@ -722,6 +741,8 @@ def update_timeseries(
 def holding_both(archive: str | os.PathLike[str], timeseries: str | os.PathLike[str], who: str, wait_seconds: float):
     """Hold the time-series store's writer lock, then the archive's (always in this order: no deadlock)."""
     check_distinct(archive, timeseries)
+    if not store_exists(archive):  # before its lock file is made beside a path that holds nothing
+        check_archive(archive)
     stack = ExitStack()
     stack.enter_context(writer_lock(timeseries, who=who, wait_seconds=wait_seconds))
     try:
