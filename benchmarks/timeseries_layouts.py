@@ -59,10 +59,10 @@ def planes(size: int, n_time: int, n_freq: int) -> np.ndarray:
 
 
 def resolve(shape, n_time: int, n_freq: int, size: int) -> tuple[int, ...]:
-    t, f, l, m = shape
+    t, f, side_l, side_m = shape
     t = n_time if t == "T" else t
     f = n_freq if f == "F" else f
-    return (min(t, n_time), min(f, n_freq), 1, min(l, size), min(m, size))
+    return (min(t, n_time), min(f, n_freq), 1, min(side_l, size), min(side_m, size))
 
 
 def write(path: Path, data: np.ndarray, chunks: tuple, shards: tuple | None) -> float:
@@ -98,17 +98,17 @@ def best_of(function, repeat: int = 3) -> tuple[float, object]:
     return min(times), value
 
 
-def measure(path: Path, data: np.ndarray, l: int, m: int) -> dict:
+def measure(path: Path, data: np.ndarray, pixel_l: int, pixel_m: int) -> dict:
     """Read times (best of 3, page cache warm): xarray without dask (``chunks=None``) and with (its default)."""
     import xarray as xr
 
     t = data.shape[0] // 2
     reads = {
-        "spectrum": lambda ds: ds["SKY"].isel(polarization=0, l=l, m=m).values,
+        "spectrum": lambda ds: ds["SKY"].isel(polarization=0, l=pixel_l, m=pixel_m).values,
         "image": lambda ds: ds["SKY"].isel(time=t, frequency=3, polarization=0).values,
         "cube": lambda ds: ds["SKY"].isel(time=t, polarization=0).values,
     }
-    expected = {"spectrum": data[:, :, l, m], "image": data[t, 3], "cube": data[t]}
+    expected = {"spectrum": data[:, :, pixel_l, pixel_m], "image": data[t, 3], "cube": data[t]}
     row = {}
     for mode, chunks in (("plain", None), ("dask", {})):
         for name, read in reads.items():
@@ -130,7 +130,7 @@ def main() -> None:
     args = parser.parse_args()
     data = planes(args.size, args.time_steps, args.subbands)
     work = Path(tempfile.mkdtemp(prefix="ts-layouts-", dir=args.work))
-    l, m = args.size // 2 + 37, args.size // 2 - 85  # a pixel inside the horizon
+    pixel = (args.size // 2 + 37, args.size // 2 - 85)  # a pixel inside the horizon
     rows = []
     try:
         for name, chunks, shards in CANDIDATES:
@@ -139,7 +139,7 @@ def main() -> None:
             path = work / "candidate.zarr"
             write_s = write(path, data, chunks, shards)
             row = {"layout": name, "chunks": chunks, "shards": shards, "write_s": write_s}
-            row.update(measure(path, data, l, m))
+            row.update(measure(path, data, *pixel))
             rows.append(row)
             print(json.dumps(row), flush=True)
             shutil.rmtree(path)

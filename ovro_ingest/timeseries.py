@@ -482,6 +482,23 @@ DEFAULT_MAX_MEMORY = 512 * 2**20
 """Bytes of pixels in flight while staging (all dask threads together): about a third of the 1.5 GB bound."""
 
 
+def dask_chunks(
+    archive_sky: zarr.Array, staged: zarr.Array, layout: TimeSeriesLayout, workers: int, max_memory: int
+) -> tuple[int, ...]:
+    """Chunks of the dask array that copies the archive: each holds whole shards (or format-2 chunks) of the target.
+
+    One time block x every subband and polarization x the archive's chunk along l
+    (rounded up to whole target shards) x a strip along m (:func:`block_strip`). A
+    target shard is then written by one task, whole: two tasks never write one shard.
+    """
+    _, n_freq, n_pol, n_l, _ = archive_sky.shape
+    target = staged.shards or staged.chunks
+    _, _, _, chunk_l, chunk_m = archive_sky.chunks
+    width_l = min(n_l, -(-chunk_l // target[3]) * target[3])
+    strip = block_strip(n_freq * n_pol, width_l, chunk_m, target[4], layout.time_block, workers, max_memory)
+    return (layout.time_block, n_freq, n_pol, width_l, strip)
+
+
 def block_strip(
     n_freq: int, chunk_l: int, chunk_m: int, shard_m: int, time_block: int, workers: int, max_memory: int
 ) -> int:
@@ -492,10 +509,10 @@ def block_strip(
     written once and whole). A strip narrower than the archive's chunk decodes each
     archive chunk more than once (once per strip), the price of the memory bound.
     """
+    whole = -(-chunk_m // shard_m) * shard_m  # the archive's chunk, rounded up to whole shards
     per_pixel_column = time_block * n_freq * chunk_l * 4 * workers
     fits = max(1, max_memory // max(1, per_pixel_column))
-    width = max(shard_m, (min(fits, chunk_m) // shard_m) * shard_m)
-    return min(width, chunk_m)
+    return max(shard_m, (min(fits, whole) // shard_m) * shard_m)
 
 
 def stage_update(plan: TimeSeriesPlan, workers: int = 2, max_memory: int = DEFAULT_MAX_MEMORY) -> StagedUpdate:
@@ -528,11 +545,8 @@ def stage_update(plan: TimeSeriesPlan, workers: int = 2, max_memory: int = DEFAU
         with disk_full_named(plan.timeseries, "staging the time-series update"):
             staged = staging_sky(state, partial, plan.n_archive)
             sky = source.group()["SKY"]
-            _, n_freq, _, chunk_l, chunk_m = sky.chunks
-            shards = staged.shards or staged.chunks
-            strip = block_strip(n_freq, chunk_l, chunk_m, shards[4], state.layout.time_block, workers, max_memory)
-            block = state.layout.time_block
-            pixels = da.from_zarr(sky, chunks=(block, n_freq, 1, chunk_l, strip))[plan.start : plan.n_archive]
+            pixels = da.from_zarr(sky, chunks=dask_chunks(sky, staged, state.layout, workers, max_memory))
+            pixels = pixels[plan.start : plan.n_archive]
             region = (slice(plan.start, plan.n_archive),)
             with dask.config.set(scheduler="threads", num_workers=workers):
                 da.store(pixels, staged, regions=region, lock=False)
