@@ -237,3 +237,35 @@ def test_the_memory_bound_picks_a_strip_of_whole_shards():
 def test_the_default_path_sits_beside_the_archive():
     assert default_timeseries_path("/data/archive.zarr") == Path("/data/archive.timeseries.zarr")
     assert read_state  # the archive's reader is what refuses a time-series store (see above)
+
+
+def test_the_timeseries_flow_and_command_bring_the_store_up_to_date_and_refuse_in_one_line(
+    prefect_server, archives, tmp_path
+):
+    import os
+    import subprocess
+    import sys
+
+    from flows.timeseries import timeseries as timeseries_flow
+
+    timeseries = tmp_path / "ts.zarr"
+    done = timeseries_flow(archive=str(archives[3]), timeseries=str(timeseries))
+    assert done.status == "appended" and done.n_time == N_TIME
+    assert_same_as_archive(timeseries, archives[3])
+    runs = xr.open_zarr(timeseries).attrs[RUNS_ATTR]
+    assert len(runs) == 1 and runs[0]["flow_run_id"]
+
+    command = [str(Path(sys.executable).parent / "ovro-ingest"), "timeseries", str(archives[3]), str(timeseries)]
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0 and "up to date with" in again.stdout, again.stdout + again.stderr
+    dry = subprocess.run([*command, "--dry-run"], capture_output=True, text=True, timeout=300, env=env)
+    assert dry.returncode == 0 and "nothing to copy" in dry.stdout
+
+    missing = [*command[:2], str(tmp_path / "nothing.zarr"), str(tmp_path / "ts2.zarr"), "-q"]
+    refused = subprocess.run(missing, capture_output=True, text=True, timeout=300, env=env)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    lines = [line for line in refused.stderr.splitlines() if line.startswith("timeseries failed:")]
+    assert len(lines) == 1 and "no archive store here; give the path" in lines[0]
+    assert "Traceback" not in refused.stdout + refused.stderr
+    assert not (tmp_path / "ts2.zarr").exists() and not (tmp_path / "nothing.zarr.lock").exists()
