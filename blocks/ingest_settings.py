@@ -26,6 +26,11 @@ class IngestSettings(Block):
 
     input_root: str = Field(description="Absolute folder holding one sub-folder of FITS images per night.")
     store: str = Field(description="Absolute path of the Zarr store.")
+    timeseries_store: str | None = Field(
+        None,
+        description="Absolute path of the time-series store kept up to date after every night "
+        "(default: <store without .zarr>.timeseries.zarr beside the store).",
+    )
     fixed_dir: str | None = Field(None, description="Folder for fixed copies (default: <store>.work/fixed).")
     night_format: str = Field("%Y-%m-%d", description="strftime pattern of the nightly sub-folder names.")
     chunk_lm: int = Field(1024, ge=16, le=16384, description="Chunk length along l and m of a new store.")
@@ -40,7 +45,7 @@ class IngestSettings(Block):
         "(days); empty: keep everything. The server's own retention is set where it starts (deployments/stand-up).",
     )
 
-    @field_validator("input_root", "store", "fixed_dir")
+    @field_validator("input_root", "store", "fixed_dir", "timeseries_store")
     @classmethod
     def absolute_path(cls, value: str | None) -> str | None:
         """Paths must be absolute: a deployment runs in whatever folder its worker chose."""

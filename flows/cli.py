@@ -425,6 +425,84 @@ def answer_without_a_run(input_dir: Path, store: Path, keys: list[str] | None, f
     return IngestSummary(store=str(Path(store).resolve()), outcomes=outcomes)
 
 
+@app.command(name="timeseries")
+def timeseries_command(
+    archive: Annotated[Path, typer.Argument(metavar="ARCHIVE", help="The archive store (`ovro-ingest run` makes it).")],
+    timeseries: Annotated[
+        Path, typer.Argument(metavar="TIMESERIES", help="The time-series store (created on first use).")
+    ],
+    wait_for_lock: Annotated[
+        float,
+        typer.Option(
+            min=0, metavar="SECONDS", help="Seconds to wait when another writer holds either store (default: fail)."
+        ),
+    ] = 0.0,
+    workers: Annotated[int, typer.Option(min=1, metavar="N", help="Threads that copy pixels.")] = 2,
+    max_memory_mb: Annotated[
+        int, typer.Option(min=16, metavar="MIB", help="Pixels in flight while copying, all threads together.")
+    ] = 512,
+    dry_run: Annotated[bool, typer.Option(help="Print what the update would copy, and write nothing.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail, and tracebacks.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and the summary.")] = False,
+) -> None:
+    """Bring TIMESERIES (SKY laid out for dynamic spectra and light curves) up to date with ARCHIVE.
+
+    Copies the time steps the archive has and the time-series store lacks (a backfill or
+    a replacement in the archive is carried over); a re-run does nothing. Exits 0 when
+    the store is up to date, 1 when the update failed (what was committed stays valid),
+    2 when it could not start (a missing or bad store, another writer).
+    """
+    from ovro_ingest.errors import IngestError
+
+    if dry_run:
+        raise typer.Exit(print_timeseries_plan(archive, timeseries))
+    configure_logging(verbose, quiet)
+    from flows.server import prefect_api
+
+    with prefect_api():
+        from flows.timeseries import timeseries as timeseries_flow
+        from tasks.console import apply_from_environment
+
+        apply_from_environment()
+        state = timeseries_flow(
+            archive=str(archive),
+            timeseries=str(timeseries),
+            wait_for_lock=wait_for_lock,
+            workers=workers,
+            max_memory_mb=max_memory_mb,
+            return_state=True,
+        )
+        result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        errors.print(f"[red]timeseries failed:[/] {result}", soft_wrap=True)
+        if verbose:
+            errors.print_exception()
+        raise typer.Exit(2 if isinstance(result, IngestError | ValueError) else 1)
+    console.print(result.one_line(), soft_wrap=True)
+    raise typer.Exit(0)
+
+
+def print_timeseries_plan(archive: Path, timeseries: Path) -> int:
+    """Print what ``ovro-ingest timeseries`` would copy (nothing is written); return the exit code."""
+    from ovro_ingest.errors import IngestError
+    from ovro_ingest.timeseries import plan_update
+
+    try:
+        plan = plan_update(archive, timeseries, create=False)
+    except IngestError as error:
+        errors.print(f"[red]dry run failed:[/] {error}", soft_wrap=True)
+        return 2
+    if plan.up_to_date:
+        console.print(f"{timeseries}: up to date with {archive} ({plan.n_archive} time steps); nothing to copy")
+    else:
+        console.print(
+            f"would copy time steps {plan.start}..{plan.n_archive - 1} of {archive} into {timeseries} "
+            f"(it holds {plan.n_before}; the first that differs is {plan.first_difference})",
+            soft_wrap=True,
+        )
+    return 0
+
+
 def ask_resume_or_rebuild(store: Path, yes: bool) -> bool:
     """When an interrupted run left the store unfinished and a person is at the terminal, ask; True = rebuild.
 

@@ -405,6 +405,8 @@ def recover(store: str | os.PathLike[str]) -> bool:
     if not path.exists():
         return False
     journal = json.loads(path.read_text())
+    if journal.get("kind") == "timeseries":  # a time-series store's update (ovro_ingest.timeseries finishes it)
+        raise StoreError(f"{store}: is a time-series store; give the archive, or `ovro-ingest repair {store}`")
     logger.warning("finishing the interrupted commit of time step %s", journal["key"])
     apply_journal(store, journal)
     return True

@@ -55,7 +55,14 @@ class HealthReport:
 
 
 def validate_store(path: str | os.PathLike[str]) -> HealthReport:
-    """Check a store without changing it; see the module docstring for what is checked."""
+    """Check a store without changing it; see the module docstring for what is checked.
+
+    A time-series store is checked by :func:`ovro_ingest.timeseries.validate_timeseries`.
+    """
+    from ovro_ingest.timeseries import is_timeseries_store, validate_timeseries
+
+    if is_timeseries_store(path):
+        return validate_timeseries(path)
     report = HealthReport(store=str(path))
     if not store_exists(path):
         report.problems.append(f"{path}: no Zarr store here")
@@ -184,8 +191,13 @@ def repair_store(path: str | os.PathLike[str], wait_seconds: float = 0.0) -> Hea
     Finishes an interrupted commit (its journal), removes chunks beyond the committed
     length, shrinks arrays an uncommitted append grew, clears the staging area and
     the leftovers of an interrupted create or rebuild beside the store. Holds the
-    writer lock, so it never races a running ingest.
+    writer lock, so it never races a running ingest. A time-series store is repaired by
+    :func:`ovro_ingest.timeseries.repair_timeseries`.
     """
+    from ovro_ingest.timeseries import is_timeseries_store, repair_timeseries
+
+    if is_timeseries_store(path):
+        return repair_timeseries(path, wait_seconds)
     actions: list[str] = []
     with writer_lock(path, who="ovro-ingest repair", wait_seconds=wait_seconds):
         for leftover in leftovers_beside(path):

@@ -67,6 +67,8 @@ SETTINGS_ATTR = "ovro_ingest_settings"
 SPECTRAL_FRAME_ATTR = "ovro_ingest_spectral_frame"
 """SPECSYS of every frequency in the store (empty: the headers state none)."""
 RUNS_ATTR = "ovro_ingest_runs"
+TIMESERIES_ATTR = "ovro_ingest_timeseries"
+"""Set on a time-series store (:mod:`ovro_ingest.timeseries`): the archive it was made from, and its layout."""
 STAGED_VARIABLES = ("SKY", "source_files", "wcs_header")
 """Arrays with a time chunk of 1, written in parallel via the staging area and moved into place by the commit."""
 SMALL_TIME_VARIABLES = (
@@ -214,6 +216,11 @@ def read_state(path: str | os.PathLike[str]) -> StoreState:
         if STORE_ID_ATTR not in attrs:
             raise StoreError(
                 f"{path}: not an ovro-ingest store (no {STORE_ID_ATTR} attribute); choose another store path"
+            )
+        if TIMESERIES_ATTR in attrs:  # its SKY is laid out for time series: never ingest into it
+            raise StoreError(
+                f"{path}: is a time-series store made from {attrs[TIMESERIES_ATTR].get('archive')}; give the "
+                "archive instead (`ovro-ingest timeseries` keeps this one up to date)"
             )
         return StoreState(
             path=Path(path),

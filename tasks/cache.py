@@ -27,6 +27,8 @@ from ovro_ingest.commit import staging_path
 from ovro_ingest.discover import listing_fingerprint
 from ovro_ingest.headers import planned_fixed_copy
 from ovro_ingest.store import store_id
+from ovro_ingest.timeseries import digest, read_timeseries_state
+from ovro_ingest.timeseries import staging_path as timeseries_staging
 
 
 @dataclass
@@ -108,9 +110,45 @@ class InputsInStore(InputsAndState):
         return store_id(inputs["store"])
 
 
+@dataclass
+class TimeSeriesStaged(InputsAndState):
+    """The staged copy of a time-series update (its mtime); no key while it is missing.
+
+    The plan in the inputs names the archive's content (its fingerprints' digest), so a
+    staging is reused only for the very update it was made for, and only while it exists
+    (its commit consumes it).
+    """
+
+    def state(self, inputs: dict[str, Any]) -> object | None:
+        staged = timeseries_staging(inputs["plan"])
+        return staged.stat().st_mtime_ns if staged.exists() else None
+
+
+@dataclass
+class TimeSeriesHolds(InputsAndState):
+    """A key only while the time-series store already holds what the update makes it hold.
+
+    Computed before the commit runs: a store that does not hold it yet (or was deleted,
+    rebuilt, or restored from a backup) gets no key, so a cached result never claims a
+    commit the store does not show.
+    """
+
+    def state(self, inputs: dict[str, Any]) -> object | None:
+        plan = inputs["staged"].plan
+        try:
+            held = read_timeseries_state(plan.timeseries)
+        except Exception:
+            return None
+        if held.n_time != plan.n_archive or digest(held.fingerprints()) != plan.target_digest:
+            return None
+        return [held.store_id, plan.target_digest]
+
+
 DISCOVERY = InputListing()
 FIXING = FixedCopies()
 PURE = InputsAndState()
 """For steps whose result depends only on their inputs (which carry file fingerprints)."""
 STAGING = StagedInStore()
 STORE_WRITE = InputsInStore()
+TIMESERIES_STAGING = TimeSeriesStaged()
+TIMESERIES_COMMIT = TimeSeriesHolds()

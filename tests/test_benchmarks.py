@@ -22,3 +22,17 @@ def test_ingest_speed_benchmark_runs_on_tiny_data_and_reports_every_measurement(
     assert 0 < report["headline"]["cached_rerun_fraction"] < 1
     assert "| headline | value |" in (tmp_path / "results" / "ingest_speed.md").read_text()
     assert not (tmp_path / "work").exists(), "the data and stores are removed"
+
+
+def test_timeseries_benchmark_runs_on_tiny_data_and_checks_every_answer_against_the_archive(tmp_path):
+    command = [sys.executable, str(REPO / "benchmarks" / "timeseries_read.py"), "--quick"]
+    command += ["--out", str(tmp_path / "results"), "--work", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "results" / "timeseries_quick.json").read_text())
+    assert [row["n_time"] for row in report["rows"]] == [6, 20]
+    for row in report["rows"]:
+        assert row["build"]["status"] == "appended" and row["build"]["peak_rss_gb"] > 0 and row["floor"]["seconds"] > 0
+        assert set(row["timeseries_s"]) == {"spectrum", "tracked", "light_curve", "image", "cube"}
+    assert "| N | read | archive s | time-series s |" in (tmp_path / "results" / "timeseries_quick.md").read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("ts-bench-")], "the data and stores are removed"

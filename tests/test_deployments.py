@@ -122,6 +122,7 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
         run_id, result = deployment_run(cli, "ingest/nightly")  # no parameter: yesterday's folder (UTC)
         assert wait_for_final_state(api, run_id)["state"]["type"] == "COMPLETED", result.stdout
         assert xr.open_zarr(store).sizes["time"] == 2
+        nightly_triggers_the_timeseries_run(api, store, run_id)
 
         run_id, _ = deployment_run(
             cli, "ingest/adhoc", "--param", f"input_dir={tmp_path / 'extra'}", "--param", f"store={store}",
@@ -219,3 +220,28 @@ def two_deployments_and_the_cli_race_for_one_store(tmp_path: Path, cli: dict, ap
             assert outcomes == ["COMPLETED"] * 3, ("writers that wait all finish", messages)
         keys = list(xr.open_zarr(store)["time_key"].values)
         assert keys == sorted(set(keys)) and len(keys) == 3, "no time step lost or stored twice"
+
+
+def nightly_triggers_the_timeseries_run(api: str, store: Path, nightly_run_id: str, timeout: float = 300) -> None:
+    """The completed nightly run starts a run of timeseries/after-nightly by itself (a deployment trigger).
+
+    Waits for that run to finish (so that it no longer holds the archive's lock), then
+    checks that the time-series store beside the archive holds the archive's time steps.
+    """
+    import numpy as np
+
+    nightly = httpx.get(f"{api}/flow_runs/{nightly_run_id}", timeout=10).json()
+    body = {"deployments": {"name": {"any_": ["after-nightly"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 20}
+    deadline = time.monotonic() + timeout
+    triggered = []
+    while not triggered and time.monotonic() < deadline:
+        runs = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
+        triggered = [r for r in runs if r["created"] >= nightly["end_time"]]
+        time.sleep(1)
+    assert triggered, f"no timeseries/after-nightly run within {timeout} s of the nightly run's completion"
+    run = wait_for_final_state(api, triggered[-1]["id"], timeout)
+    assert run["state"]["type"] == "COMPLETED", run["state"]["message"]
+    timeseries = store.with_name(store.name.removesuffix(".zarr") + ".timeseries.zarr")
+    archive, series = xr.open_zarr(store, chunks=None), xr.open_zarr(timeseries, chunks=None)
+    assert series.sizes == archive.sizes and series.attrs["ovro_ingest_timeseries"]["archive"] == str(store)
+    np.testing.assert_array_equal(series["SKY"].values, archive["SKY"].values)

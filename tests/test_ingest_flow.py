@@ -346,7 +346,9 @@ def test_without_the_concurrency_limit_a_run_warns_of_nothing_the_operator_must_
     with caplog.at_level(logging.WARNING):
         state, summary = run_ingest(input_dir=inputs, store=tmp_path / "s.zarr")
     assert state.is_completed(), summary
-    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING], "a clean night warns of nothing"
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING], (
+        "a clean night warns of nothing"
+    )
 
 
 def test_a_night_across_hours_runs_one_child_run_per_hour_with_few_time_steps_in_flight(tmp_path):

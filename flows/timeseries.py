@@ -1,0 +1,100 @@
+"""The ``timeseries`` flow: keep the time-series store up to date with the archive.
+
+The recipe: hold both stores' writer locks, finish what an interrupted update left,
+plan (the first time index where the two stores differ), stage the blocks from there
+on, commit them, record the run. The ``timeseries/after-nightly`` deployment runs it
+whenever a run of ``ingest/nightly`` completes (a deployment trigger in prefect.yaml).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
+
+from ovro_ingest.store import record_run
+from ovro_ingest.timeseries import (
+    DEFAULT_MAX_MEMORY,
+    TimeSeriesReceipt,
+    clear_timeseries_staging,
+    default_timeseries_path,
+    holding_both,
+    prepare_timeseries,
+    run_record,
+    up_to_date,
+)
+from tasks.timeseries import commit_timeseries, plan_timeseries, stage_timeseries
+
+
+@flow(name="timeseries", persist_result=True)
+def timeseries(
+    archive: str | None = None,
+    timeseries: str | None = None,
+    settings_block: str | None = None,
+    wait_for_lock: float = 0.0,
+    workers: int | None = None,
+    max_memory_mb: int | None = None,
+) -> TimeSeriesReceipt:
+    """Bring the time-series store up to date with the archive.
+
+    Parameters
+    ----------
+    archive : str, optional
+        The archive store (default: the settings block's ``store``).
+    timeseries : str, optional
+        The time-series store (default: the block's ``timeseries_store``, else
+        ``<archive>.timeseries.zarr`` beside the archive); created on first use.
+    settings_block : str, optional
+        Name of a saved ``IngestSettings`` block (the deployment uses "nightly").
+    wait_for_lock : float
+        Seconds to wait when another writer holds either store (default: fail at once).
+    workers : int, optional
+        Threads that copy pixels (default 2).
+    max_memory_mb : int, optional
+        Pixels in flight while copying, in MiB, all threads together (default 512).
+
+    Returns
+    -------
+    TimeSeriesReceipt
+        What was copied, or that the store was up to date.
+    """
+    archive, timeseries = resolve_stores(archive, timeseries, settings_block)
+    logger = get_run_logger()
+    run = FlowRunContext.get().flow_run
+    who = f"timeseries flow run {run.name!r} ({run.id})"
+    with holding_both(archive, timeseries, who, wait_for_lock):
+        prepare_timeseries(timeseries)
+        plan = plan_timeseries(archive, timeseries)
+        if plan.up_to_date:
+            done = up_to_date(plan)
+        else:
+            memory = DEFAULT_MAX_MEMORY if max_memory_mb is None else max_memory_mb * 2**20
+            staged = stage_timeseries(plan, workers or 2, memory)
+            done = commit_timeseries(staged)
+            clear_timeseries_staging(timeseries)
+            record_run(timeseries, {**run_record(who, done), "flow_run_id": str(run.id)})
+    logger.info(done.one_line())
+    return done
+
+
+def resolve_stores(archive: str | None, timeseries: str | None, settings_block: str | None) -> tuple[str, str]:
+    """The archive and time-series paths: the parameters, else the settings block, else beside the archive.
+
+    Raises
+    ------
+    ValueError
+        Neither the parameters nor the block name the archive.
+    """
+    if settings_block:
+        from blocks import IngestSettings
+
+        block = IngestSettings.load(settings_block)
+        archive = archive or block.store
+        timeseries = timeseries or block.timeseries_store
+    if not archive:
+        raise ValueError(
+            "say which archive: give archive (and timeseries), or the name of a saved IngestSettings block"
+        )
+    timeseries = timeseries or str(default_timeseries_path(archive))
+    return str(Path(archive).resolve()), str(Path(timeseries).resolve())

@@ -1,0 +1,903 @@
+"""The time-series store: the archive's ``SKY`` laid out for dynamic spectra and light curves, kept up to date.
+
+The archive is written one time step at a time, so its ``SKY`` chunks are
+``(1, 1, 1, 1024, 1024)``: one pixel's dynamic spectrum decodes a whole 4 MiB chunk
+per time step and subband. The time-series store holds the same variables,
+coordinates, attributes and per-time-step ledger, made from the archive (never from
+the FITS files), with ``SKY`` in blocks of :attr:`TimeSeriesLayout.time_block` time
+steps x every subband x small tiles of pixels (see :class:`TimeSeriesLayout` and the
+README for the measured choice).
+
+Kept up to date by :func:`update_timeseries`, which holds both stores' writer locks
+(the time-series store's, then the archive's, so that no ingest moves archive chunks
+while they are read) and
+
+1. plans (:func:`plan_update`): the first time index where the archive and the
+   time-series store differ, found from the time-series store's ``archive_fingerprint``
+   (per time index: a hash of the archive's time key, time and ledger entry) against
+   the archive's ledger, rounded down to the start of its time block. An append
+   redoes the last, partial block; a backfill or a ``--replace`` in the archive redoes
+   everything from the block it touched; a store made from another archive is refused;
+2. stages (:func:`stage_update`): the blocks from there on are copied into
+   ``<timeseries>/.staging/update-<digest>/`` by dask (``dask.array.from_zarr`` of the
+   archive, ``dask.array.store`` into a staging copy of ``SKY``), block by block, each
+   dask chunk at most :func:`block_strip`'s bytes, so memory is bounded whatever the
+   number of time steps; the ledger values go beside them as JSON;
+3. commits (:func:`commit_update`), journaled as the archive's commits are
+   (:mod:`ovro_ingest.commit`): the replaced time blocks are shelved, the staged ones
+   renamed into place, the per-time-step arrays grown and written, and the consolidated
+   metadata rewritten: the commit point. A kill at any point is rolled forward by
+   :func:`recover_timeseries`, which every update and ``ovro-ingest repair`` call first.
+
+No Prefect here: ``flows/timeseries.py`` and ``tasks/timeseries.py`` wrap these functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import uuid
+import warnings
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+import zarr
+from pydantic import BaseModel, ConfigDict, Field
+from zarr.core.sync import sync
+
+from ovro_ingest.commit import (
+    chunk_suffixes,
+    disk_full_named,
+    journal_path,
+    metadata_file,
+    move_time_step,
+    staging_root,
+    write_json_atomically,
+)
+from ovro_ingest.errors import StoreError
+from ovro_ingest.failpoints import failpoint
+from ovro_ingest.lock import writer_lock
+from ovro_ingest.store import (
+    RUNS_ATTR,
+    SMALL_TIME_CHUNK,
+    STORE_ID_ATTR,
+    TIME_VARIABLES,
+    TIMESERIES_ATTR,
+    StoreState,
+    leftovers_beside,
+    read_state,
+    record_run,
+    store_exists,
+)
+
+logger = logging.getLogger(__name__)
+
+FINGERPRINT = "archive_fingerprint"
+"""Per time index: what the time-series store holds there (a hash of the archive's ledger entry)."""
+LEDGER_VARIABLES = tuple(name for name in TIME_VARIABLES if name != "SKY")
+"""The per-time-step arrays besides ``SKY`` that the time-series store copies from the archive."""
+VALUES_FILE = "values.json"
+JOURNAL_KIND = "timeseries"
+
+warnings.filterwarnings("ignore", message="The specified chunks separate the stored chunks")
+
+
+class TimeSeriesLayout(BaseModel):
+    """How the time-series store's ``SKY`` is chunked (fixed when it is created).
+
+    Zarr format 3 (the default): shards of ``time_block`` time steps x every subband x
+    ``shard_lm``² pixels (one file each), made of inner chunks of ``chunk_time`` time
+    steps x every subband x ``chunk_lm``² pixels, the unit a reader decodes. Zarr format
+    2 has no sharding: plain chunks of ``time_block`` x every subband x ``plain_chunk_lm``².
+    Sizes larger than the image are cut to the image.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    time_block: int = Field(8, ge=1, description="Time steps per shard (format 3) or chunk (format 2).")
+    chunk_time: int = Field(2, ge=1, description="Time steps per inner chunk (format 3).")
+    chunk_lm: int = Field(64, ge=8, description="Pixels along l and m per inner chunk (format 3).")
+    shard_lm: int = Field(256, ge=8, description="Pixels along l and m per shard (format 3).")
+    plain_chunk_lm: int = Field(128, ge=8, description="Pixels along l and m per chunk (format 2).")
+
+    def sky_chunks(self, shape: Sequence[int], zarr_format: int) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+        """(chunks, shards) of ``SKY`` for a store of ``shape`` = (time, frequency, polarization, l, m)."""
+        _, n_freq, _, n_l, n_m = shape
+        if zarr_format == 2:
+            return (self.time_block, n_freq, 1, min(self.plain_chunk_lm, n_l), min(self.plain_chunk_lm, n_m)), None
+        shard_l, shard_m = min(self.shard_lm, n_l), min(self.shard_lm, n_m)
+        chunk_l, chunk_m = min(self.chunk_lm, shard_l), min(self.chunk_lm, shard_m)
+        if shard_l % chunk_l or shard_m % chunk_m or self.time_block % self.chunk_time:
+            raise ValueError(f"inner chunks must divide the shards: {self}")
+        return (self.chunk_time, n_freq, 1, chunk_l, chunk_m), (self.time_block, n_freq, 1, shard_l, shard_m)
+
+
+class TimeSeriesPlan(BaseModel):
+    """What an update will do (small: it travels as a Prefect result and into cache keys)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    archive: str
+    timeseries: str
+    archive_store_id: str
+    timeseries_store_id: str
+    n_archive: int
+    """Time steps the archive holds, and the time-series store will."""
+    n_before: int
+    """Time steps the time-series store holds now."""
+    start: int
+    """First time index rewritten (the start of a time block); ``n_archive`` when there is nothing to do."""
+    first_difference: int
+    """First time index where the two stores differ (``start`` rounds it down to its block)."""
+    target_digest: str
+    """Hash of the archive fingerprints of every time index after the update."""
+
+    @property
+    def up_to_date(self) -> bool:
+        """True when the time-series store already holds exactly what the archive holds."""
+        return self.start >= self.n_archive and self.n_before == self.n_archive
+
+
+class StagedUpdate(BaseModel):
+    """A staged update: where its blocks are, and how much was copied."""
+
+    model_config = ConfigDict(frozen=True)
+
+    plan: TimeSeriesPlan
+    path: str
+    bytes_copied: int
+    seconds: float
+
+
+class TimeSeriesReceipt(BaseModel):
+    """What an update did."""
+
+    model_config = ConfigDict(frozen=True)
+
+    archive: str
+    timeseries: str
+    status: str
+    """``"up to date"`` (nothing to do), ``"appended"`` or ``"rewritten"`` (a backfill or replacement)."""
+    n_time: int
+    start: int
+    time_steps_copied: int
+    bytes_copied: int = 0
+    seconds: float = 0.0
+
+    def one_line(self) -> str:
+        """A summary line for logs and the console."""
+        if self.status == "up to date":
+            return f"{self.timeseries}: up to date with {self.archive} ({self.n_time} time steps)"
+        return (
+            f"{self.timeseries}: {self.status} time steps {self.start}..{self.n_time - 1} from {self.archive} "
+            f"({self.time_steps_copied} time steps, {self.bytes_copied / 1e9:.2f} GB in {self.seconds:.1f} s); "
+            f"it holds {self.n_time} time steps"
+        )
+
+
+@dataclass(frozen=True)
+class TimeSeriesState:
+    """The committed state of a time-series store, as its consolidated metadata says."""
+
+    path: Path
+    store_id: str
+    archive_store_id: str
+    archive_path: str
+    n_time: int
+    layout: TimeSeriesLayout
+    zarr_format: int
+
+    def group(self) -> zarr.Group:
+        """The store opened read-only through its consolidated metadata."""
+        return zarr.open_group(str(self.path), mode="r", use_consolidated=True)
+
+    def fingerprints(self) -> list[str]:
+        """The archive fingerprint of every committed time index."""
+        return [str(v) for v in self.group()[FINGERPRINT][: self.n_time]] if self.n_time else []
+
+    def column(self, name: str, start: int = 0) -> list:
+        """Values ``start..`` of a per-time-step array other than ``SKY``."""
+        if self.n_time <= start:
+            return []
+        return [v.tolist() if isinstance(v, np.ndarray) else v for v in self.group()[name][start : self.n_time]]
+
+    @property
+    def n_blocks(self) -> int:
+        """Time blocks (shard or chunk rows along time) the committed time steps occupy."""
+        return math.ceil(self.n_time / self.layout.time_block)
+
+
+# ---------------------------------------------------------------- identity and state
+
+
+def default_timeseries_path(archive: str | os.PathLike[str]) -> Path:
+    """Where the time-series store of ``archive`` goes by default: ``archive.zarr`` -> ``archive.timeseries.zarr``."""
+    path = Path(archive)
+    stem = path.name.removesuffix(".zarr")
+    return path.with_name(f"{stem}.timeseries.zarr")
+
+
+def is_timeseries_store(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` holds a time-series store (its attributes name the archive it was made from)."""
+    if not store_exists(path):
+        return False
+    try:
+        return TIMESERIES_ATTR in zarr.open_group(str(path), mode="r", use_consolidated=False).attrs
+    except Exception:
+        return False
+
+
+def read_timeseries_state(path: str | os.PathLike[str]) -> TimeSeriesState:
+    """The committed state of the time-series store at ``path``.
+
+    Raises
+    ------
+    StoreError
+        ``path`` is not a time-series store, or cannot be opened (one line, with the fix).
+    """
+    try:
+        group = zarr.open_group(str(path), mode="r", use_consolidated=True)
+        attrs = dict(group.attrs)
+        link = attrs.get(TIMESERIES_ATTR)
+        if link is None:
+            raise StoreError(
+                f"{path}: not a time-series store (no {TIMESERIES_ATTR} attribute); give another time-series path"
+            )
+        return TimeSeriesState(
+            path=Path(path),
+            store_id=attrs[STORE_ID_ATTR],
+            archive_store_id=link["archive_store_id"],
+            archive_path=link["archive"],
+            n_time=group["time"].shape[0],
+            layout=TimeSeriesLayout.model_validate(link["layout"]),
+            zarr_format=group.metadata.zarr_format,
+        )
+    except StoreError:
+        raise
+    except Exception as error:
+        raise StoreError(
+            f"{path}: cannot open the time-series store ({error}); run `ovro-ingest repair {path}`, "
+            "or delete it and run `ovro-ingest timeseries` again (it is made from the archive)"
+        ) from error
+
+
+def archive_fingerprints(archive: StoreState, start: int = 0) -> list[str]:
+    """Per time index ``start..``: a hash of the archive's time key, time and ledger entry.
+
+    A time step stored again from other files (``--replace``) changes its ledger entry;
+    a backfill shifts every later index; so the first index whose fingerprint differs is
+    where the time-series store must be rewritten from.
+    """
+    keys = archive.column("time_key", start)
+    times = archive.column("time", start)
+    entries = archive.column("source_files", start)
+    return [
+        hashlib.sha256(json.dumps([k, float(t).hex(), e]).encode()).hexdigest()[:24]
+        for k, t, e in zip(keys, times, entries, strict=True)
+    ]
+
+
+def digest(fingerprints: Sequence[str]) -> str:
+    """One hash of a list of fingerprints (the content of a time-series store, in brief)."""
+    return hashlib.sha256("\n".join(fingerprints).encode()).hexdigest()[:32]
+
+
+def check_distinct(archive: str | os.PathLike[str], timeseries: str | os.PathLike[str]) -> None:
+    """Raise when the two paths are one store."""
+    if Path(timeseries).resolve() == Path(archive).resolve():
+        raise StoreError(f"{timeseries}: is the archive itself; give another path for the time-series store")
+
+
+def check_archive(archive: str | os.PathLike[str]) -> StoreState:
+    """The archive's committed state, or a one-line error saying what is wrong with it and the fix.
+
+    Raises
+    ------
+    StoreError
+        No store there, not an archive (a time-series store), unreadable, or an
+        interrupted commit in it.
+    """
+    if not store_exists(archive):
+        raise StoreError(
+            f"{archive}: no archive store here; give the path of an ovro-ingest archive (`ovro-ingest run` makes one)"
+        )
+    state = read_state(archive)
+    if journal_path(archive).exists():
+        raise StoreError(
+            f"{archive}: an interrupted commit is unfinished in the archive; run `ovro-ingest repair {archive}` first"
+        )
+    return state
+
+
+# ---------------------------------------------------------------- creation
+
+
+def create_timeseries_store(
+    archive: StoreState, path: str | os.PathLike[str], layout: TimeSeriesLayout | None = None
+) -> str:
+    """Create an empty time-series store for ``archive`` at ``path`` (built beside it, renamed into place).
+
+    It has the archive's variables, coordinates and attributes (its own identity and
+    run list), a ``SKY`` laid out by ``layout``, and the ``archive_fingerprint`` ledger.
+    Returns its identity.
+
+    Raises
+    ------
+    StoreError
+        ``path`` exists and is not an empty folder.
+    """
+    target = Path(path)
+    if target.exists() and not (target.is_dir() and not any(target.iterdir())):
+        raise StoreError(f"{target}: exists and is not a time-series store; choose another path or remove it")
+    layout = layout or TimeSeriesLayout()
+    fmt = archive.settings.zarr_format
+    source = xr.open_zarr(archive.path, chunks=None, mask_and_scale=False, decode_times=False)
+    template = source.isel(time=slice(0, 1)).load() if archive.n_time else None
+    if template is None:
+        raise StoreError(f"{archive.path}: the archive holds no time step yet; ingest a night first")
+    chunks, shards = layout.sky_chunks((1, *source["SKY"].shape[1:]), fmt)
+    identity = str(uuid.uuid4())
+    template[FINGERPRINT] = ("time", np.array([""], dtype=object), {"description": FINGERPRINT_DESCRIPTION})
+    template.attrs = {k: v for k, v in source.attrs.items() if k not in (RUNS_ATTR, STORE_ID_ATTR)}
+    template.attrs.update(
+        {
+            STORE_ID_ATTR: identity,
+            TIMESERIES_ATTR: {
+                "archive": str(Path(archive.path).resolve()),
+                "archive_store_id": archive.store_id,
+                "layout": layout.model_dump(mode="json"),
+            },
+            RUNS_ATTR: [],
+        }
+    )
+    encoding = timeseries_encoding(template, archive, chunks, shards)
+    building = target.with_name(f".{target.name}.creating-{identity[:8]}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        template.to_zarr(building, mode="w-", zarr_format=fmt, consolidated=True, encoding=encoding, compute=True)
+        group = zarr.open_group(str(building), mode="r+", use_consolidated=False)
+        for name in (*TIME_VARIABLES, FINGERPRINT):
+            sync(group[name]._async_array.resize((0, *group[name].shape[1:]), False))
+        shutil.rmtree(building / "SKY" / "c", ignore_errors=True)  # the template's pixels are not kept
+        for stray in (building / "SKY").glob("0.*"):
+            stray.unlink()
+        zarr.consolidate_metadata(str(building))
+        if target.exists():
+            target.rmdir()
+        os.rename(building, target)
+    except OSError as error:
+        raise StoreError(
+            f"{target}: cannot create the time-series store ({error.strerror}); choose a writable location"
+        ) from error
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return identity
+
+
+FINGERPRINT_DESCRIPTION = "hash of the archive's time key, time and source_files at this time index"
+
+
+def timeseries_encoding(template: xr.Dataset, archive: StoreState, chunks: tuple, shards: tuple | None) -> dict:
+    """Encoding of every variable with a time dimension: ``SKY`` by the layout, the ledger in large time chunks."""
+    fmt = archive.settings.zarr_format
+    key_encoding = {"name": "default", "separator": "/"} if fmt == 3 else {"name": "v2", "separator": "."}
+    encoding: dict[str, dict] = {
+        name: {"chunks": (SMALL_TIME_CHUNK, *template[name].shape[1:]), "chunk_key_encoding": key_encoding}
+        for name in (*LEDGER_VARIABLES, FINGERPRINT)
+        if name in template.data_vars
+    }
+    encoding["time"] = {"chunks": (SMALL_TIME_CHUNK,), "chunk_key_encoding": key_encoding}
+    encoding["SKY"] = {
+        "chunks": chunks,
+        "dtype": "float32",
+        "compressors": archive.settings.compressors(),
+        "chunk_key_encoding": key_encoding,
+        "_FillValue": np.float32("nan"),
+    }
+    if shards is not None:
+        encoding["SKY"]["shards"] = shards
+    for name, settings in encoding.items():  # the archive's fill values (xarray keeps them as _FillValue attrs)
+        if "_FillValue" in template[name].attrs:
+            settings["_FillValue"] = template[name].attrs.pop("_FillValue")
+    return encoding
+
+
+# ---------------------------------------------------------------- plan
+
+
+def plan_update(
+    archive: str | os.PathLike[str],
+    timeseries: str | os.PathLike[str],
+    layout: TimeSeriesLayout | None = None,
+    create: bool = True,
+) -> TimeSeriesPlan:
+    """Find what an update must copy; create the time-series store when there is none (callers hold both locks).
+
+    With ``create=False`` (a dry run) nothing is written: a missing time-series store
+    is planned as empty (``timeseries_store_id`` empty).
+
+    Raises
+    ------
+    StoreError
+        The archive is missing or unreadable, the time-series store is not one, or it
+        was made from another archive (one line each, with the fix).
+    """
+    check_distinct(archive, timeseries)
+    source = check_archive(archive)
+    if not store_exists(timeseries):
+        if not create:
+            wanted = archive_fingerprints(source)
+            return TimeSeriesPlan(
+                archive=str(Path(archive).resolve()),
+                timeseries=str(Path(timeseries).resolve()),
+                archive_store_id=source.store_id,
+                timeseries_store_id="",
+                n_archive=source.n_time,
+                n_before=0,
+                start=0,
+                first_difference=0,
+                target_digest=digest(wanted),
+            )
+        create_timeseries_store(source, timeseries, layout)
+    state = read_timeseries_state(timeseries)
+    if state.archive_store_id != source.store_id:
+        raise StoreError(
+            f"{timeseries}: was made from another archive (store id {state.archive_store_id}, {state.archive_path}), "
+            f"not from {archive} (store id {source.store_id}); give another time-series path, or delete it to make "
+            "it again from this archive"
+        )
+    wanted = archive_fingerprints(source)
+    held = state.fingerprints()
+    first = next((i for i, (a, b) in enumerate(zip(wanted, held, strict=False)) if a != b), min(len(wanted), len(held)))
+    if first == len(wanted) == len(held):
+        start = len(wanted)
+    else:
+        start = (first // state.layout.time_block) * state.layout.time_block
+    return TimeSeriesPlan(
+        archive=str(Path(archive).resolve()),
+        timeseries=str(Path(timeseries).resolve()),
+        archive_store_id=source.store_id,
+        timeseries_store_id=state.store_id,
+        n_archive=source.n_time,
+        n_before=state.n_time,
+        start=start,
+        first_difference=first,
+        target_digest=digest(wanted),
+    )
+
+
+# ---------------------------------------------------------------- stage
+
+
+DEFAULT_MAX_MEMORY = 512 * 2**20
+"""Bytes of pixels in flight while staging (all dask threads together): about a third of the 1.5 GB bound."""
+
+
+def dask_chunks(
+    archive_sky: zarr.Array, staged: zarr.Array, layout: TimeSeriesLayout, workers: int, max_memory: int
+) -> tuple[int, ...]:
+    """Chunks of the dask array that copies the archive: each holds whole shards (or format-2 chunks) of the target.
+
+    One time block x every subband and polarization x the archive's chunk along l
+    (rounded up to whole target shards) x a strip along m (:func:`block_strip`). A
+    target shard is then written by one task, whole: two tasks never write one shard.
+    """
+    _, n_freq, n_pol, n_l, _ = archive_sky.shape
+    target = staged.shards or staged.chunks
+    _, _, _, chunk_l, chunk_m = archive_sky.chunks
+    width_l = min(n_l, -(-chunk_l // target[3]) * target[3])
+    strip = block_strip(n_freq * n_pol, width_l, chunk_m, target[4], layout.time_block, workers, max_memory)
+    return (layout.time_block, n_freq, n_pol, width_l, strip)
+
+
+def block_strip(
+    n_freq: int, chunk_l: int, chunk_m: int, shard_m: int, time_block: int, workers: int, max_memory: int
+) -> int:
+    """Pixels along m of one dask chunk: the archive's whole chunk when it fits ``max_memory``, else a strip.
+
+    A dask chunk is ``time_block`` time steps x every subband x the archive's chunk
+    along l x this many pixels along m (a multiple of the shard, so that each shard is
+    written once and whole). A strip narrower than the archive's chunk decodes each
+    archive chunk more than once (once per strip), the price of the memory bound.
+    """
+    whole = -(-chunk_m // shard_m) * shard_m  # the archive's chunk, rounded up to whole shards
+    per_pixel_column = time_block * n_freq * chunk_l * 4 * workers
+    fits = max(1, max_memory // max(1, per_pixel_column))
+    return max(shard_m, (min(fits, whole) // shard_m) * shard_m)
+
+
+def stage_update(plan: TimeSeriesPlan, workers: int = 2, max_memory: int = DEFAULT_MAX_MEMORY) -> StagedUpdate:
+    """Copy the archive's time steps ``plan.start..`` into the time-series store's staging area.
+
+    The pixels go through dask: the archive's ``SKY`` (``dask.array.from_zarr``) in
+    chunks of one time block x every subband x a tile (:func:`block_strip`), stored
+    with ``dask.array.store`` into a staging copy of the time-series ``SKY`` (same
+    chunks, shards and codec), by ``workers`` threads, so at most ``max_memory`` bytes
+    of pixels are in flight. The staging directory appears by a rename: complete or absent.
+
+    Raises
+    ------
+    StoreError
+        The archive changed since the plan, or the disk is full.
+    """
+    import dask
+    import dask.array as da
+
+    started = time.perf_counter()
+    target = staging_path(plan)
+    if target.exists():
+        return StagedUpdate(plan=plan, path=str(target), bytes_copied=0, seconds=0.0)
+    source = check_archive(plan.archive)
+    if source.store_id != plan.archive_store_id or digest(archive_fingerprints(source)) != plan.target_digest:
+        raise StoreError(f"{plan.archive}: the archive changed since the update was planned; run the update again")
+    state = read_timeseries_state(plan.timeseries)
+    partial = target.with_name(f"{target.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        with disk_full_named(plan.timeseries, "staging the time-series update"):
+            staged = staging_sky(state, partial, plan.n_archive)
+            sky = source.group()["SKY"]
+            pixels = da.from_zarr(sky, chunks=dask_chunks(sky, staged, state.layout, workers, max_memory))
+            pixels = pixels[plan.start : plan.n_archive]
+            region = (slice(plan.start, plan.n_archive),)
+            with dask.config.set(scheduler="threads", num_workers=workers):
+                da.store(pixels, staged, regions=region, lock=False)
+            failpoint("timeseries:pixels-staged")
+            values = {name: source.column(name, plan.start) for name in LEDGER_VARIABLES}
+            values[FINGERPRINT] = archive_fingerprints(source, plan.start)
+            (partial / VALUES_FILE).write_text(json.dumps(values))
+            failpoint("timeseries:staged")
+            os.rename(partial, target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    copied = (plan.n_archive - plan.start) * int(np.prod(sky.shape[1:])) * 4
+    return StagedUpdate(plan=plan, path=str(target), bytes_copied=copied, seconds=time.perf_counter() - started)
+
+
+def staging_path(plan: TimeSeriesPlan) -> Path:
+    """The staging directory of ``plan``: named after what it will make the store hold."""
+    return staging_root(plan.timeseries) / f"update-{plan.start}-{plan.target_digest[:12]}"
+
+
+def staging_sky(state: TimeSeriesState, staging: Path, n_time: int) -> zarr.Array:
+    """A copy of the time-series ``SKY``'s metadata in ``staging``, ``n_time`` long, opened for writing."""
+    fmt = state.zarr_format
+    (staging / "SKY").mkdir(parents=True)
+    for name in ("zarr.json",) if fmt == 3 else (".zarray", ".zattrs"):
+        source = state.path / "SKY" / name
+        if source.exists():
+            shutil.copyfile(source, staging / "SKY" / name)
+    metadata_path = staging / "SKY" / metadata_file(fmt)
+    metadata = json.loads(metadata_path.read_text())
+    metadata["shape"][0] = n_time
+    metadata_path.write_text(json.dumps(metadata))
+    return zarr.open_array(str(staging / "SKY"), mode="r+", zarr_format=fmt)
+
+
+# ---------------------------------------------------------------- commit
+
+
+def commit_update(staged: StagedUpdate) -> TimeSeriesReceipt:
+    """Make a staged update part of the time-series store (callers hold its writer lock).
+
+    Raises
+    ------
+    StoreError
+        The staging is gone, or the store changed since the plan.
+    """
+    started = time.perf_counter()
+    plan = staged.plan
+    recover_timeseries(plan.timeseries)
+    state = read_timeseries_state(plan.timeseries)
+    if digest(state.fingerprints()) == plan.target_digest and state.n_time == plan.n_archive:
+        shutil.rmtree(staged.path, ignore_errors=True)  # committed already (by the recovery above)
+        return receipt(plan, staged, started)
+    if state.store_id != plan.timeseries_store_id or state.n_time != plan.n_before:
+        raise StoreError(f"{plan.timeseries}: the time-series store changed since the update was planned; run it again")
+    if not Path(staged.path).exists():
+        raise StoreError(f"{staged.path}: the staged update is gone; run the update again")
+    journal = {
+        "kind": JOURNAL_KIND,
+        "staging": staged.path,
+        "start": plan.start,
+        "n_before": plan.n_before,
+        "n_after": plan.n_archive,
+        "phase": "prepared",
+    }
+    with disk_full_named(plan.timeseries, "committing the time-series update"):
+        write_json_atomically(journal_path(plan.timeseries), journal)
+        failpoint("timeseries:journaled")
+        apply_timeseries_journal(plan.timeseries, journal)
+    return receipt(plan, staged, started)
+
+
+def receipt(plan: TimeSeriesPlan, staged: StagedUpdate, started: float) -> TimeSeriesReceipt:
+    """The receipt of a committed update."""
+    return TimeSeriesReceipt(
+        archive=plan.archive,
+        timeseries=plan.timeseries,
+        status="appended" if plan.first_difference >= plan.n_before else "rewritten",
+        n_time=plan.n_archive,
+        start=plan.start,
+        time_steps_copied=plan.n_archive - plan.start,
+        bytes_copied=staged.bytes_copied,
+        seconds=staged.seconds + time.perf_counter() - started,
+    )
+
+
+def apply_timeseries_journal(store: str | os.PathLike[str], journal: dict) -> None:
+    """Carry out (or finish) the update a journal describes; every step may be repeated safely.
+
+    Phases: ``prepared`` -> the store's time blocks from the update's first block on are
+    moved onto a shelf in the staging directory; ``shelved`` -> the staged blocks are
+    renamed into place; ``placed`` -> the per-time-step arrays are resized and written,
+    the consolidated metadata rewritten (the commit), the journal and staging removed.
+    """
+    root, staging = Path(store), Path(journal["staging"])
+    shelf = staging / "shelf"
+    fmt = zarr.open_group(str(root), mode="r", use_consolidated=False).metadata.zarr_format
+    layout = TimeSeriesLayout.model_validate(
+        zarr.open_group(str(root), mode="r", use_consolidated=False).attrs[TIMESERIES_ATTR]["layout"]
+    )
+    first_block = journal["start"] // layout.time_block
+    before = range(first_block, math.ceil(journal["n_before"] / layout.time_block))
+    after = range(first_block, math.ceil(journal["n_after"] / layout.time_block))
+    suffixes = chunk_suffixes(root / "SKY", fmt)
+    if journal["phase"] == "prepared":
+        for block in before:
+            move_time_step(root / "SKY", block, shelf / "SKY", block, suffixes, fmt)
+        journal["phase"] = "shelved"
+        write_json_atomically(journal_path(store), journal)
+        failpoint("timeseries:shelved")
+    if journal["phase"] == "shelved":
+        for block in after:
+            move_time_step(staging / "SKY", block, root / "SKY", block, suffixes, fmt)
+        journal["phase"] = "placed"
+        write_json_atomically(journal_path(store), journal)
+        failpoint("timeseries:placed")
+    values = json.loads((staging / VALUES_FILE).read_text())
+    group = zarr.open_group(str(root), mode="r+", use_consolidated=False)
+    n_after, start = journal["n_after"], journal["start"]
+    for name in (*TIME_VARIABLES, FINGERPRINT):
+        if group[name].shape[0] != n_after:
+            # without listing every chunk of the array (zarr would, to delete cut ones; nothing lies beyond)
+            sync(group[name]._async_array.resize((n_after, *group[name].shape[1:]), False))
+    for name, column in values.items():
+        array = group[name]
+        if column:
+            array[start:n_after] = np.array(column, dtype=object if array.dtype.kind in "OTU" else float)
+        failpoint(f"timeseries:wrote-{name}")
+    zarr.consolidate_metadata(str(root))  # the commit: one atomic file replacement
+    failpoint("timeseries:consolidated")
+    journal_path(store).unlink(missing_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def recover_timeseries(store: str | os.PathLike[str]) -> bool:
+    """Finish an update that was interrupted (callers hold the writer lock). True when there was one."""
+    path = journal_path(store)
+    if not path.exists():
+        return False
+    journal = json.loads(path.read_text())
+    if journal.get("kind") != JOURNAL_KIND:
+        raise StoreError(f"{store}: holds an archive's commit journal; run `ovro-ingest repair` on it")
+    logger.warning("finishing the interrupted time-series update of %s from time index %d", store, journal["start"])
+    apply_timeseries_journal(store, journal)
+    return True
+
+
+def clear_timeseries_staging(store: str | os.PathLike[str], keep_complete: bool = True) -> list[Path]:
+    """Remove what interrupted updates staged (callers hold the writer lock); complete stagings kept by default."""
+    root = staging_root(store)
+    if not root.exists():
+        return []
+    doomed = [p for p in root.iterdir() if not keep_complete or ".partial-" in p.name]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    if not any(root.iterdir()):
+        root.rmdir()
+    return doomed
+
+
+def prepare_timeseries(store: str | os.PathLike[str]) -> None:
+    """Before an update (writer lock held): finish an interrupted commit, drop half-written staging and leftovers."""
+    for leftover in leftovers_beside(store):
+        shutil.rmtree(leftover, ignore_errors=True)
+    if store_exists(store):
+        recover_timeseries(store)
+        clear_timeseries_staging(store)
+
+
+# ---------------------------------------------------------------- the whole update
+
+
+def update_timeseries(
+    archive: str | os.PathLike[str],
+    timeseries: str | os.PathLike[str],
+    who: str = "ovro-ingest timeseries",
+    wait_seconds: float = 0.0,
+    workers: int = 2,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    layout: TimeSeriesLayout | None = None,
+) -> TimeSeriesReceipt:
+    """Bring the time-series store up to date with the archive (plain functions; the flow does the same as tasks).
+
+    Holds the time-series store's writer lock and the archive's (so that no ingest
+    moves archive chunks while they are read), in that order; ``wait_seconds`` for each.
+
+    Raises
+    ------
+    StoreBusy
+        Another writer holds either store.
+    StoreError
+        A bad archive or time-series store (one line, with the fix).
+    """
+    with holding_both(archive, timeseries, who, wait_seconds):
+        prepare_timeseries(timeseries)
+        plan = plan_update(archive, timeseries, layout)
+        if plan.up_to_date:
+            return up_to_date(plan)
+        staged = stage_update(plan, workers=workers, max_memory=max_memory)
+        done = commit_update(staged)
+        clear_timeseries_staging(timeseries)
+        record_run(timeseries, run_record(who, done))
+        return done
+
+
+def holding_both(archive: str | os.PathLike[str], timeseries: str | os.PathLike[str], who: str, wait_seconds: float):
+    """Hold the time-series store's writer lock, then the archive's (always in this order: no deadlock)."""
+    check_distinct(archive, timeseries)
+    if not store_exists(archive):  # before its lock file is made beside a path that holds nothing
+        check_archive(archive)
+    stack = ExitStack()
+    stack.enter_context(writer_lock(timeseries, who=who, wait_seconds=wait_seconds))
+    try:
+        stack.enter_context(writer_lock(archive, who=f"{who} (reading the archive)", wait_seconds=wait_seconds))
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+def up_to_date(plan: TimeSeriesPlan) -> TimeSeriesReceipt:
+    """The receipt of an update that had nothing to do."""
+    return TimeSeriesReceipt(
+        archive=plan.archive,
+        timeseries=plan.timeseries,
+        status="up to date",
+        n_time=plan.n_archive,
+        start=plan.start,
+        time_steps_copied=0,
+    )
+
+
+def run_record(who: str, done: TimeSeriesReceipt) -> dict:
+    """What the time-series store remembers of an update."""
+    from datetime import UTC, datetime
+
+    return {
+        "who": who,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "archive": done.archive,
+        "status": done.status,
+        "time_steps": f"{done.start}..{done.n_time - 1}",
+    }
+
+
+# ---------------------------------------------------------------- validate and repair
+
+
+def validate_timeseries(path: str | os.PathLike[str]):
+    """Check a time-series store without changing it (what ``ovro-ingest validate`` runs on one).
+
+    Its metadata is current and committed, every per-time-step array has one entry per
+    time step, time and keys increase, every time block has its ``SKY`` files and none
+    lies beyond the committed ones, no journal is left; and, when its archive is at
+    the recorded path, the archive is the one it was made from (a note says how far
+    behind the archive it is).
+    """
+    from ovro_ingest.health import HealthReport, check_metadata_is_current, check_time_axis, uncommitted_chunks
+
+    report = HealthReport(store=str(path))
+    try:
+        state = read_timeseries_state(path)
+    except StoreError as error:
+        report.problems.append(str(error))
+        return report
+    report.n_time = state.n_time
+    if journal_path(path).exists():
+        report.problems.append("an interrupted update left its journal; `ovro-ingest repair` finishes it")
+    check_metadata_is_current(state, report)
+    if state.group()[FINGERPRINT].shape[0] != state.n_time:
+        report.problems.append(f"{FINGERPRINT}: not one entry per time step; `ovro-ingest repair`")
+    check_time_axis(state, report)
+    if any(not f for f in state.fingerprints()):
+        report.problems.append(f"{FINGERPRINT} is missing for some time steps")
+    missing = [b for b in range(state.n_blocks) if not block_present(state, b)]
+    if missing:
+        report.problems.append(
+            f"SKY has no pixels for time block(s) {', '.join(str(b) for b in missing[:5])}; delete the time-series "
+            "store and run `ovro-ingest timeseries` again (it is made from the archive)"
+        )
+    stray = uncommitted_chunks(state.path / "SKY", state.zarr_format, state.n_blocks)
+    if stray:
+        report.problems.append(
+            f"SKY holds {len(stray)} uncommitted time block(s) ({', '.join(str(k) for k in sorted(stray)[:5])}); "
+            "`ovro-ingest repair` removes them"
+        )
+    check_against_archive(state, report)
+    if staging_root(path).exists() and any(staging_root(path).iterdir()):
+        report.notes.append("a staged update is not committed (an update is running, or was interrupted)")
+    return report
+
+
+def block_present(state: TimeSeriesState, block: int) -> bool:
+    """True when time block ``block`` of ``SKY`` has its files (format 3: its folder; format 2: a chunk file)."""
+    folder = state.path / "SKY"
+    if state.zarr_format == 3:
+        return (folder / "c" / str(block)).is_dir()
+    return any(folder.glob(f"{block}.*"))
+
+
+def check_against_archive(state: TimeSeriesState, report) -> None:
+    """The recorded archive is the one the store was made from; a note says whether it is up to date."""
+    if not store_exists(state.archive_path):
+        report.notes.append(f"its archive {state.archive_path} is not there (moved?); not compared")
+        return
+    try:
+        archive = read_state(state.archive_path)
+    except StoreError as error:
+        report.notes.append(f"its archive could not be read: {error}")
+        return
+    if archive.store_id != state.archive_store_id:
+        report.problems.append(
+            f"made from archive store id {state.archive_store_id}, but {state.archive_path} is now another store "
+            f"({archive.store_id}, rebuilt?); delete the time-series store and run `ovro-ingest timeseries` again"
+        )
+        return
+    wanted, held = archive_fingerprints(archive), state.fingerprints()
+    if wanted != held:
+        first = next((i for i, (a, b) in enumerate(zip(wanted, held, strict=False)) if a != b), len(held))
+        report.notes.append(
+            f"behind its archive from time index {first} (archive {len(wanted)}, here {len(held)} time steps); "
+            f"`ovro-ingest timeseries {state.archive_path} {state.path}` brings it up to date"
+        )
+
+
+def repair_timeseries(path: str | os.PathLike[str], wait_seconds: float = 0.0):
+    """Bring a time-series store back to its last committed state (or finish its update), then validate it."""
+    from ovro_ingest.health import uncommitted_chunks
+
+    actions: list[str] = []
+    with writer_lock(path, who="ovro-ingest repair", wait_seconds=wait_seconds):
+        for leftover in leftovers_beside(path):
+            shutil.rmtree(leftover, ignore_errors=True)
+            actions.append(f"removed {leftover.name}")
+        if recover_timeseries(path):
+            actions.append("finished an interrupted update")
+        state = read_timeseries_state(path)
+        actual = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+        for name in (*TIME_VARIABLES, FINGERPRINT):
+            if actual[name].shape[0] != state.n_time:
+                sync(actual[name]._async_array.resize((state.n_time, *actual[name].shape[1:]), False))
+                actions.append(f"{name}: rolled back to {state.n_time} time steps")
+        for block, paths in sorted(uncommitted_chunks(Path(path) / "SKY", state.zarr_format, state.n_blocks).items()):
+            for chunk in paths:
+                shutil.rmtree(chunk) if chunk.is_dir() else chunk.unlink()
+            actions.append(f"removed uncommitted SKY time block {block}")
+        if staging_root(path).exists():
+            shutil.rmtree(staging_root(path))
+            actions.append("cleared the staging area")
+        zarr.consolidate_metadata(str(path))
+    report = validate_timeseries(path)
+    report.actions = actions
+    report.notes = actions + report.notes
+    return report

@@ -1,0 +1,54 @@
+"""Tasks of the time-series store: plan an update, stage its blocks (dask, memory-bounded), commit them."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from ovro_ingest.timeseries import (
+    DEFAULT_MAX_MEMORY,
+    StagedUpdate,
+    TimeSeriesPlan,
+    TimeSeriesReceipt,
+    commit_update,
+    plan_update,
+    stage_update,
+)
+from tasks.cache import TIMESERIES_COMMIT, TIMESERIES_STAGING
+
+
+@task(name="plan_timeseries", task_run_name="plan", cache_policy=NO_CACHE)
+def plan_timeseries(archive: str, timeseries: str) -> TimeSeriesPlan:
+    """Where the time-series store first differs from the archive (it is created when missing)."""
+    plan = plan_update(archive, timeseries)
+    get_run_logger().info(
+        "archive %d time steps, time-series store %d; copying from time index %d",
+        plan.n_archive,
+        plan.n_before,
+        plan.start,
+    )
+    return plan
+
+
+@task(
+    name="stage_timeseries",
+    task_run_name="stage-{plan.start}-{plan.n_archive}",
+    cache_policy=TIMESERIES_STAGING,
+    persist_result=True,
+)
+def stage_timeseries(plan: TimeSeriesPlan, workers: int = 2, max_memory: int = DEFAULT_MAX_MEMORY) -> StagedUpdate:
+    """Copy the archive's time steps ``plan.start..`` into the staging area (pixels never leave dask and Zarr)."""
+    staged = stage_update(plan, workers=workers, max_memory=max_memory)
+    get_run_logger().info("staged %.2f GB in %.1f s", staged.bytes_copied / 1e9, staged.seconds)
+    return staged
+
+
+@task(
+    name="commit_timeseries",
+    task_run_name="commit-{staged.plan.start}-{staged.plan.n_archive}",
+    cache_policy=TIMESERIES_COMMIT,
+    persist_result=True,
+)
+def commit_timeseries(staged: StagedUpdate) -> TimeSeriesReceipt:
+    """Make the staged blocks part of the time-series store (journaled; the consolidated metadata commits)."""
+    return commit_update(staged)

@@ -1,0 +1,271 @@
+"""The time-series store: made from the archive bit for bit, kept up to date, refused when it does not belong.
+
+Real archives (ingested from synthetic FITS files), real Zarr stores, no mocks.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from astropy.io import fits
+
+from ovro_ingest.discover import discover_time_steps
+from ovro_ingest.errors import StoreBusy, StoreError
+from ovro_ingest.health import repair_store, validate_store
+from ovro_ingest.lock import writer_lock
+from ovro_ingest.pipeline import ingest_directory, ingest_time_step
+from ovro_ingest.store import RUNS_ATTR, STORE_ID_ATTR, TIMESERIES_ATTR, StoreSettings, read_state
+from ovro_ingest.synth import generate
+from ovro_ingest.timeseries import (
+    FINGERPRINT,
+    TimeSeriesLayout,
+    block_strip,
+    default_timeseries_path,
+    update_timeseries,
+)
+
+LAYOUT = TimeSeriesLayout(time_block=4, chunk_time=2, chunk_lm=16, shard_lm=32, plain_chunk_lm=32)
+"""Small blocks for 64² test images: 11 time steps make 3 time blocks, the last one partial."""
+N_TIME = 11
+
+
+def settings(zarr_format: int = 3) -> StoreSettings:
+    return StoreSettings(chunk_lm=32, zarr_format=zarr_format)
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("ts") / "night"
+    generate(folder, time_steps=N_TIME, n_subbands=3, size=64, seed=3)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def archives(night, tmp_path_factory) -> dict[int, Path]:
+    """A complete archive of the night, in Zarr format 3 and 2."""
+    root = tmp_path_factory.mktemp("archives")
+    built = {}
+    for zarr_format in (3, 2):
+        built[zarr_format] = root / f"archive-v{zarr_format}.zarr"
+        ingest_directory(night, built[zarr_format], settings=settings(zarr_format))
+    return built
+
+
+def assert_same_as_archive(timeseries: Path, archive: Path, made_from: bool = True) -> None:
+    """Every variable and coordinate of the archive, bit for bit (float bits compared, NaN payloads too).
+
+    ``made_from``: ``archive`` is the one the time-series store was made from (else an equal one).
+    """
+    a, t = xr.open_zarr(archive, chunks=None), xr.open_zarr(timeseries, chunks=None)
+    assert dict(t.sizes) == dict(a.sizes)
+    for name in a.variables:
+        want, got = a[name].values, t[name].values
+        if want.dtype.kind == "f":
+            assert got.dtype == want.dtype, name
+            np.testing.assert_array_equal(got.view(f"u{want.itemsize}"), want.view(f"u{want.itemsize}"), err_msg=name)
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=name)
+        assert t[name].attrs == a[name].attrs, name
+    kept = {k: v for k, v in a.attrs.items() if k not in (STORE_ID_ATTR, RUNS_ATTR, "ovro_ingest_created_with")}
+    assert {k: v for k, v in t.attrs.items() if k in kept} == kept
+    if made_from:
+        assert t.attrs[TIMESERIES_ATTR]["archive_store_id"] == a.attrs[STORE_ID_ATTR]
+        assert t.attrs[STORE_ID_ATTR] != a.attrs[STORE_ID_ATTR], "a store of its own"
+
+
+def sky_files(store: Path) -> dict[str, int]:
+    """Every SKY chunk or shard file -> its mtime."""
+    return {str(p.relative_to(store)): p.stat().st_mtime_ns for p in (store / "SKY").rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_the_timeseries_store_holds_the_archive_bit_for_bit_and_opens_with_xarray_and_xradio(
+    archives, tmp_path, zarr_format
+):
+    from xradio.image import check_image, open_image
+
+    archive, timeseries = archives[zarr_format], tmp_path / "ts.zarr"
+    done = update_timeseries(archive, timeseries, layout=LAYOUT)
+    assert done.status == "appended" and done.n_time == N_TIME and done.time_steps_copied == N_TIME
+    assert_same_as_archive(timeseries, archive)
+    sky = zarr.open_group(str(timeseries), mode="r")["SKY"]
+    if zarr_format == 3:
+        assert sky.shards == (4, 3, 1, 32, 32) and sky.chunks == (2, 3, 1, 16, 16)
+    else:
+        assert sky.chunks == (4, 3, 1, 32, 32)
+    opened = open_image(str(timeseries))
+    assert opened.sizes["time"] == N_TIME
+    assert not check_image(opened), str(check_image(opened))
+    assert validate_store(timeseries).ok, validate_store(timeseries).problems
+
+
+def test_a_rerun_changes_nothing(archives, tmp_path):
+    timeseries = tmp_path / "ts.zarr"
+    update_timeseries(archives[3], timeseries, layout=LAYOUT)
+    before, runs = sky_files(timeseries), xr.open_zarr(timeseries).attrs[RUNS_ATTR]
+    again = update_timeseries(archives[3], timeseries)
+    assert again.status == "up to date" and again.time_steps_copied == 0
+    assert sky_files(timeseries) == before
+    assert xr.open_zarr(timeseries).attrs[RUNS_ATTR] == runs, "a no-op update leaves no trace"
+
+
+def test_an_append_copies_only_the_last_partial_block_and_the_new_time_steps(night, archives, tmp_path):
+    archive, timeseries = tmp_path / "archive.zarr", tmp_path / "ts.zarr"
+    steps = discover_time_steps(night).time_steps
+    for step in steps[:6]:
+        ingest_time_step(step, archive, settings=settings())
+    update_timeseries(archive, timeseries, layout=LAYOUT)
+    first_block = {k: v for k, v in sky_files(timeseries).items() if k.startswith("SKY/c/0/")}
+    for step in steps[6:]:
+        ingest_time_step(step, archive, settings=settings())
+    done = update_timeseries(archive, timeseries)
+    assert done.status == "appended" and done.start == 4, "time steps 4 and 5 sat in a partial block"
+    assert done.time_steps_copied == N_TIME - 4
+    assert {k: v for k, v in sky_files(timeseries).items() if k.startswith("SKY/c/0/")} == first_block
+    assert_same_as_archive(timeseries, archive)
+    assert_same_as_archive(timeseries, archives[3], made_from=False)
+
+
+def test_a_backfill_in_the_archive_is_carried_over(night, archives, tmp_path):
+    archive, timeseries = tmp_path / "archive.zarr", tmp_path / "ts.zarr"
+    steps = discover_time_steps(night).time_steps
+    for step in [*steps[:5], *steps[7:]]:
+        ingest_time_step(step, archive, settings=settings())
+    update_timeseries(archive, timeseries, layout=LAYOUT)
+    for step in steps[5:7]:  # inserted at 5 and 6: everything from the block of index 5 (4..) moves
+        ingest_time_step(step, archive, settings=settings())
+    done = update_timeseries(archive, timeseries)
+    assert done.status == "rewritten" and done.start == 4
+    assert_same_as_archive(timeseries, archive)
+    assert_same_as_archive(timeseries, archives[3], made_from=False)
+    assert validate_store(timeseries).ok
+
+
+def test_a_replaced_time_step_in_the_archive_is_carried_over(make_data, tmp_path):
+    folder = make_data(time_steps=10, n_subbands=2, size=64)
+    archive, timeseries = tmp_path / "archive.zarr", tmp_path / "ts.zarr"
+    ingest_directory(folder, archive, settings=settings())
+    update_timeseries(archive, timeseries, layout=LAYOUT)
+    changed = sorted(folder.glob("*.fits"))[2 * 9]  # time step 9: the last block
+    with fits.open(changed, mode="update") as hdus:
+        hdus[0].data[0, 0, 30, 31] += 1.0
+    ingest_directory(folder, archive, settings=settings(), replace=True)
+    done = update_timeseries(archive, timeseries)
+    assert done.status == "rewritten" and done.start == 8 and done.time_steps_copied == 2
+    assert_same_as_archive(timeseries, archive)
+    assert float(xr.open_zarr(timeseries)["SKY"][9, 0, 0, 31, 30]) == float(fits.getdata(changed)[0, 0, 30, 31])
+
+
+def test_a_missing_or_bad_archive_or_a_foreign_timeseries_store_is_refused_in_one_line(night, archives, tmp_path):
+    timeseries = tmp_path / "ts.zarr"
+    with pytest.raises(StoreError, match=r"nothing\.zarr: no archive store here; give the path") as refused:
+        update_timeseries(tmp_path / "nothing.zarr", timeseries)
+    assert "\n" not in str(refused.value) and not timeseries.exists()
+
+    update_timeseries(archives[3], timeseries, layout=LAYOUT)
+    before = sky_files(timeseries)
+    with pytest.raises(StoreError, match=r"was made from another archive .*; give another time-series path"):
+        update_timeseries(archives[2], timeseries)
+    assert sky_files(timeseries) == before
+    with pytest.raises(StoreError, match=r"is a time-series store made from .*; give the archive instead"):
+        update_timeseries(timeseries, tmp_path / "other.zarr")
+    with pytest.raises(StoreError, match="is a time-series store"):  # never ingested into
+        ingest_directory(night, timeseries)
+
+    broken = shutil.copytree(archives[3], tmp_path / "broken.zarr")
+    (broken / "zarr.json").write_text("{ not json")
+    with pytest.raises(StoreError, match=r"broken\.zarr: not an ovro-ingest store .*; choose another store path"):
+        update_timeseries(broken, tmp_path / "ts2.zarr")
+    assert not (tmp_path / "ts2.zarr").exists()
+    unfinished = shutil.copytree(archives[3], tmp_path / "unfinished.zarr")
+    (unfinished / ".ovro-ingest-journal.json").write_text("{}")  # what a killed commit leaves
+    with pytest.raises(StoreError, match=r"unfinished\.zarr: an interrupted commit .*ovro-ingest repair .* first"):
+        update_timeseries(unfinished, tmp_path / "ts2.zarr")
+    assert not (tmp_path / "ts2.zarr").exists()
+
+    (tmp_path / "file.zarr").write_text("x")
+    with pytest.raises(StoreError, match=r"file\.zarr: exists and is not a time-series store"):
+        update_timeseries(archives[3], tmp_path / "file.zarr")
+    assert (tmp_path / "file.zarr").read_text() == "x"
+    with pytest.raises(StoreError, match="is the archive itself"):
+        update_timeseries(archives[3], archives[3])
+    assert validate_store(archives[3]).ok and validate_store(archives[2]).ok
+
+
+def test_one_writer_at_a_time_on_either_store(archives, tmp_path):
+    timeseries = tmp_path / "ts.zarr"
+    with writer_lock(archives[3], who="an ingest"), pytest.raises(StoreBusy, match="an ingest"):
+        update_timeseries(archives[3], timeseries, layout=LAYOUT)
+    with writer_lock(timeseries, who="another update"), pytest.raises(StoreBusy, match="another update"):
+        update_timeseries(archives[3], timeseries, layout=LAYOUT)
+
+
+def test_validate_and_repair_recognise_a_timeseries_store(night, archives, tmp_path):
+    archive, timeseries = tmp_path / "archive.zarr", tmp_path / "ts.zarr"
+    for step in discover_time_steps(night).time_steps[:5]:
+        ingest_time_step(step, archive, settings=settings())
+    update_timeseries(archive, timeseries, layout=LAYOUT)
+    report = validate_store(timeseries)
+    assert report.ok and report.n_time == 5 and not report.notes
+    ingest_time_step(discover_time_steps(night).time_steps[5], archive, settings=settings())
+    assert any("behind its archive from time index 5" in note for note in validate_store(timeseries).notes)
+
+    shutil.copytree(timeseries / "SKY" / "c" / "1", timeseries / "SKY" / "c" / "2")
+    assert any("uncommitted time block" in p for p in validate_store(timeseries).problems)
+    zarr.open_group(str(timeseries), mode="r+", use_consolidated=False)[FINGERPRINT].resize((7,))
+    repaired = repair_store(timeseries)
+    assert repaired.ok, repaired.problems
+    assert "removed uncommitted SKY time block 2" in repaired.actions
+    assert f"{FINGERPRINT}: rolled back to 5 time steps" in repaired.actions
+
+    shutil.rmtree(timeseries / "SKY" / "c" / "1")
+    assert any("no pixels for time block(s) 1" in p for p in validate_store(timeseries).problems)
+
+
+def test_the_memory_bound_picks_a_strip_of_whole_shards():
+    # a tile of 8 time steps x 16 subbands x 1024² in float32 is 512 MiB: two workers get half a tile each
+    assert block_strip(16, 1024, 1024, 256, 8, 2, 512 * 2**20) == 512
+    assert block_strip(10, 1024, 1024, 256, 8, 1, 512 * 2**20) == 1024
+    assert block_strip(10, 32, 32, 32, 4, 2, 1) == 32, "never narrower than a shard"
+
+
+def test_the_default_path_sits_beside_the_archive():
+    assert default_timeseries_path("/data/archive.zarr") == Path("/data/archive.timeseries.zarr")
+    assert read_state  # the archive's reader is what refuses a time-series store (see above)
+
+
+def test_the_timeseries_flow_and_command_bring_the_store_up_to_date_and_refuse_in_one_line(
+    prefect_server, archives, tmp_path
+):
+    import os
+    import subprocess
+    import sys
+
+    from flows.timeseries import timeseries as timeseries_flow
+
+    timeseries = tmp_path / "ts.zarr"
+    done = timeseries_flow(archive=str(archives[3]), timeseries=str(timeseries))
+    assert done.status == "appended" and done.n_time == N_TIME
+    assert_same_as_archive(timeseries, archives[3])
+    runs = xr.open_zarr(timeseries).attrs[RUNS_ATTR]
+    assert len(runs) == 1 and runs[0]["flow_run_id"]
+
+    command = [str(Path(sys.executable).parent / "ovro-ingest"), "timeseries", str(archives[3]), str(timeseries)]
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0 and "up to date with" in again.stdout, again.stdout + again.stderr
+    dry = subprocess.run([*command, "--dry-run"], capture_output=True, text=True, timeout=300, env=env)
+    assert dry.returncode == 0 and "nothing to copy" in dry.stdout
+
+    missing = [*command[:2], str(tmp_path / "nothing.zarr"), str(tmp_path / "ts2.zarr"), "-q"]
+    refused = subprocess.run(missing, capture_output=True, text=True, timeout=300, env=env)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    lines = [line for line in refused.stderr.splitlines() if line.startswith("timeseries failed:")]
+    assert len(lines) == 1 and "no archive store here; give the path" in lines[0]
+    assert "Traceback" not in refused.stdout + refused.stderr
+    assert not (tmp_path / "ts2.zarr").exists() and not (tmp_path / "nothing.zarr.lock").exists()
