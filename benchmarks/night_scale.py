@@ -71,6 +71,21 @@ class Server:
         """The SQLite database with its write-ahead log."""
         return sum(p.stat().st_size for p in self.home.glob("prefect.db*"))
 
+    def events_share(self) -> float:
+        """The part of the database the events take (tables and indexes; vacuumed by the events retention)."""
+        import sqlite3
+
+        copy = self.home / "measured.db"
+        shutil.copy(self.home / "prefect.db", copy)
+        try:
+            with sqlite3.connect(copy) as db:
+                sizes = dict(db.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall())
+                tables = dict(db.execute("SELECT name, tbl_name FROM sqlite_master").fetchall())
+        finally:
+            copy.unlink()
+        events = sum(size for name, size in sizes.items() if tables.get(name, name).startswith("event"))
+        return events / sum(sizes.values())
+
     def result_files(self) -> tuple[int, int]:
         """(count, bytes) of Prefect's result files (the local result storage)."""
         files = [p for p in (self.home / "storage").rglob("*") if p.is_file()]
@@ -244,6 +259,8 @@ def headline(results: dict, counts: list[int], large_steps: int) -> dict:
     )
     night_step = large_flow * NIGHT_SUBBANDS / 10
     floor, cli = results["floor_3"], results["cli_3_with_server"]
+    night_db = NIGHT_TIME_STEPS * per_step["database_bytes"]
+    events = results["database"]["events_share"]
     return {
         "flow_s_per_time_step": round(flow_step, 4),
         "plain_s_per_time_step": round(plain_step, 4),
@@ -268,12 +285,13 @@ def headline(results: dict, counts: list[int], large_steps: int) -> dict:
             "server_cpu_hours": round(NIGHT_TIME_STEPS * per_step["server_cpu_seconds"] / 3600, 3),
             "database_mb": round(NIGHT_TIME_STEPS * per_step["database_bytes"] / 1e6, 1),
             "result_mb": round(NIGHT_TIME_STEPS * per_step["result_bytes"] / 1e6, 1),
-            "database_gb_after_a_year_without_retention": round(
-                365 * NIGHT_TIME_STEPS * per_step["database_bytes"] / 1e9, 2
+            "database_events_share": events,
+            "database_gb_after_a_year_without_retention": round(365 * night_db / 1e9, 2),
+            "database_gb_with_retention": round(RETENTION_DAYS * night_db / 1e9, 2),
+            "database_gb_with_retention_events_7_days": round(
+                (7 * events + RETENTION_DAYS * (1 - events)) * night_db / 1e9, 2
             ),
-            "database_gb_with_retention": round(
-                RETENTION_DAYS * NIGHT_TIME_STEPS * per_step["database_bytes"] / 1e9, 2
-            ),
+            "result_gb_with_retention": round(RETENTION_DAYS * NIGHT_TIME_STEPS * per_step["result_bytes"] / 1e9, 2),
             "graph_nodes_per_child_run": 360 * 5,
         },
     }
@@ -296,7 +314,7 @@ def markdown(report: dict) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, row in r.items():
-        if "time_steps" not in row:
+        if not isinstance(row, dict) or "time_steps" not in row:
             continue
         graph = row.get("graph", {}).get("largest_nodes", "")
         lines.append(
@@ -336,6 +354,7 @@ def main() -> None:
             server = Server(api_url, home)
             env["PREFECT_API_URL"] = api_url
             results = measure_tiny(server, args.work, counts, tiny, env)
+            results["database"] = {"events_share": round(server.events_share(), 3)}
             results.update(measure_large(server, args.work, large_size, large_steps, chunk, env))
     finally:
         shutil.rmtree(args.work, ignore_errors=True)

@@ -220,9 +220,10 @@ def ingest_hour(
 ) -> list[StepOutcome]:
     """Ingest the time steps ``keys`` of one hour (a child run of ``ingest``, which holds the writer lock).
 
-    Five tasks per time step; at most ``steps_in_flight`` time steps are worked on at
-    once, and each is let go as soon as its commit is done. Returns one outcome per
-    key; the run fails, after every other time step is stored, when any failed.
+    Five tasks per time step, the pixels staged on the parent run's Dask cluster; at most
+    ``steps_in_flight`` time steps are worked on at once, and each is let go as soon as
+    its commit is done. Returns one outcome per key; the run fails, after every other
+    time step is stored, when any failed.
     """
     steps = read_manifest(manifest, keys)
     stored = stored_unchanged(store, steps)  # also when retried: what an earlier attempt stored is done

@@ -14,12 +14,15 @@ threads or on an existing cluster (``dask_address``).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
+
+import dask
 
 logger = logging.getLogger("ovro_ingest.dask")
 
@@ -43,6 +46,41 @@ def local_cluster_options(threads: int | None) -> dict:
         "processes": False,
         "dashboard_address": "127.0.0.1:0",
         "worker_dashboard_address": "127.0.0.1:0",
+        **without_spans(),
+    }
+
+
+BOUNDED_HISTORY = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.log-length": 100,
+    "distributed.admin.low-level-log-length": 100,
+    "distributed.diagnostics.computations.max-history": 10,
+}
+"""What the local cluster keeps of its past: a night is thousands of small tasks in one long-lived cluster.
+
+The worker's statistical profiler (every 10 ms) grew its call trees with every time step
+(measured: about 25 dicts each), and Dask's logs of transitions, stimuli and computations
+keep up to 10,000 entries each by default. None of them is needed to stage pixels.
+"""
+
+
+def without_spans() -> dict[str, dict]:
+    """LocalCluster keyword arguments: Dask's default extensions but the spans, on the scheduler and the worker.
+
+    The scheduler makes a span for every submission and keeps it, with its task groups,
+    for good; a night is thousands of small submissions (one staging per time step) to one
+    scheduler, whose memory grew with every time step (measured: about 28 kB each). Spans
+    only feed the dashboard's fine performance metrics.
+    """
+    from distributed.scheduler import DEFAULT_EXTENSIONS as SCHEDULER_EXTENSIONS
+    from distributed.worker import DEFAULT_EXTENSIONS as WORKER_EXTENSIONS
+
+    def but_spans(extensions: dict) -> dict:
+        return {name: extension for name, extension in extensions.items() if name != "spans"}
+
+    return {
+        "scheduler_kwargs": {"extensions": but_spans(SCHEDULER_EXTENSIONS)},
+        "extensions": but_spans(WORKER_EXTENSIONS),  # LocalCluster hands its other keywords to the worker
     }
 
 
@@ -56,20 +94,37 @@ def dask_cluster(address: str | None = None, threads: int | None = None) -> Iter
     from distributed import Client, LocalCluster
 
     logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines drown the task states
-    if address:
-        with Client(address, set_as_default=True) as client:
+    cluster = None
+    if not address:
+        with dask.config.set(BOUNDED_HISTORY):  # read when the scheduler and the worker start
+            cluster = outside_prefect(LocalCluster, **local_cluster_options(threads))
+    client = outside_prefect(Client, address or cluster, set_as_default=True)
+    try:
+        if cluster is None:
             logger.info("Dask cluster at %s (dashboard %s)", address, client.dashboard_link)
-            yield max(1, sum(client.nthreads().values()))
-        return
-    with LocalCluster(**local_cluster_options(threads)) as cluster, Client(cluster, set_as_default=True) as client:
-        logger.info("local Dask cluster, dashboard at %s", local_dashboard_link(cluster))
+        else:
+            logger.info("local Dask cluster, dashboard at %s", local_dashboard_link(cluster))
         yield max(1, sum(client.nthreads().values()))
+    finally:
+        outside_prefect(client.close)
+        if cluster is not None:
+            outside_prefect(cluster.close)
+
+
+def outside_prefect(function: Callable[..., Result], *args, **kwargs) -> Result:
+    """``function(*args, **kwargs)`` in an empty context (no Prefect run in it).
+
+    Dask's event loop keeps timers and tasks made while a cluster starts, runs and
+    closes, each with the context it was made in; made inside a flow run, they would keep
+    that run's context alive, and with it every task state and result of the run (measured:
+    an hour of a night, 1,800 states, kept for the rest of the night).
+    """
+    return contextvars.Context().run(function, *args, **kwargs)
 
 
 def local_dashboard_link(cluster) -> str:
     """The dashboard of a local cluster at the address it listens on (127.0.0.1), not the host's IP."""
-    port = cluster.scheduler.http_server.port
-    return f"http://127.0.0.1:{port}/status"
+    return f"http://127.0.0.1:{cluster.scheduler.http_server.port}/status"
 
 
 def on_dask(function: Callable[..., Result], *args, name: str) -> Result:
