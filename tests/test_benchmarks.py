@@ -36,3 +36,23 @@ def test_timeseries_benchmark_runs_on_tiny_data_and_checks_every_answer_against_
         assert set(row["timeseries_s"]) == {"spectrum", "tracked", "light_curve", "image", "cube"}
     assert "| N | read | archive s | time-series s |" in (tmp_path / "results" / "timeseries_quick.md").read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("ts-bench-")], "the data and stores are removed"
+
+
+def test_night_scale_benchmark_runs_on_tiny_data_and_reports_every_measure_of_a_night(tmp_path):
+    command = [sys.executable, str(REPO / "benchmarks" / "night_scale.py"), "--quick"]
+    command += ["--out", str(tmp_path / "results"), "--work", str(tmp_path / "work")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=os.environ.copy())
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "results" / "night_scale.json").read_text())
+    counts = report["parameters"]["counts"]
+    for n in counts:
+        flow = report["results"][f"flow_{n}"]
+        assert flow["time_steps"] == n and flow["peak_rss_gb"] > 0 and flow["server_cpu_seconds"] > 0
+        assert flow["first_write_after_flow_start_s"] > 0 and flow["graph"]["largest_nodes"] == 5 * n
+        assert flow["result_files"] >= 4 * n and report["results"][f"plain_{n}"]["seconds"] > 0
+    headline = report["headline"]
+    assert set(headline["peak_rss_gb_by_n"]) == {str(n) for n in counts}
+    assert headline["cli_noop_with_server_s"] > 0 and 0 < headline["cli_3_over_floor_3_wall"] < 1
+    assert 0 < headline["night"]["database_events_share"] < 1 and headline["night"]["hours"] > 0
+    assert "| headline | value |" in (tmp_path / "results" / "night_scale.md").read_text()
+    assert not (tmp_path / "work").exists(), "the data and stores are removed"
