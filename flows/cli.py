@@ -121,7 +121,8 @@ def keyed_table(title: str, key_header: str, headers: tuple[str, ...]) -> Table:
     """A table whose first column holds time-step keys: never wrapped or cut (people and scripts copy them).
 
     The other columns wrap (and fold a long word) when the terminal is narrow,
-    rather than end in an ellipsis.
+    rather than end in an ellipsis. The title is not the table's (rich centres and
+    wraps it, breaking the paths in it): :func:`print_table` prints it as one line.
     """
     table = Table(title=title)
     table.add_column(key_header, no_wrap=True, min_width=KEY_WIDTH)
@@ -137,6 +138,9 @@ def print_table(table: Table) -> None:
     without ``$COLUMNS``, rich would assume 80 columns and wrap cells for a reader that
     has no width at all (a file, ``grep``, a script): there each row stays one line.
     """
+    title, table.title = table.title, None
+    if title:
+        console.print(str(title), soft_wrap=True, highlight=False, markup=False)
     if console.is_terminal or os.environ.get("COLUMNS"):
         console.print(table)
         return
@@ -604,7 +608,7 @@ def demo(
     code = run_flow(False, input_dir=str(input_dir), store=str(store), chunk_lm=min(1024, size))
     if code == 0:
         python = Path(sys.executable)  # the environment ovro-ingest runs in, which has xarray: works as typed
-        console.print(f"\nThe store is at [bold]{store}[/]. Open it with:\n")
+        console.print(f"\nThe store is at [bold]{store}[/]. Open it with:\n", soft_wrap=True)
         console.print(f"    {python} -c \"import xarray as xr; print(xr.open_zarr('{store}'))\"\n", soft_wrap=True)
         console.print(f"or validate it with:\n\n    {python.parent / 'ovro-ingest'} validate {store}\n", soft_wrap=True)
     raise typer.Exit(code)

@@ -140,6 +140,7 @@ def test_run_ingests_the_real_ovro_lwa_image(real_image, tmp_path):
 
 def test_demo_runs_with_no_prefect_server_configured(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
+    env["COLUMNS"] = "80"  # a narrow terminal: no path the user copies is broken across lines
     result = subprocess.run(
         [
             *COMMAND,
@@ -166,6 +167,7 @@ def test_demo_runs_with_no_prefect_server_configured(tmp_path):
     # the commands it tells the user to type work as typed, in a shell with nothing activated
     hints = [line.strip() for line in result.stdout.splitlines() if line.startswith("    ")]
     assert len(hints) == 2, result.stdout
+    assert f"ingest into {tmp_path / 'demo' / 'store.zarr'}\n" in result.stdout
     bare = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}
     for hint in hints:
         typed = subprocess.run(["bash", "-c", hint], capture_output=True, text=True, env=bare, timeout=300)
