@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.core.sync import sync
 
 from ovro_ingest.errors import StoreError
 from ovro_ingest.failpoints import failpoint
@@ -387,14 +388,37 @@ def apply_journal(store: str | os.PathLike[str], journal: dict) -> None:
     n_after = n_before + 1 if insert else n_before
     group = zarr.open_group(str(root), mode="r+", use_consolidated=False)
     for name in TIME_VARIABLES:
-        if group[name].shape[0] != n_after:
-            group[name].resize((n_after, *group[name].shape[1:]))
-    for name, values in journal["values"].items():
+        resize_along_time(group[name], n_after)
+    write_time_values(group, index, journal["values"], "commit")
+    seal_commit(store, staging, "commit")
+
+
+def resize_along_time(array: zarr.Array, n_time: int) -> bool:
+    """Grow or shrink a per-time-step array to ``n_time`` entries; True when its length changed.
+
+    Without listing the array's chunks (zarr would, to delete the cut ones; callers
+    remove chunks beyond the ledger themselves, and an append cuts none).
+    """
+    if array.shape[0] == n_time:
+        return False
+    sync(array._async_array.resize((n_time, *array.shape[1:]), False))
+    return True
+
+
+def write_time_values(group: zarr.Group, start: int, values: dict[str, list], failpoint_prefix: str) -> None:
+    """Write the small per-time-step values of a commit from time index ``start`` on, one array at a time."""
+    for name, column in values.items():
         array = group[name]
-        array[index : index + len(values)] = np.array(values, dtype=object if array.dtype.kind in "OTU" else float)
-        failpoint(f"commit:wrote-{name}")
-    zarr.consolidate_metadata(str(root))  # the commit: one atomic file replacement
-    failpoint("commit:consolidated")
+        if column:
+            stop = start + len(column)
+            array[start:stop] = np.array(column, dtype=object if array.dtype.kind in "OTU" else float)
+        failpoint(f"{failpoint_prefix}:wrote-{name}")
+
+
+def seal_commit(store: str | os.PathLike[str], staging: Path, failpoint_prefix: str) -> None:
+    """The commit itself (rewrite the consolidated metadata, one atomic file replacement), then forget the journal."""
+    zarr.consolidate_metadata(str(store))
+    failpoint(f"{failpoint_prefix}:consolidated")
     journal_path(store).unlink(missing_ok=True)
     shutil.rmtree(staging, ignore_errors=True)
 

@@ -13,14 +13,14 @@ import itertools
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.core.sync import sync
 
-from ovro_ingest.commit import recover, time_step_key
+from ovro_ingest.commit import recover, resize_along_time, time_step_key
 from ovro_ingest.errors import StoreError
 from ovro_ingest.lock import writer_lock
 from ovro_ingest.store import (
@@ -160,6 +160,47 @@ def uncommitted_chunks(array: Path, zarr_format: int, n_time: int) -> dict[int, 
     return found
 
 
+def remove_leftovers_beside(path: str | os.PathLike[str]) -> list[str]:
+    """Remove what an interrupted create or rebuild left beside the store (callers hold its lock); say what."""
+    actions = []
+    for leftover in leftovers_beside(path):
+        shutil.rmtree(leftover, ignore_errors=True)
+        actions.append(f"removed {leftover.name}")
+    return actions
+
+
+def roll_back_to_committed(
+    path: str | os.PathLike[str],
+    zarr_format: int,
+    time_variables: Sequence[str],
+    n_time: int,
+    chunked: dict[str, int],
+    unit: str = "time index",
+) -> list[str]:
+    """Undo what an unfinished commit wrote beyond the committed state (callers hold the writer lock).
+
+    Cuts the per-time-step arrays ``time_variables`` back to ``n_time`` entries, removes
+    the chunks of each array in ``chunked`` at ``unit`` indices from its committed count
+    on, clears the staging area and rewrites the consolidated metadata. Shared by the
+    archive's repair and the time-series store's. Returns what was done, one line each.
+    """
+    actions: list[str] = []
+    actual = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    for name in time_variables:
+        if resize_along_time(actual[name], n_time):
+            actions.append(f"{name}: rolled back to {n_time} time steps")
+    for name, n_committed in chunked.items():
+        for index, paths in sorted(uncommitted_chunks(Path(path) / name, zarr_format, n_committed).items()):
+            for chunk in paths:
+                shutil.rmtree(chunk) if chunk.is_dir() else chunk.unlink()
+            actions.append(f"removed uncommitted {name} chunks at {unit} {index}")
+    if staging_root(path).exists():
+        shutil.rmtree(staging_root(path))
+        actions.append("cleared the staging area")
+    zarr.consolidate_metadata(str(path))
+    return actions
+
+
 def restore_consolidated_metadata(path: str | os.PathLike[str]) -> bool:
     """Rewrite a store's consolidated metadata when it is missing; True when it was.
 
@@ -198,33 +239,16 @@ def repair_store(path: str | os.PathLike[str], wait_seconds: float = 0.0) -> Hea
 
     if is_timeseries_store(path):
         return repair_timeseries(path, wait_seconds)
-    actions: list[str] = []
     with writer_lock(path, who="ovro-ingest repair", wait_seconds=wait_seconds):
-        for leftover in leftovers_beside(path):
-            shutil.rmtree(leftover, ignore_errors=True)
-            actions.append(f"removed {leftover.name}")
+        actions = remove_leftovers_beside(path)
         if store_exists(path):
             if restore_consolidated_metadata(path):
                 actions.append("rewrote the missing consolidated metadata")
             if recover(path):
                 actions.append("finished an interrupted commit")
             state = read_state(path)
-            actual = zarr.open_group(str(path), mode="r+", use_consolidated=False)
-            for name in TIME_VARIABLES:
-                if actual[name].shape[0] != state.n_time:
-                    # zarr would list every chunk of the array to delete the cut ones; the loop below does it cheaply
-                    sync(actual[name]._async_array.resize((state.n_time, *actual[name].shape[1:]), False))
-                    actions.append(f"{name}: rolled back to {state.n_time} time steps")
-            for name in STAGED_VARIABLES:
-                stray = uncommitted_chunks(Path(path) / name, state.settings.zarr_format, state.n_time)
-                for index, paths in sorted(stray.items()):
-                    for chunk in paths:
-                        shutil.rmtree(chunk) if chunk.is_dir() else chunk.unlink()
-                    actions.append(f"removed uncommitted {name} chunks at time index {index}")
-            if staging_root(path).exists():
-                shutil.rmtree(staging_root(path))
-                actions.append("cleared the staging area")
-            zarr.consolidate_metadata(str(path))
+            staged = {name: state.n_time for name in STAGED_VARIABLES}
+            actions += roll_back_to_committed(path, state.settings.zarr_format, TIME_VARIABLES, state.n_time, staged)
     report = validate_store(path)
     report.actions = actions
     report.notes = actions + report.notes

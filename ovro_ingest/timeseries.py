@@ -60,8 +60,11 @@ from ovro_ingest.commit import (
     journal_path,
     metadata_file,
     move_time_step,
+    resize_along_time,
+    seal_commit,
     staging_root,
     write_json_atomically,
+    write_time_values,
 )
 from ovro_ingest.errors import StoreError
 from ovro_ingest.failpoints import failpoint
@@ -663,22 +666,11 @@ def apply_timeseries_journal(store: str | os.PathLike[str], journal: dict) -> No
         journal["phase"] = "placed"
         write_json_atomically(journal_path(store), journal)
         failpoint("timeseries:placed")
-    values = json.loads((staging / VALUES_FILE).read_text())
     group = zarr.open_group(str(root), mode="r+", use_consolidated=False)
-    n_after, start = journal["n_after"], journal["start"]
     for name in (*TIME_VARIABLES, FINGERPRINT):
-        if group[name].shape[0] != n_after:
-            # without listing every chunk of the array (zarr would, to delete cut ones; nothing lies beyond)
-            sync(group[name]._async_array.resize((n_after, *group[name].shape[1:]), False))
-    for name, column in values.items():
-        array = group[name]
-        if column:
-            array[start:n_after] = np.array(column, dtype=object if array.dtype.kind in "OTU" else float)
-        failpoint(f"timeseries:wrote-{name}")
-    zarr.consolidate_metadata(str(root))  # the commit: one atomic file replacement
-    failpoint("timeseries:consolidated")
-    journal_path(store).unlink(missing_ok=True)
-    shutil.rmtree(staging, ignore_errors=True)
+        resize_along_time(group[name], journal["n_after"])
+    write_time_values(group, journal["start"], json.loads((staging / VALUES_FILE).read_text()), "timeseries")
+    seal_commit(store, staging, "timeseries")
 
 
 def recover_timeseries(store: str | os.PathLike[str]) -> bool:
@@ -874,29 +866,16 @@ def check_against_archive(state: TimeSeriesState, report) -> None:
 
 def repair_timeseries(path: str | os.PathLike[str], wait_seconds: float = 0.0):
     """Bring a time-series store back to its last committed state (or finish its update), then validate it."""
-    from ovro_ingest.health import uncommitted_chunks
+    from ovro_ingest.health import remove_leftovers_beside, roll_back_to_committed
 
-    actions: list[str] = []
     with writer_lock(path, who="ovro-ingest repair", wait_seconds=wait_seconds):
-        for leftover in leftovers_beside(path):
-            shutil.rmtree(leftover, ignore_errors=True)
-            actions.append(f"removed {leftover.name}")
+        actions = remove_leftovers_beside(path)
         if recover_timeseries(path):
             actions.append("finished an interrupted update")
         state = read_timeseries_state(path)
-        actual = zarr.open_group(str(path), mode="r+", use_consolidated=False)
-        for name in (*TIME_VARIABLES, FINGERPRINT):
-            if actual[name].shape[0] != state.n_time:
-                sync(actual[name]._async_array.resize((state.n_time, *actual[name].shape[1:]), False))
-                actions.append(f"{name}: rolled back to {state.n_time} time steps")
-        for block, paths in sorted(uncommitted_chunks(Path(path) / "SKY", state.zarr_format, state.n_blocks).items()):
-            for chunk in paths:
-                shutil.rmtree(chunk) if chunk.is_dir() else chunk.unlink()
-            actions.append(f"removed uncommitted SKY time block {block}")
-        if staging_root(path).exists():
-            shutil.rmtree(staging_root(path))
-            actions.append("cleared the staging area")
-        zarr.consolidate_metadata(str(path))
+        actions += roll_back_to_committed(
+            path, state.zarr_format, (*TIME_VARIABLES, FINGERPRINT), state.n_time, {"SKY": state.n_blocks}, "time block"
+        )
     report = validate_timeseries(path)
     report.actions = actions
     report.notes = actions + report.notes

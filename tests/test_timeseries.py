@@ -220,7 +220,7 @@ def test_validate_and_repair_recognise_a_timeseries_store(night, archives, tmp_p
     zarr.open_group(str(timeseries), mode="r+", use_consolidated=False)[FINGERPRINT].resize((7,))
     repaired = repair_store(timeseries)
     assert repaired.ok, repaired.problems
-    assert "removed uncommitted SKY time block 2" in repaired.actions
+    assert "removed uncommitted SKY chunks at time block 2" in repaired.actions
     assert f"{FINGERPRINT}: rolled back to 5 time steps" in repaired.actions
 
     shutil.rmtree(timeseries / "SKY" / "c" / "1")
