@@ -13,11 +13,11 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 
+from ovro_ingest.commit import clear_staging
 from ovro_ingest.store import record_run
 from ovro_ingest.timeseries import (
     DEFAULT_MAX_MEMORY,
     TimeSeriesReceipt,
-    clear_timeseries_staging,
     default_timeseries_path,
     holding_both,
     prepare_timeseries,
@@ -72,7 +72,7 @@ def timeseries(
             memory = DEFAULT_MAX_MEMORY if max_memory_mb is None else max_memory_mb * 2**20
             staged = stage_timeseries(plan, workers or 2, memory)
             done = commit_timeseries(staged)
-            clear_timeseries_staging(timeseries)
+            clear_staging(timeseries)
             record_run(timeseries, {**run_record(who, done), "flow_run_id": str(run.id)})
     logger.info(done.one_line())
     return done

@@ -56,6 +56,7 @@ from zarr.core.sync import sync
 
 from ovro_ingest.commit import (
     chunk_suffixes,
+    clear_staging,
     disk_full_named,
     journal_path,
     metadata_file,
@@ -686,26 +687,13 @@ def recover_timeseries(store: str | os.PathLike[str]) -> bool:
     return True
 
 
-def clear_timeseries_staging(store: str | os.PathLike[str], keep_complete: bool = True) -> list[Path]:
-    """Remove what interrupted updates staged (callers hold the writer lock); complete stagings kept by default."""
-    root = staging_root(store)
-    if not root.exists():
-        return []
-    doomed = [p for p in root.iterdir() if not keep_complete or ".partial-" in p.name]
-    for path in doomed:
-        shutil.rmtree(path, ignore_errors=True)
-    if not any(root.iterdir()):
-        root.rmdir()
-    return doomed
-
-
 def prepare_timeseries(store: str | os.PathLike[str]) -> None:
     """Before an update (writer lock held): finish an interrupted commit, drop half-written staging and leftovers."""
     for leftover in leftovers_beside(store):
         shutil.rmtree(leftover, ignore_errors=True)
     if store_exists(store):
         recover_timeseries(store)
-        clear_timeseries_staging(store)
+        clear_staging(store)
 
 
 # ---------------------------------------------------------------- the whole update
@@ -739,7 +727,7 @@ def update_timeseries(
             return up_to_date(plan)
         staged = stage_update(plan, workers=workers, max_memory=max_memory)
         done = commit_update(staged)
-        clear_timeseries_staging(timeseries)
+        clear_staging(timeseries)
         record_run(timeseries, run_record(who, done))
         return done
 
