@@ -380,6 +380,36 @@ def test_a_night_across_hours_runs_one_child_run_per_hour_with_few_time_steps_in
     # the first time step is stored before the last ones of its hour are even looked at (no planning of the night)
     assert runs[f"append-{keys[0]}"].end_time <= runs[f"fix-{keys[2]}"].start_time
 
+    # the parent run's heartbeats say the process lives; the hours' runs, in the same process, send none
+    # (stopping a heartbeat thread waits out its 1 s sleep at the end of every run)
+    last_event = f"prefect.task-run.{runs[f'append-{keys[-1]}'].id}"  # sent after any heartbeat of the hours' runs
+    assert flow_run_events(last_event, "prefect.task-run.Completed"), "the run's last task event reached the server"
+    parent = f"prefect.flow-run.{state.state_details.flow_run_id}"
+    assert flow_run_events(parent, "prefect.flow-run.heartbeat")
+    for child in children.values():
+        assert not flow_run_events(f"prefect.flow-run.{child.id}", "prefect.flow-run.heartbeat", wait_s=0)
+
+
+def flow_run_events(resource_id: str, event: str, wait_s: float = 60.0) -> list[dict]:
+    """The server's events named ``event`` about ``resource_id``, waiting up to ``wait_s`` for a first one."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    query = {
+        "filter": {
+            "occurred": {"since": "2000-01-01T00:00:00Z"},
+            "event": {"name": [event]},
+            "resource": {"id": [resource_id]},
+        },
+        "limit": 50,
+    }
+    deadline = time.monotonic() + wait_s
+    while True:  # the server stores events a moment after they are sent
+        found = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=query, timeout=30).json()["events"]
+        if found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.5)
+
 
 def read_child_runs(state) -> list:
     """The child flow runs of the flow run of ``state``."""
