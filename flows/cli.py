@@ -214,8 +214,13 @@ class ProgressHandler(logging.Handler):
 
 
 @contextmanager
-def progress_bar() -> Iterator[None]:
-    """A progress bar over the run's time steps, on a terminal only (logs and pipes get the summary table)."""
+def progress_bar(verbose: bool = False) -> Iterator[None]:
+    """A progress bar over the run's time steps, on a terminal only (logs and pipes get the summary table).
+
+    While it shows, Prefect's console log lines print above it, through its console
+    (else they break into the bar's line), and only warnings and errors unless ``verbose``:
+    the bar says how far the run is, the Prefect UI keeps every line.
+    """
     if not console.is_terminal:
         yield
         return
@@ -226,11 +231,35 @@ def progress_bar() -> Iterator[None]:
         logger.disabled, logger.propagate = False, False  # the bar replaces the progress log lines
         logger.setLevel(logging.INFO)
         logger.addHandler(handler)
+        consoles = prefect_console_handlers()
+        saved = [(h, h.level, h.console) for h in consoles]
+        for console_handler in consoles:
+            console_handler.console = progress.console
+            if not verbose:
+                console_handler.setLevel(max(console_handler.level, logging.WARNING))
         try:
             yield
         finally:
             logger.removeHandler(handler)
             logger.propagate = True
+            for console_handler, level, own_console in saved:
+                console_handler.setLevel(level)
+                console_handler.console = own_console
+
+
+def prefect_console_handlers() -> list[logging.Handler]:
+    """Prefect's console log handlers (on its loggers and the extra loggers it was given), each once."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    found = {
+        id(handler): handler
+        for each in loggers
+        if isinstance(each, logging.Logger)
+        for handler in each.handlers
+        if isinstance(handler, PrefectConsoleHandler)
+    }
+    return list(found.values())
 
 
 def exit_without_prefects_handlers(code: int) -> NoReturn:
@@ -269,7 +298,7 @@ def run_flow(verbose: bool, as_json: bool = False, **parameters) -> int:
 
         apply_from_environment()  # on Prefect's console handlers, which exist by now
         try:
-            with progress_bar():  # after Prefect's logging set-up, which would disable an earlier logger
+            with progress_bar(verbose):  # after Prefect's logging set-up, which would disable an earlier logger
                 state = ingest(**parameters, return_state=True)
             result = state.result(raise_on_failure=False)
         except httpx.HTTPError as error:  # the run cannot report to its Prefect server any more

@@ -308,8 +308,9 @@ def test_on_a_terminal_an_unfinished_store_prompts_resume_or_rebuild_and_shows_p
     leave_unfinished(folder, store)
 
     master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_LOGGING_LEVEL"}  # the CLI's own default: INFO
     process = subprocess.Popen(
-        [*COMMAND, "run", str(folder), str(store), "--workers", "1"], stdin=slave, stdout=slave, stderr=slave
+        [*COMMAND, "run", str(folder), str(store), "--workers", "1"], stdin=slave, stdout=slave, stderr=slave, env=env
     )
     os.close(slave)
     try:
@@ -324,6 +325,7 @@ def test_on_a_terminal_an_unfinished_store_prompts_resume_or_rebuild_and_shows_p
         os.close(master)
     assert "3 time steps: 2 written, 1 already stored, 0 failed" in shown  # the interrupted one was finished
     assert "━" in shown and "20240524_050029 written" in shown, "a progress bar over the time steps"
+    assert "Finished in state" not in shown, "Prefect's info lines go to the UI, not between the bar's redraws"
     assert validate_store(store).ok
 
 
