@@ -160,6 +160,7 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", level)
     os.environ.setdefault("OVRO_INGEST_LOG_LEVEL", level)  # the domain's loggers, in every process (tasks/__init__)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # the client's half of the same choice (no usage-data notice)
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ovro_ingest")  # domain warnings reach the Prefect UI
     os.environ.setdefault("OVRO_INGEST_CONSOLE_TRACEBACKS", "1" if verbose else "0")  # tasks/console.py
     logging.getLogger("distributed").setLevel(logging.WARNING)

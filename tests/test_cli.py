@@ -308,7 +308,8 @@ def test_on_a_terminal_an_unfinished_store_prompts_resume_or_rebuild_and_shows_p
     leave_unfinished(folder, store)
 
     master, slave = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_LOGGING_LEVEL"}  # the CLI's own default: INFO
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_LOGGING_LEVEL", "DO_NOT_TRACK")}  # CLI defaults
+    env["PREFECT_HOME"] = str(tmp_path / "fresh-home")  # where Prefect would show its first-run notices
     process = subprocess.Popen(
         [*COMMAND, "run", str(folder), str(store), "--workers", "1"], stdin=slave, stdout=slave, stderr=slave, env=env
     )
@@ -326,6 +327,7 @@ def test_on_a_terminal_an_unfinished_store_prompts_resume_or_rebuild_and_shows_p
     assert "3 time steps: 2 written, 1 already stored, 0 failed" in shown  # the interrupted one was finished
     assert "━" in shown and "20240524_050029 written" in shown, "a progress bar over the time steps"
     assert "Finished in state" not in shown, "Prefect's info lines go to the UI, not between the bar's redraws"
+    assert "anonymous usage data" not in shown, "no analytics: the server's are off, and so are the client's"
     assert validate_store(store).ok
 
 
