@@ -159,18 +159,19 @@ def ingest(
         outcomes = already_stored(requested, stored)
         todo = [step for step in requested if step.key not in stored]
         if todo:
-            if not store_exists(store):
-                create_store_for(
-                    store,
-                    manifest,
-                    [step.key for step in todo],
-                    subband_files(night_steps),
-                    request.settings,
-                    fixed_dir,
-                    keep_bad_beams,
-                    keep_bad_checksums,
-                )
+            # the cluster first: a run that cannot reach its Dask cluster leaves no new, empty store behind
             with dask_cluster(request.dask_address, request.workers) as threads:
+                if not store_exists(store):
+                    create_store_for(
+                        store,
+                        manifest,
+                        [step.key for step in todo],
+                        subband_files(night_steps),
+                        request.settings,
+                        fixed_dir,
+                        keep_bad_beams,
+                        keep_bad_checksums,
+                    )
                 # every hour of the request, done or not, so that a retry calls the same child runs in the same
                 # order: Prefect then reuses the completed ones and runs again only those that failed
                 for hour, keys in hours_of(requested):

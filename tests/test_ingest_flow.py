@@ -201,6 +201,22 @@ def test_flow_runs_on_an_existing_dask_cluster(tmp_path, dask_cluster):
     assert sum(str(key).startswith("write-2024") for key in ran) == 2, "each time step is staged on the cluster"
 
 
+def test_a_run_that_cannot_reach_its_dask_cluster_fails_and_leaves_no_store_behind(tmp_path):
+    import socket
+
+    import dask
+
+    inputs = tmp_path / "night"
+    generate(inputs, time_steps=1, n_subbands=2, size=32)
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        state, error = run_ingest(input_dir=inputs, store=tmp_path / "s.zarr", dask_address=nowhere)
+    assert state.is_failed() and "Timed out trying to connect" in str(error), error
+    assert not (tmp_path / "s.zarr").exists(), "no empty store made before the cluster was reached"
+
+
 def test_time_steps_are_written_concurrently_and_committed_in_time_order(tmp_path):
     inputs = tmp_path / "night"
     generate(inputs, time_steps=4, n_subbands=4, size=512)
