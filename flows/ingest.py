@@ -36,6 +36,7 @@ from ovro_ingest.load import import_xradio_in_background
 from ovro_ingest.lock import writer_lock
 from ovro_ingest.models import Manifest, TimeStepFiles
 from ovro_ingest.pipeline import prepare_store, settle_store
+from ovro_ingest.quicklook import forget_pictures
 from ovro_ingest.store import read_state, record_run, remove_store, store_exists, stored_unchanged
 from tasks.append_to_zarr import create_store_for
 from tasks.dask_cluster import dask_cluster
@@ -147,6 +148,7 @@ def ingest(
         if rebuild and run.run_count <= 1:  # a retry finishes the rebuild its first attempt began
             logger.info("rebuild: removing %s", store)
             remove_store(store)
+            forget_pictures(request.work_dir)
         prepare_store(store)
         manifest = discovered(
             request.input_dir, str(Path(request.work_dir) / "manifests"), (request.work_dir, fixed_dir)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from astropy.time import Time
 from ovro_ingest.sky import wcs_from_text
 from ovro_ingest.store import read_state
 
+QUICKLOOK_DIR = "quicklook"
+"""In the runs' working folder (``<store>.work``): one picture per night."""
 SHOWN_PIXELS = 640
 """Images larger than this along an axis are shown binned (the mean of n x n pixels): about the picture's
 resolution (the sky is drawn about 600 pixels across), so that matplotlib need not resample it again."""
@@ -65,7 +68,12 @@ def night_of(time_mjd: float) -> str:
 
 def picture_path(work_dir: str | os.PathLike[str], night: str) -> Path:
     """Where the quick look of ``night`` (``YYYY-MM-DD``) is kept: ``<work_dir>/quicklook/<night>.png``."""
-    return Path(work_dir) / "quicklook" / f"{night}.png"
+    return Path(work_dir) / QUICKLOOK_DIR / f"{night}.png"
+
+
+def forget_pictures(work_dir: str | os.PathLike[str]) -> None:
+    """Remove every night's picture: a rebuilt store draws its own (a night it no longer holds keeps none)."""
+    shutil.rmtree(Path(work_dir) / QUICKLOOK_DIR, ignore_errors=True)
 
 
 def draw_nights(

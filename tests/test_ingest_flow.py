@@ -147,6 +147,17 @@ def test_rebuild_with_a_warm_cache_writes_everything_again(tmp_path):
     assert xr.open_zarr(store).sizes["time"] == 2
 
 
+def test_a_rebuild_keeps_no_picture_of_a_night_the_new_store_does_not_hold(tmp_path):
+    first, other, store = tmp_path / "first", tmp_path / "other", tmp_path / "s.zarr"
+    generate(first, time_steps=1, n_subbands=2, size=32)
+    generate(other, time_steps=1, n_subbands=2, size=32, start=DEFAULT_START + timedelta(days=1))
+    assert run_ingest(input_dir=first, store=store)[0].is_completed()
+    pictures = tmp_path / "s.zarr.work" / "quicklook"
+    assert [p.name for p in pictures.iterdir()] == ["2024-05-24.png"]
+    assert run_ingest(input_dir=other, store=store, rebuild=True)[0].is_completed()
+    assert [p.name for p in pictures.iterdir()] == ["2024-05-25.png"]
+
+
 @contextmanager
 def dask_processes(tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     """A `dask scheduler` and a `dask worker` (2 worker processes, each under a nanny) as separate programs."""
