@@ -504,6 +504,10 @@ def timeseries_command(
 
     if dry_run:
         raise typer.Exit(print_timeseries_plan(archive, timeseries))
+    nothing_to_do = timeseries_without_a_run(archive, timeseries)
+    if nothing_to_do:
+        console.print(nothing_to_do.one_line(), soft_wrap=True)
+        raise typer.Exit(0)
     configure_logging(verbose, quiet)
     from flows.server import prefect_api
 
@@ -528,6 +532,25 @@ def timeseries_command(
         raise typer.Exit(2 if isinstance(result, IngestError | ValueError) else 1)
     console.print(result.one_line(), soft_wrap=True)
     raise typer.Exit(0)
+
+
+def timeseries_without_a_run(archive: Path, timeseries: Path):
+    """The receipt of an update with nothing to do, from the two stores' ledgers alone; None when a run is needed.
+
+    Like :func:`answer_without_a_run`: no Prefect, no server; anything unusual (no
+    time-series store yet, an interrupted update or commit, a refusal) is left to the flow.
+    """
+    from ovro_ingest.errors import IngestError
+    from ovro_ingest.store import store_exists, uncommitted_state
+    from ovro_ingest.timeseries import plan_update, up_to_date
+
+    if not store_exists(timeseries) or uncommitted_state(timeseries) or uncommitted_state(archive):
+        return None
+    try:
+        plan = plan_update(archive, timeseries, create=False)
+    except IngestError:
+        return None
+    return up_to_date(plan) if plan.up_to_date else None
 
 
 def print_timeseries_plan(archive: Path, timeseries: Path) -> int:
