@@ -121,8 +121,8 @@ def keyed_table(title: str, key_header: str, headers: tuple[str, ...]) -> Table:
     """A table whose first column holds time-step keys: never wrapped or cut (people and scripts copy them).
 
     The other columns wrap (and fold a long word) when the terminal is narrow,
-    rather than end in an ellipsis. The title is not the table's (rich centres and
-    wraps it, breaking the paths in it): :func:`print_table` prints it as one line.
+    rather than end in an ellipsis. :func:`print_table` prints the title as one line
+    above the table (rich would centre and wrap it, breaking the paths in it).
     """
     table = Table(title=title)
     table.add_column(key_header, no_wrap=True, min_width=KEY_WIDTH)

@@ -14,6 +14,7 @@ policies are whole policies, not parts to add together.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.context import TaskRunContext
 from prefect.utilities.hashing import hash_objects
 
+import ovro_ingest
 from ovro_ingest import __version__
 from ovro_ingest.commit import staging_path
 from ovro_ingest.discover import listing_fingerprint
@@ -31,9 +33,23 @@ from ovro_ingest.timeseries import digest, read_timeseries_state
 from ovro_ingest.timeseries import staging_path as timeseries_staging
 
 
+def source_fingerprint(package: Path) -> str:
+    """A hash of every ``.py`` file under ``package`` (names and contents): what its code is, version or not."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+DOMAIN_SOURCE = source_fingerprint(Path(ovro_ingest.__file__).parent)
+"""The domain code's fingerprint, in every key: the version alone stays the same across the changes made between
+releases, and a cached result made by other domain code (how files are grouped, read, fixed) is never reused."""
+
+
 @dataclass
 class InputsAndState(CachePolicy):
-    """Keys on the inputs, the task's source, the software version and :meth:`state` (no key when it is None)."""
+    """Keys on the inputs, the task's source, the software version, the domain code and :meth:`state` (None: no key)."""
 
     def state(self, inputs: dict[str, Any]) -> object | None:
         """What the result depends on beyond the inputs; None when the result cannot be reused."""
@@ -49,6 +65,7 @@ class InputsAndState(CachePolicy):
             INPUTS.compute_key(task_ctx, inputs, flow_parameters, **kwargs),
             TASK_SOURCE.compute_key(task_ctx, inputs, flow_parameters, **kwargs),
             __version__,
+            DOMAIN_SOURCE,
             state,
         )
 

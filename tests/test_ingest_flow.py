@@ -136,6 +136,28 @@ def test_failed_time_step_is_the_only_one_recomputed_after_repair_and_a_rerun_do
     assert snapshot(store) == before, "a re-run must leave the store as it was"
 
 
+def test_a_cached_result_made_by_other_domain_code_is_not_reused(tmp_path, monkeypatch):
+    import shutil
+
+    import ovro_ingest
+    import tasks.cache
+
+    inputs, store = tmp_path / "night", tmp_path / "s.zarr"
+    generate(inputs, time_steps=1, n_subbands=2, size=32)
+    assert run_ingest(input_dir=inputs, store=store)[0].is_completed()
+    state, _ = run_ingest(input_dir=inputs, store=store)
+    assert task_states(state) == {"discover": "Cached"}
+
+    changed = tmp_path / "ovro_ingest"  # the domain code with one line changed (the version is the same)
+    shutil.copytree(Path(ovro_ingest.__file__).parent, changed, ignore=shutil.ignore_patterns("__pycache__"))
+    assert tasks.cache.source_fingerprint(changed) == tasks.cache.DOMAIN_SOURCE
+    (changed / "discover.py").write_text((changed / "discover.py").read_text() + "\n# changed\n")
+    monkeypatch.setattr(tasks.cache, "DOMAIN_SOURCE", tasks.cache.source_fingerprint(changed))
+    assert tasks.cache.source_fingerprint(Path(ovro_ingest.__file__).parent) != tasks.cache.DOMAIN_SOURCE
+    state, _ = run_ingest(input_dir=inputs, store=store)
+    assert task_states(state) == {"discover": "Completed"}, "the listing is the same, the code is not"
+
+
 def test_rebuild_with_a_warm_cache_writes_everything_again(tmp_path):
     inputs, store = tmp_path / "night", tmp_path / "s.zarr"
     generate(inputs, time_steps=2, n_subbands=2, size=32)
