@@ -40,14 +40,16 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.codecs import TransposeCodec
 from zarr.core.sync import sync
 
 from ovro_ingest.errors import StoreError
 from ovro_ingest.failpoints import failpoint
 from ovro_ingest.identity import describe, source_differences
-from ovro_ingest.load import sky_block, sky_planes
+from ovro_ingest.load import fits_order_block, sky_block, sky_planes
 from ovro_ingest.models import AppendReceipt, StagedTimeStep, TimeStepPlan
 from ovro_ingest.store import (
+    FITS_ORDER,
     SMALL_TIME_VARIABLES,
     STAGED_VARIABLES,
     TIME_VARIABLES,
@@ -252,10 +254,11 @@ def stage_subband(pool: ThreadPoolExecutor, sky: zarr.Array, path: str, channel:
     write spanning several chunks would first copy each into a NaN-filled chunk).
     """
     _, _, _, chunk_l, chunk_m = sky.chunks
+    cut = fits_order_block if keeps_fits_order(sky) else sky_block
     with sky_planes(path) as planes:
         n_l, n_m = planes.shape[2], planes.shape[1]
         pending = [
-            pool.submit(write_chunk, sky, channel, p, planes[p], slice(l0, l0 + chunk_l), slice(m0, m0 + chunk_m))
+            pool.submit(write_chunk, sky, channel, p, cut, planes[p], slice(l0, l0 + chunk_l), slice(m0, m0 + chunk_m))
             for p in range(planes.shape[0])
             for l0 in range(0, n_l, chunk_l)
             for m0 in range(0, n_m, chunk_m)
@@ -265,9 +268,17 @@ def stage_subband(pool: ThreadPoolExecutor, sky: zarr.Array, path: str, channel:
     return planes.shape[0] * n_l * n_m * 4
 
 
-def write_chunk(sky: zarr.Array, channel: int, polarization: int, plane, l_range: slice, m_range: slice) -> None:
-    """Write one chunk of a FITS plane into the staged ``SKY``."""
-    block = sky_block(plane, l_range, m_range)
+def keeps_fits_order(sky: zarr.Array) -> bool:
+    """True when ``SKY``'s chunks keep FITS order (the transpose codec of :data:`FITS_ORDER`, format 3 stores
+    created since 2026-11-30): its blocks then go in as FITS has them, untransposed."""
+    if sky.metadata.zarr_format != 3:
+        return False
+    return any(isinstance(c, TransposeCodec) and tuple(c.order) == FITS_ORDER for c in sky.metadata.codecs)
+
+
+def write_chunk(sky: zarr.Array, channel: int, polarization: int, cut, plane, l_range: slice, m_range: slice) -> None:
+    """Write one chunk of a FITS plane, cut out by ``cut`` (:func:`sky_block` or :func:`fits_order_block`)."""
+    block = cut(plane, l_range, m_range)
     failpoint("stage:chunk")
     sky[0:1, channel : channel + 1, polarization : polarization + 1, l_range, m_range] = block[None, None, None]
 

@@ -86,6 +86,16 @@ def sky_block(plane: np.ndarray, l_range: slice, m_range: slice) -> np.ndarray:
     return block
 
 
+def fits_order_block(plane: np.ndarray, l_range: slice, m_range: slice) -> np.ndarray:
+    """``SKY[l_range, m_range]`` of one FITS plane (m, l): a little-endian float32 copy in FITS order, seen as (l, m).
+
+    For a store whose ``SKY`` chunks keep FITS order (:data:`ovro_ingest.store.FITS_ORDER`):
+    zarr's transpose codec turns this view back into the contiguous rows it was cut as,
+    so no pixel is transposed (:func:`sky_block` transposes, for a store without the codec).
+    """
+    return plane[m_range, l_range].astype("<f4").T
+
+
 TRANSPOSE_TILE = 256
 """Side of the tiles :func:`transpose_into` copies: 256² float32 tiles (256 KiB) stay in the CPU cache."""
 

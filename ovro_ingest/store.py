@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import zarr
 from pydantic import BaseModel, ConfigDict, Field
+from zarr.codecs import TransposeCodec
 
 from ovro_ingest import __version__
 from ovro_ingest.errors import StoreError, StoreMismatch, file_boundary
@@ -81,6 +82,10 @@ SMALL_TIME_VARIABLES = (
 )
 """Arrays with a time dimension that the commit writes (a few bytes per time step, large time chunks)."""
 TIME_VARIABLES = (*STAGED_VARIABLES, *SMALL_TIME_VARIABLES)
+FITS_ORDER = (0, 1, 2, 4, 3)
+"""How a format 3 store keeps each ``SKY`` chunk's bytes (Zarr's transpose codec): rows of ``m``, each along
+``l``, as a FITS image keeps them. The array is ``(time, frequency, polarization, l, m)`` to every reader; the
+writer hands zarr each FITS block as it is (a transposed view) and no pixel is transposed on the way in."""
 SMALL_TIME_CHUNK = 512
 TIME_ATTRS = {"type": "time", "units": "d", "scale": "utc", "format": "mjd"}
 """xradio's time measure: MJD days, UTC (its schema check requires these)."""
@@ -430,6 +435,8 @@ def encoding_for(dataset: xr.Dataset, settings: StoreSettings) -> dict:
         "compressors": settings.compressors(),
         "chunk_key_encoding": key_encoding,
     }
+    if settings.zarr_format == 3:
+        encoding["SKY"]["filters"] = [TransposeCodec(order=FITS_ORDER)]
     return encoding
 
 

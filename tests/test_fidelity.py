@@ -156,3 +156,18 @@ def test_same_inputs_give_byte_identical_chunks_whatever_the_workers_order_and_r
     ours, theirs = chunk_bytes(tmp_path / "one-run.zarr"), chunk_bytes(reference)
     data_and_coordinates = [k for k in ours if not k.startswith("source_files")]  # the ledger names the folder
     assert [k for k in data_and_coordinates if ours[k] != theirs[k]] == []
+
+
+def test_sky_chunks_keep_the_fits_rows_as_they_are_and_read_as_l_m(make_data, tmp_path):
+    import numcodecs
+
+    folder = make_data(time_steps=1, n_subbands=1, size=64)
+    store = tmp_path / "s.zarr"
+    ingest_directory(folder, store, settings=StoreSettings(chunk_lm=32))
+    codecs = json.loads((store / "SKY" / "zarr.json").read_text())["codecs"]
+    assert codecs[0] == {"name": "transpose", "configuration": {"order": [0, 1, 2, 4, 3]}}
+    plane = fits.getdata(next(folder.glob("*.fits")))[0, 0]  # FITS order: (m, l)
+    # the chunk of l 32..63 and m 0..31, decoded without zarr: FITS rows m 0..31, each from l = 32 to 63
+    stored = numcodecs.Blosc().decode((store / "SKY" / "c" / "0" / "0" / "0" / "1" / "0").read_bytes())
+    np.testing.assert_array_equal(np.frombuffer(stored, "<f4").reshape(32, 32), plane[0:32, 32:64])
+    np.testing.assert_array_equal(xr.open_zarr(store)["SKY"].values[0, 0, 0], plane.T)  # readers see (l, m)
