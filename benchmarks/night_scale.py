@@ -283,7 +283,7 @@ def headline(results: dict, counts: list[int], large_steps: int) -> dict:
             "hours": round(NIGHT_TIME_STEPS * night_step / 3600, 2),
             "orchestration_hours": round(NIGHT_TIME_STEPS * (flow_step - plain_step) / 3600, 3),
             "server_cpu_hours": round(NIGHT_TIME_STEPS * per_step["server_cpu_seconds"] / 3600, 3),
-            "database_mb": round(NIGHT_TIME_STEPS * per_step["database_bytes"] / 1e6, 1),
+            "database_mb": round(night_db / 1e6, 1),
             "result_mb": round(NIGHT_TIME_STEPS * per_step["result_bytes"] / 1e6, 1),
             "database_events_share": events,
             "database_gb_after_a_year_without_retention": round(365 * night_db / 1e9, 2),
