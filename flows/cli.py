@@ -450,11 +450,12 @@ def answer_without_a_run(input_dir: Path, store: Path, keys: list[str] | None, f
     from flows.summary import IngestSummary, StepOutcome
     from ovro_ingest.discover import discover_time_steps
     from ovro_ingest.errors import IngestError
-    from ovro_ingest.store import store_exists, stored_unchanged, uncommitted_state, work_dir_of
+    from ovro_ingest.handle import Store
+    from ovro_ingest.store import stored_unchanged, uncommitted_state
 
-    if not store_exists(store) or uncommitted_state(store):
+    if not Store.at(store).exists() or uncommitted_state(store):
         return None
-    work = work_dir_of(str(store))
+    work = Store.at(store).work_dir
     exclude = (work, Path(fixed_dir).resolve() if fixed_dir else work / "fixed")
     try:
         steps = discover_time_steps(input_dir, exclude=exclude).time_steps
@@ -541,10 +542,11 @@ def timeseries_without_a_run(archive: Path, timeseries: Path):
     time-series store yet, an interrupted update or commit, a refusal) is left to the flow.
     """
     from ovro_ingest.errors import IngestError
-    from ovro_ingest.store import store_exists, uncommitted_state
+    from ovro_ingest.handle import Store
+    from ovro_ingest.store import uncommitted_state
     from ovro_ingest.timeseries import plan_update, up_to_date
 
-    if not store_exists(timeseries) or uncommitted_state(timeseries) or uncommitted_state(archive):
+    if not Store.at(timeseries).exists() or uncommitted_state(timeseries) or uncommitted_state(archive):
         return None
     try:
         plan = plan_update(archive, timeseries, create=False)
@@ -798,11 +800,11 @@ def prune(
     that needs one again makes it again. The quick-look pictures (one per night) are kept.
     """
     from ovro_ingest.errors import IngestError
+    from ovro_ingest.handle import Store
     from ovro_ingest.housekeeping import prune_files, prune_work
-    from ovro_ingest.lock import writer_lock
 
     try:
-        with writer_lock(store, who="ovro-ingest prune", wait_seconds=wait_for_lock):  # not under a running ingest
+        with Store.at(store).lock(who="ovro-ingest prune", wait_seconds=wait_for_lock):  # not under a running ingest
             pruned = prune_work(store, older_than)
             if results:
                 from tasks.housekeeping import result_storage

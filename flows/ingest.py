@@ -32,12 +32,12 @@ from flows.summary import IngestIncomplete, IngestSummary, StepOutcome
 from flows.time_steps import run_time_steps
 from ovro_ingest.discover import read_manifest, subband_files
 from ovro_ingest.errors import StoreBusy
+from ovro_ingest.handle import Store
 from ovro_ingest.load import import_xradio_in_background
-from ovro_ingest.lock import writer_lock
 from ovro_ingest.models import Manifest, TimeStepFiles
 from ovro_ingest.pipeline import prepare_store, settle_store
 from ovro_ingest.quicklook import forget_pictures
-from ovro_ingest.store import read_state, record_run, remove_store, store_exists, stored_unchanged
+from ovro_ingest.store import record_run, remove_store, stored_unchanged
 from tasks.append_to_zarr import create_store_for
 from tasks.dask_cluster import dask_cluster
 from tasks.discover import discover
@@ -138,12 +138,12 @@ def ingest(
     )
     logger = get_run_logger()
     store, fixed_dir = request.store, request.fixed_dir
-    if not store_exists(store):
+    if not store.exists():
         import_xradio_in_background()  # for the new store's template, on the other core while the run starts
     run = FlowRunContext.get().flow_run
     with (
         one_writer_per_server(wait_for_lock),
-        writer_lock(store, who=f"flow run {run.name!r} ({run.id})", wait_seconds=wait_for_lock),
+        store.lock(who=f"flow run {run.name!r} ({run.id})", wait_seconds=wait_for_lock),
     ):
         if rebuild and run.run_count <= 1:  # a retry finishes the rebuild its first attempt began
             logger.info("rebuild: removing %s", store)
@@ -163,7 +163,7 @@ def ingest(
         if todo:
             # the cluster first: a run that cannot reach its Dask cluster leaves no new, empty store behind
             with dask_cluster(request.dask_address, request.workers) as threads:
-                if not store_exists(store):
+                if not store.exists():
                     create_store_for(
                         store,
                         manifest,
@@ -192,7 +192,7 @@ def ingest(
                         )
                     outcomes.update({o.key: o for o in hour_outcomes(state, keys) if o.key not in stored})
             outcomes.update(claims_the_store_denies(store, outcomes))
-        summary = IngestSummary(store=store, outcomes=[outcomes[step.key] for step in requested])
+        summary = IngestSummary(store=str(store), outcomes=[outcomes[step.key] for step in requested])
         settle_store(store)
         if summary.changed:  # a no-op run leaves no trace
             record_run(store, run_record(run, summary))
@@ -216,7 +216,7 @@ def ingest_hour(
     hour: str,
     manifest: Manifest,
     keys: list[str],
-    store: str,
+    store: Store,
     fixed_dir: str,
     replace: bool = False,
     keep_bad_beams: bool = False,
@@ -238,7 +238,7 @@ def ingest_hour(
     for outcome in run_time_steps(todo, store, fixed_dir, replace, keep_bad_beams, keep_bad_checksums, steps_in_flight):
         outcomes[outcome.key] = outcome
         report_progress(outcome)
-    summary = IngestSummary(store=store, outcomes=[outcomes[step.key] for step in steps])
+    summary = IngestSummary(store=str(store), outcomes=[outcomes[step.key] for step in steps])
     publish_hour(summary)
     if summary.failed:
         raise IngestIncomplete(summary)
@@ -270,13 +270,13 @@ def already_stored(
     return outcomes
 
 
-def claims_the_store_denies(store: str, outcomes: dict[str, StepOutcome]) -> dict[str, StepOutcome]:
+def claims_the_store_denies(store: Store, outcomes: dict[str, StepOutcome]) -> dict[str, StepOutcome]:
     """Outcomes that say stored for time steps the store's ledger does not hold, turned into failures.
 
     A retried run reuses the results of its completed hours; should the store have lost
     them since (deleted or rebuilt behind the run's back), the ledger has the last word.
     """
-    held = set(read_state(store).column("time_key")) if store_exists(store) else set()
+    held = set(store.state().column("time_key")) if store.exists() else set()
     return {
         key: outcome.model_copy(
             update={

@@ -9,9 +9,9 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.summary import IngestSummary
+from ovro_ingest.handle import Store
 from ovro_ingest.models import Manifest
 from ovro_ingest.quicklook import QuickLook, draw_nights, thumbnail_png
-from ovro_ingest.store import read_state, store_exists
 
 LISTED = 20
 """Failures and left-out files the summary names one by one."""
@@ -52,8 +52,9 @@ def summary_markdown(
         f"- **written**: {written / 1e6:.1f} MB of pixels in {seconds:.1f} s of writing",
         f"- **input**: `{manifest.path}` lists {manifest.n_files} files in {manifest.n_time_steps} time steps",
     ]
-    if store_exists(summary.store):
-        state = read_state(summary.store)
+    store = Store.at(summary.store)
+    if store.exists():
+        state = store.state()
         sky = Path(summary.store) / "SKY"
         newest = sky / "c" / str(state.n_time - 1) if state.settings.zarr_format == 3 else None
         per_step = sum(p.stat().st_size for p in newest.rglob("*") if p.is_file()) if newest and newest.exists() else 0
@@ -104,7 +105,7 @@ def publish(summary: IngestSummary, manifest: Manifest, work_dir: str) -> Path |
     pictures: list[QuickLook] = []
     thumbnail = None
     changed = [o.key for o in summary.outcomes if o.status in ("written", "replaced")]
-    if changed and store_exists(summary.store):  # else the nights' pictures are still current
+    if changed and Store.at(summary.store).exists():  # else the nights' pictures are still current
         try:
             pictures = draw_nights(summary.store, work_dir, changed)
             thumbnail = thumbnail_png(pictures[-1].path) if pictures else None

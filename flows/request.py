@@ -11,14 +11,15 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from ovro_ingest.store import StoreSettings, work_dir_of
+from ovro_ingest.handle import Store
+from ovro_ingest.store import StoreSettings
 
 
 class IngestRequest(BaseModel):
     """Everything one run of the ``ingest`` flow needs, resolved."""
 
     input_dir: str
-    store: str
+    store: Store
     fixed_dir: str
     work_dir: str
     settings: StoreSettings
@@ -67,8 +68,8 @@ def resolve_request(
     store = pick(store, "store", None)
     if not input_dir or not store:
         raise ValueError("say what to ingest: give input_dir and store, or the name of a saved IngestSettings block")
-    store = str(Path(store).resolve())
-    work_dir = work_dir_of(store)
+    store = Store.at(Path(store).resolve())
+    work_dir = store.work_dir
     fixed_dir = pick(fixed_dir, "fixed_dir", None)
     return IngestRequest(
         input_dir=str(Path(input_dir).resolve()),

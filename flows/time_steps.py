@@ -19,6 +19,7 @@ from prefect.futures import PrefectConcurrentFuture
 from prefect.states import State
 
 from flows.summary import StepOutcome
+from ovro_ingest.handle import Store
 from ovro_ingest.models import AppendReceipt, StagedTimeStep, TimeStepFiles, TimeStepPlan
 from tasks.append_to_zarr import append_to_zarr, write_to_staging
 from tasks.combine_frequencies import combine_frequencies
@@ -44,7 +45,7 @@ class StepRun:
 
 def run_time_steps(
     steps: Sequence[TimeStepFiles],
-    store: str,
+    store: Store,
     fixed_dir: str,
     replace: bool = False,
     keep_bad_beams: bool = False,

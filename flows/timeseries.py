@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 
 from ovro_ingest.commit import clear_staging
+from ovro_ingest.handle import Store
 from ovro_ingest.store import record_run
 from ovro_ingest.timeseries import (
     DEFAULT_MAX_MEMORY,
@@ -78,8 +79,8 @@ def timeseries(
     return done
 
 
-def resolve_stores(archive: str | None, timeseries: str | None, settings_block: str | None) -> tuple[str, str]:
-    """The archive and time-series paths: the parameters, else the settings block, else beside the archive.
+def resolve_stores(archive: str | None, timeseries: str | None, settings_block: str | None) -> tuple[Store, Store]:
+    """The archive and the time-series store: the parameters, else the settings block, else beside the archive.
 
     Raises
     ------
@@ -97,4 +98,4 @@ def resolve_stores(archive: str | None, timeseries: str | None, settings_block: 
             "say which archive: give archive (and timeseries), or the name of a saved IngestSettings block"
         )
     timeseries = timeseries or str(default_timeseries_path(archive))
-    return str(Path(archive).resolve()), str(Path(timeseries).resolve())
+    return Store.at(Path(archive).resolve()), Store.at(Path(timeseries).resolve())

@@ -287,13 +287,13 @@ def plan_run(
     keep_bad_checksums: bool = False,
 ) -> list[PlannedStep]:
     """What ``ovro-ingest run INPUT_DIR STORE`` would do, time step by time step, without writing anything."""
-    from ovro_ingest.store import read_state, store_exists
+    from ovro_ingest.handle import Store
 
     report = audit_directory(input_dir, keep_bad_checksums)
     steps = [s for s in report.time_steps if not keys or s.key in keys]
     stored, last = set(), None
-    if store_exists(store):
-        state = read_state(store)
+    if Store.at(store).exists():
+        state = Store.at(store).state()
         stored, last = set(state.column("time_key")), (state.last() or (None,))[0]
         for step in steps:
             if step.key not in stored:

@@ -45,6 +45,7 @@ from zarr.core.sync import sync
 
 from ovro_ingest.errors import StoreError
 from ovro_ingest.failpoints import failpoint
+from ovro_ingest.handle import Store
 from ovro_ingest.identity import describe, source_differences
 from ovro_ingest.load import fits_order_block, sky_block, sky_planes
 from ovro_ingest.models import AppendReceipt, StagedTimeStep, TimeStepPlan
@@ -55,10 +56,8 @@ from ovro_ingest.store import (
     TIME_VARIABLES,
     StoreState,
     check_fits_store,
-    journal_path,
     placement,
     read_state,
-    staging_root,
     time_step_values,
 )
 
@@ -72,7 +71,7 @@ VALUES_FILE = "values.json"
 
 def staging_path(store: str | os.PathLike[str], plan: TimeStepPlan) -> Path:
     """The staging directory of ``plan``: named after its key and the fingerprint of its inputs."""
-    return staging_root(store) / f"{plan.key}-{plan.fingerprint()[:12]}"
+    return Store.at(store).staging_root / f"{plan.key}-{plan.fingerprint()[:12]}"
 
 
 def chunk_suffixes(array: Path, zarr_format: int) -> list[str]:
@@ -358,7 +357,7 @@ def commit_time_step(store: str | os.PathLike[str], staged: StagedTimeStep) -> A
         for name in SMALL_TIME_VARIABLES:
             journal["values"][name] += state.column(name, index)
     with disk_full_named(store, f"committing time step {staged.key}"):
-        write_json_atomically(journal_path(store), journal)
+        write_json_atomically(Store.at(store).journal, journal)
         failpoint("commit:journaled")
         apply_journal(store, journal)
     return receipt("replaced" if journal["mode"] == "replace" else "written", index)
@@ -372,8 +371,9 @@ def apply_journal(store: str | os.PathLike[str], journal: dict) -> None:
     staged chunks in place; ``placed`` -> grow the arrays, write the small values and
     rewrite the consolidated metadata (the commit), then forget the journal.
     """
-    root = Path(store)
-    state = read_state(store)
+    store = Store.at(store)
+    root = store.path
+    state = store.state()
     fmt = state.settings.zarr_format
     index, n_before, insert = journal["index"], journal["n_before"], journal["mode"] == "insert"
     staging = Path(journal["staging"])
@@ -385,7 +385,7 @@ def apply_journal(store: str | os.PathLike[str], journal: dict) -> None:
             for k in moved:
                 move_time_step(root / name, k, shelf / name, k, suffixes[name], fmt)
         journal["phase"] = "shelved"
-        write_json_atomically(journal_path(store), journal)
+        write_json_atomically(store.journal, journal)
         failpoint("commit:shelved")
     if journal["phase"] == "shelved":
         for name in STAGED_VARIABLES:
@@ -394,10 +394,10 @@ def apply_journal(store: str | os.PathLike[str], journal: dict) -> None:
                     move_time_step(shelf / name, k, root / name, k + 1, suffixes[name], fmt)
             move_time_step(staging / name, 0, root / name, index, suffixes[name], fmt)
         journal["phase"] = "placed"
-        write_json_atomically(journal_path(store), journal)
+        write_json_atomically(store.journal, journal)
         failpoint("commit:placed")
     n_after = n_before + 1 if insert else n_before
-    group = zarr.open_group(str(root), mode="r+", use_consolidated=False)
+    group = store.open_group(mode="r+", consolidated=False)
     for name in TIME_VARIABLES:
         resize_along_time(group[name], n_after)
     write_time_values(group, index, journal["values"], "commit")
@@ -428,15 +428,16 @@ def write_time_values(group: zarr.Group, start: int, values: dict[str, list], fa
 
 def seal_commit(store: str | os.PathLike[str], staging: Path, failpoint_prefix: str) -> None:
     """The commit itself (rewrite the consolidated metadata, one atomic file replacement), then forget the journal."""
-    zarr.consolidate_metadata(str(store))
+    store = Store.at(store)
+    store.consolidate()
     failpoint(f"{failpoint_prefix}:consolidated")
-    journal_path(store).unlink(missing_ok=True)
+    store.journal.unlink(missing_ok=True)
     shutil.rmtree(staging, ignore_errors=True)
 
 
 def recover(store: str | os.PathLike[str]) -> bool:
     """Finish a commit that was interrupted (callers hold the writer lock). True when there was one."""
-    path = journal_path(store)
+    path = Store.at(store).journal
     if not path.exists():
         return False
     journal = json.loads(path.read_text())
@@ -452,7 +453,7 @@ def clear_staging(store: str | os.PathLike[str], keep_complete: bool = True) -> 
 
     Complete stagings are kept by default: the next attempt at the same inputs reuses them.
     """
-    root = staging_root(store)
+    root = Store.at(store).staging_root
     if not root.exists():
         return []
     doomed = [p for p in root.iterdir() if not keep_complete or ".partial-" in p.name]

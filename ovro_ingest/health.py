@@ -18,22 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import zarr
 
 from ovro_ingest.commit import recover, resize_along_time, time_step_key
 from ovro_ingest.errors import StoreError
-from ovro_ingest.lock import writer_lock
+from ovro_ingest.handle import Store
 from ovro_ingest.store import (
     SAME_CHANNEL_TOLERANCE_HZ,
     STAGED_VARIABLES,
     TIME_VARIABLES,
     StoreState,
     is_ovro_ingest_group,
-    journal_path,
     leftovers_beside,
     read_state,
-    staging_root,
-    store_exists,
 )
 
 
@@ -64,22 +60,23 @@ def validate_store(path: str | os.PathLike[str]) -> HealthReport:
     if is_timeseries_store(path):
         return validate_timeseries(path)
     report = HealthReport(store=str(path))
-    if not store_exists(path):
+    store = Store.at(path)
+    if not store.exists():
         report.problems.append(f"{path}: no Zarr store here")
         return report
     try:
-        state = read_state(path)
+        state = store.state()
     except StoreError as error:
         report.problems.append(str(error))
         return report
     report.n_time = state.n_time
-    if journal_path(path).exists():
+    if store.journal.exists():
         report.problems.append("an interrupted commit left its journal; `ovro-ingest repair` finishes it")
     check_metadata_is_current(state, report)
     check_time_axis(state, report)
     check_ledger_has_pixels(state, report)
     check_nothing_uncommitted(state, report)
-    staged = list(staging_root(path).iterdir()) if staging_root(path).exists() else []
+    staged = list(store.staging_root.iterdir()) if store.staging_root.exists() else []
     if staged:
         report.notes.append(
             f"{len(staged)} staged time step(s) not committed (an ingest is running, or was interrupted; "
@@ -91,7 +88,7 @@ def validate_store(path: str | os.PathLike[str]) -> HealthReport:
 def check_metadata_is_current(state: StoreState, report: HealthReport) -> None:
     """Each array's own metadata must agree with the consolidated metadata (the commit record)."""
     consolidated = state.group()
-    actual = zarr.open_group(str(state.path), mode="r", use_consolidated=False)
+    actual = Store.at(state.path).open_group(consolidated=False)
     names = {name for name, _ in actual.arrays()}
     if names != {name for name, _ in consolidated.arrays()}:
         report.problems.append("the consolidated metadata does not list the store's arrays; `ovro-ingest repair`")
@@ -185,19 +182,20 @@ def roll_back_to_committed(
     archive's repair and the time-series store's. Returns what was done, one line each.
     """
     actions: list[str] = []
-    actual = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    store = Store.at(path)
+    actual = store.open_group(mode="r+", consolidated=False)
     for name in time_variables:
         if resize_along_time(actual[name], n_time):
             actions.append(f"{name}: rolled back to {n_time} time steps")
     for name, n_committed in chunked.items():
-        for index, paths in sorted(uncommitted_chunks(Path(path) / name, zarr_format, n_committed).items()):
+        for index, paths in sorted(uncommitted_chunks(store.path / name, zarr_format, n_committed).items()):
             for chunk in paths:
                 shutil.rmtree(chunk) if chunk.is_dir() else chunk.unlink()
             actions.append(f"removed uncommitted {name} chunks at {unit} {index}")
-    if staging_root(path).exists():
-        shutil.rmtree(staging_root(path))
+    if store.staging_root.exists():
+        shutil.rmtree(store.staging_root)
         actions.append("cleared the staging area")
-    zarr.consolidate_metadata(str(path))
+    store.consolidate()
     return actions
 
 
@@ -213,16 +211,16 @@ def restore_consolidated_metadata(path: str | os.PathLike[str]) -> bool:
     if not is_ovro_ingest_group(path):
         return False
     try:
-        zarr.open_group(str(path), mode="r", use_consolidated=True)
+        Store.at(path).open_group()
         return False
     except (ValueError, KeyError):  # zarr 3.1: ValueError when the record is missing (format 2 and 3)
         pass
-    actual = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    actual = Store.at(path).open_group(mode="r+", consolidated=False)
     n_time = min(actual[name].shape[0] for name in TIME_VARIABLES)
     for name in TIME_VARIABLES:
         if actual[name].shape[0] != n_time:
             actual[name].resize((n_time, *actual[name].shape[1:]))
-    zarr.consolidate_metadata(str(path))
+    Store.at(path).consolidate()
     return True
 
 
@@ -239,9 +237,10 @@ def repair_store(path: str | os.PathLike[str], wait_seconds: float = 0.0) -> Hea
 
     if is_timeseries_store(path):
         return repair_timeseries(path, wait_seconds)
-    with writer_lock(path, who="ovro-ingest repair", wait_seconds=wait_seconds):
+    store = Store.at(path)
+    with store.lock(who="ovro-ingest repair", wait_seconds=wait_seconds):
         actions = remove_leftovers_beside(path)
-        if store_exists(path):
+        if store.exists():
             if restore_consolidated_metadata(path):
                 actions.append("rewrote the missing consolidated metadata")
             if recover(path):

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ovro_ingest.store import work_dir_of
+from ovro_ingest.handle import Store
 
 DAY_S = 86_400.0
 PRUNED_WORK_FOLDERS = ("manifests", "fixed")
@@ -86,5 +86,5 @@ def prune_work(store: str | os.PathLike[str], older_than_days: float, now: float
     """
     pruned = Pruned()
     for name in PRUNED_WORK_FOLDERS:
-        pruned.add(prune_files(work_dir_of(store) / name, older_than_days, now))
+        pruned.add(prune_files(Store.at(store).work_dir / name, older_than_days, now))
     return pruned

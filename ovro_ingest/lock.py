@@ -24,12 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ovro_ingest.errors import StoreBusy, StoreError
-
-
-def lock_path(store: str | os.PathLike[str]) -> Path:
-    """The lock file of ``store``: ``<store>.lock`` beside it."""
-    path = Path(store).resolve()
-    return path.with_name(path.name + ".lock")
+from ovro_ingest.handle import Store
 
 
 def describe_holder(path: Path) -> str:
@@ -61,7 +56,7 @@ def writer_lock(store: str | os.PathLike[str], who: str = "ovro-ingest", wait_se
     StoreBusy
         Another writer holds the lock (after ``wait_seconds``); the message names it.
     """
-    path = lock_path(store)
+    path = Store.at(store).lock_file
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -14,9 +14,9 @@ from ovro_ingest.combine import combine_frequencies
 from ovro_ingest.commit import clear_staging, commit_time_step, recover, write_time_step
 from ovro_ingest.discover import discover_time_steps
 from ovro_ingest.errors import IngestError
+from ovro_ingest.handle import Store
 from ovro_ingest.headers import make_readable
 from ovro_ingest.load import load_subbands
-from ovro_ingest.lock import writer_lock
 from ovro_ingest.models import AppendReceipt, ReadableTimeStep, SourceFile, TimeStepFiles, TimeStepPlan
 from ovro_ingest.store import (
     StoreSettings,
@@ -24,9 +24,7 @@ from ovro_ingest.store import (
     frequency_grid,
     leftovers_beside,
     merge_channels,
-    read_state,
     record_run,
-    store_exists,
 )
 
 logger = logging.getLogger(__name__)
@@ -68,8 +66,8 @@ def create_store_for_night(
     """
     from ovro_ingest.audit import subband_channels
 
-    if store_exists(store):
-        return read_state(store).store_id
+    if Store.at(store).exists():
+        return Store.at(store).state().store_id
     channels = subband_channels(subband_files)
     for step in candidates:
         try:
@@ -87,7 +85,7 @@ def prepare_store(store: str | os.PathLike[str]) -> None:
     """
     for leftover in leftovers_beside(store):
         shutil.rmtree(leftover, ignore_errors=True)
-    if store_exists(store):
+    if Store.at(store).exists():
         recover(store)
         clear_staging(store)
 
@@ -124,7 +122,7 @@ def append_plans(
     not exist. Callers hold the writer lock.
     """
     plans = sorted(plans, key=lambda p: p.key)
-    if plans and not store_exists(store):
+    if plans and not Store.at(store).exists():
         create_store(store, plans, settings)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         staged = [pool.submit(write_time_step, store, plan, replace) for plan in plans]
@@ -144,7 +142,7 @@ def ingest_plans(
     replace: bool = False,
 ) -> list[AppendReceipt]:
     """Append ``plans`` holding the writer lock, and record the run in the store when it changed it."""
-    with writer_lock(store, who=who):
+    with Store.at(store).lock(who=who):
         prepare_store(store)
         receipts = append_plans(store, plans, settings, workers=workers, replace=replace)
         if any(r.status in ("written", "replaced") for r in receipts):  # a run that changed nothing leaves no trace

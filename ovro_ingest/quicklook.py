@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import zarr
 from astropy.time import Time
 
+from ovro_ingest.handle import Store
 from ovro_ingest.sky import wcs_from_text
 from ovro_ingest.store import read_state
 
@@ -141,7 +141,7 @@ class ShownStep:
 
 def read_shown_step(store: str | os.PathLike[str], time_index: int) -> ShownStep:
     """Read the middle channel with data of time step ``time_index`` and its facts, through the consolidated metadata."""
-    group = zarr.open_group(str(store), mode="r", use_consolidated=True)
+    group = Store.at(store).open_group()
     n_time = group["time"].shape[0]
     if not -n_time <= time_index < n_time:
         raise IndexError(f"time_index {time_index} is out of range: the store has {n_time} time steps")

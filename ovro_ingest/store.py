@@ -44,6 +44,7 @@ from zarr.codecs import TransposeCodec
 from ovro_ingest import __version__
 from ovro_ingest.errors import StoreError, StoreMismatch, file_boundary
 from ovro_ingest.failpoints import failpoint
+from ovro_ingest.handle import Store
 from ovro_ingest.models import SpatialGrid, TimeStepFiles, TimeStepPlan
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ class StoreState:
 
     def group(self) -> zarr.Group:
         """The store opened read-only through its consolidated metadata (committed shapes)."""
-        return zarr.open_group(str(self.path), mode="r", use_consolidated=True)
+        return Store.at(self.path).open_group()
 
     def last(self) -> tuple[str, float] | None:
         """Key and time of the last time step (one chunk read each), or None when empty."""
@@ -175,48 +176,21 @@ def _plain(value):
     return value
 
 
-STAGING_DIR = ".staging"
-"""Inside the store: time steps written but not committed yet (see :mod:`ovro_ingest.commit`)."""
-JOURNAL_FILE = ".ovro-ingest-journal.json"
-"""Inside the store, only while a commit is under way: what the commit moves, so that it can be finished."""
-
-
-def work_dir_of(store: str | os.PathLike[str]) -> Path:
-    """The runs' working folder beside the store, ``<store>.work``: manifests, fixed copies, quick looks."""
-    path = Path(store).resolve()
-    return path.with_name(path.name + ".work")
-
-
-def staging_root(store: str | os.PathLike[str]) -> Path:
-    """The staging area of a store."""
-    return Path(store) / STAGING_DIR
-
-
-def journal_path(store: str | os.PathLike[str]) -> Path:
-    """The commit journal of a store (present only while a commit is under way)."""
-    return Path(store) / JOURNAL_FILE
-
-
 def uncommitted_state(path: str | os.PathLike[str]) -> list[str]:
     """What an interrupted run left in or beside the store (cheap checks only; empty when nothing)."""
-    found = [f"an interrupted commit ({JOURNAL_FILE})"] if journal_path(path).exists() else []
-    staging = staging_root(path)
+    store = Store.at(path)
+    found = [f"an interrupted commit ({store.journal.name})"] if store.journal.exists() else []
+    staging = store.staging_root
     if staging.exists() and any(staging.iterdir()):
         found.append(f"{sum(1 for _ in staging.iterdir())} staged time step(s) not committed")
     found += [f"{leftover.name} beside the store" for leftover in leftovers_beside(path)]
     return found
 
 
-def store_exists(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` holds a Zarr store (format 2 or 3)."""
-    root = Path(path)
-    return (root / "zarr.json").is_file() or (root / ".zmetadata").is_file()
-
-
 def read_state(path: str | os.PathLike[str]) -> StoreState:
     """Read the committed state of a store: shapes and identity, no per-time-step values."""
     try:
-        group = zarr.open_group(str(path), mode="r", use_consolidated=True)
+        group = Store.at(path).open_group()
         attrs = dict(group.attrs)
         if STORE_ID_ATTR not in attrs:
             raise StoreError(
@@ -252,17 +226,15 @@ def read_state(path: str | os.PathLike[str]) -> StoreState:
 def is_ovro_ingest_group(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` opens as a Zarr group carrying an ovro-ingest store identity."""
     try:
-        return STORE_ID_ATTR in zarr.open_group(str(path), mode="r", use_consolidated=False).attrs
+        return STORE_ID_ATTR in Store.at(path).open_group(consolidated=False).attrs
     except Exception:
         return False
 
 
 def store_id(path: str | os.PathLike[str]) -> str | None:
     """The store's identity (a UUID written at creation), or None when there is no store."""
-    if not store_exists(path):
-        return None
-    group = zarr.open_group(str(path), mode="r", use_consolidated=True)
-    return group.attrs.get(STORE_ID_ATTR)
+    store = Store.at(path)
+    return store.open_group().attrs.get(STORE_ID_ATTR) if store.exists() else None
 
 
 def frequency_grid(plans: Sequence[TimeStepPlan]) -> list[tuple[float, str]]:
@@ -406,7 +378,7 @@ def record_run(path: str | os.PathLike[str], run: dict) -> None:
     a group opened without them would rewrite that file with no consolidated metadata
     (a store no reader can open until the next consolidation).
     """
-    group = zarr.open_group(str(path), mode="r+", use_consolidated=True)
+    group = Store.at(path).open_group(mode="r+")
     runs = list(group.attrs.get(RUNS_ATTR, []))
     group.attrs[RUNS_ATTR] = [*runs, {**run, "software": software_versions()}]
     failpoint("record:written")
@@ -466,7 +438,7 @@ def create_store(
         (:func:`frequency_grid`).
     """
     target = Path(path)
-    if store_exists(target):
+    if Store.at(target).exists():
         return read_state(target).store_id
     if target.exists() and not (target.is_dir() and not any(target.iterdir())):
         raise StoreError(f"{target}: exists and is not an ovro-ingest store; choose another store path or remove it")
@@ -518,7 +490,7 @@ def remove_store(path: str | os.PathLike[str]) -> None:
     target = Path(path)
     if not target.exists():
         return
-    if not store_exists(target):
+    if not Store.at(target).exists():
         raise StoreError(f"{target}: is not an ovro-ingest store; refusing to delete it")
     doomed = target.with_name(f".{target.name}.deleting-{uuid.uuid4().hex[:8]}")
     os.rename(target, doomed)
@@ -609,7 +581,7 @@ def stored_unchanged(path: str | os.PathLike[str], steps: Sequence[TimeStepFiles
     staging task compares the files with what the store holds
     (:func:`ovro_ingest.identity.source_differences`) before writing anything.
     """
-    if not store_exists(path) or not steps:
+    if not Store.at(path).exists() or not steps:
         return {}
     state = read_state(path)
     index_of = {key: index for index, key in enumerate(state.column("time_key"))}

@@ -58,18 +58,16 @@ from ovro_ingest.commit import (
     chunk_suffixes,
     clear_staging,
     disk_full_named,
-    journal_path,
     metadata_file,
     move_time_step,
     resize_along_time,
     seal_commit,
-    staging_root,
     write_json_atomically,
     write_time_values,
 )
 from ovro_ingest.errors import StoreError
 from ovro_ingest.failpoints import failpoint
-from ovro_ingest.lock import writer_lock
+from ovro_ingest.handle import Store
 from ovro_ingest.store import (
     RUNS_ATTR,
     SMALL_TIME_CHUNK,
@@ -80,7 +78,6 @@ from ovro_ingest.store import (
     leftovers_beside,
     read_state,
     record_run,
-    store_exists,
 )
 
 logger = logging.getLogger(__name__)
@@ -202,7 +199,7 @@ class TimeSeriesState:
 
     def group(self) -> zarr.Group:
         """The store opened read-only through its consolidated metadata."""
-        return zarr.open_group(str(self.path), mode="r", use_consolidated=True)
+        return Store.at(self.path).open_group()
 
     def fingerprints(self) -> list[str]:
         """The archive fingerprint of every committed time index."""
@@ -232,10 +229,10 @@ def default_timeseries_path(archive: str | os.PathLike[str]) -> Path:
 
 def is_timeseries_store(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` holds a time-series store (its attributes name the archive it was made from)."""
-    if not store_exists(path):
+    if not Store.at(path).exists():
         return False
     try:
-        return TIMESERIES_ATTR in zarr.open_group(str(path), mode="r", use_consolidated=False).attrs
+        return TIMESERIES_ATTR in Store.at(path).open_group(consolidated=False).attrs
     except Exception:
         return False
 
@@ -249,7 +246,7 @@ def read_timeseries_state(path: str | os.PathLike[str]) -> TimeSeriesState:
         ``path`` is not a time-series store, or cannot be opened (one line, with the fix).
     """
     try:
-        group = zarr.open_group(str(path), mode="r", use_consolidated=True)
+        group = Store.at(path).open_group()
         attrs = dict(group.attrs)
         link = attrs.get(TIMESERIES_ATTR)
         if link is None:
@@ -310,12 +307,12 @@ def check_archive(archive: str | os.PathLike[str]) -> StoreState:
         No store there, not an archive (a time-series store), unreadable, or an
         interrupted commit in it.
     """
-    if not store_exists(archive):
+    if not Store.at(archive).exists():
         raise StoreError(
             f"{archive}: no archive store here; give the path of an ovro-ingest archive (`ovro-ingest run` makes one)"
         )
     state = read_state(archive)
-    if journal_path(archive).exists():
+    if Store.at(archive).journal.exists():
         raise StoreError(
             f"{archive}: an interrupted commit is unfinished in the archive; run `ovro-ingest repair {archive}` first"
         )
@@ -437,7 +434,7 @@ def plan_update(
     """
     check_distinct(archive, timeseries)
     source = check_archive(archive)
-    if not store_exists(timeseries):
+    if not Store.at(timeseries).exists():
         if not create:
             wanted = archive_fingerprints(source)
             return TimeSeriesPlan(
@@ -568,7 +565,7 @@ def stage_update(plan: TimeSeriesPlan, workers: int = 2, max_memory: int = DEFAU
 
 def staging_path(plan: TimeSeriesPlan) -> Path:
     """The staging directory of ``plan``: named after what it will make the store hold."""
-    return staging_root(plan.timeseries) / f"update-{plan.start}-{plan.target_digest[:12]}"
+    return Store.at(plan.timeseries).staging_root / f"update-{plan.start}-{plan.target_digest[:12]}"
 
 
 def staging_sky(state: TimeSeriesState, staging: Path, n_time: int) -> zarr.Array:
@@ -617,7 +614,7 @@ def commit_update(staged: StagedUpdate) -> TimeSeriesReceipt:
         "phase": "prepared",
     }
     with disk_full_named(plan.timeseries, "committing the time-series update"):
-        write_json_atomically(journal_path(plan.timeseries), journal)
+        write_json_atomically(Store.at(plan.timeseries).journal, journal)
         failpoint("timeseries:journaled")
         apply_timeseries_journal(plan.timeseries, journal)
     return receipt(plan, staged, started)
@@ -647,9 +644,9 @@ def apply_timeseries_journal(store: str | os.PathLike[str], journal: dict) -> No
     """
     root, staging = Path(store), Path(journal["staging"])
     shelf = staging / "shelf"
-    fmt = zarr.open_group(str(root), mode="r", use_consolidated=False).metadata.zarr_format
+    fmt = Store.at(root).open_group(consolidated=False).metadata.zarr_format
     layout = TimeSeriesLayout.model_validate(
-        zarr.open_group(str(root), mode="r", use_consolidated=False).attrs[TIMESERIES_ATTR]["layout"]
+        Store.at(root).open_group(consolidated=False).attrs[TIMESERIES_ATTR]["layout"]
     )
     first_block = journal["start"] // layout.time_block
     before = range(first_block, math.ceil(journal["n_before"] / layout.time_block))
@@ -659,15 +656,15 @@ def apply_timeseries_journal(store: str | os.PathLike[str], journal: dict) -> No
         for block in before:
             move_time_step(root / "SKY", block, shelf / "SKY", block, suffixes, fmt)
         journal["phase"] = "shelved"
-        write_json_atomically(journal_path(store), journal)
+        write_json_atomically(Store.at(store).journal, journal)
         failpoint("timeseries:shelved")
     if journal["phase"] == "shelved":
         for block in after:
             move_time_step(staging / "SKY", block, root / "SKY", block, suffixes, fmt)
         journal["phase"] = "placed"
-        write_json_atomically(journal_path(store), journal)
+        write_json_atomically(Store.at(store).journal, journal)
         failpoint("timeseries:placed")
-    group = zarr.open_group(str(root), mode="r+", use_consolidated=False)
+    group = Store.at(root).open_group(mode="r+", consolidated=False)
     for name in (*TIME_VARIABLES, FINGERPRINT):
         resize_along_time(group[name], journal["n_after"])
     write_time_values(group, journal["start"], json.loads((staging / VALUES_FILE).read_text()), "timeseries")
@@ -676,7 +673,7 @@ def apply_timeseries_journal(store: str | os.PathLike[str], journal: dict) -> No
 
 def recover_timeseries(store: str | os.PathLike[str]) -> bool:
     """Finish an update that was interrupted (callers hold the writer lock). True when there was one."""
-    path = journal_path(store)
+    path = Store.at(store).journal
     if not path.exists():
         return False
     journal = json.loads(path.read_text())
@@ -691,7 +688,7 @@ def prepare_timeseries(store: str | os.PathLike[str]) -> None:
     """Before an update (writer lock held): finish an interrupted commit, drop half-written staging and leftovers."""
     for leftover in leftovers_beside(store):
         shutil.rmtree(leftover, ignore_errors=True)
-    if store_exists(store):
+    if Store.at(store).exists():
         recover_timeseries(store)
         clear_staging(store)
 
@@ -735,12 +732,12 @@ def update_timeseries(
 def holding_both(archive: str | os.PathLike[str], timeseries: str | os.PathLike[str], who: str, wait_seconds: float):
     """Hold the time-series store's writer lock, then the archive's (always in this order: no deadlock)."""
     check_distinct(archive, timeseries)
-    if not store_exists(archive):  # before its lock file is made beside a path that holds nothing
+    if not Store.at(archive).exists():  # before its lock file is made beside a path that holds nothing
         check_archive(archive)
     stack = ExitStack()
-    stack.enter_context(writer_lock(timeseries, who=who, wait_seconds=wait_seconds))
+    stack.enter_context(Store.at(timeseries).lock(who=who, wait_seconds=wait_seconds))
     try:
-        stack.enter_context(writer_lock(archive, who=f"{who} (reading the archive)", wait_seconds=wait_seconds))
+        stack.enter_context(Store.at(archive).lock(who=f"{who} (reading the archive)", wait_seconds=wait_seconds))
     except BaseException:
         stack.close()
         raise
@@ -793,7 +790,7 @@ def validate_timeseries(path: str | os.PathLike[str]):
         report.problems.append(str(error))
         return report
     report.n_time = state.n_time
-    if journal_path(path).exists():
+    if Store.at(path).journal.exists():
         report.problems.append("an interrupted update left its journal; `ovro-ingest repair` finishes it")
     check_metadata_is_current(state, report)
     if state.group()[FINGERPRINT].shape[0] != state.n_time:
@@ -814,7 +811,8 @@ def validate_timeseries(path: str | os.PathLike[str]):
             "`ovro-ingest repair` removes them"
         )
     check_against_archive(state, report)
-    if staging_root(path).exists() and any(staging_root(path).iterdir()):
+    staging = Store.at(path).staging_root
+    if staging.exists() and any(staging.iterdir()):
         report.notes.append("a staged update is not committed (an update is running, or was interrupted)")
     return report
 
@@ -829,7 +827,7 @@ def block_present(state: TimeSeriesState, block: int) -> bool:
 
 def check_against_archive(state: TimeSeriesState, report) -> None:
     """The recorded archive is the one the store was made from; a note says whether it is up to date."""
-    if not store_exists(state.archive_path):
+    if not Store.at(state.archive_path).exists():
         report.notes.append(f"its archive {state.archive_path} is not there (moved?); not compared")
         return
     try:
@@ -856,7 +854,7 @@ def repair_timeseries(path: str | os.PathLike[str], wait_seconds: float = 0.0):
     """Bring a time-series store back to its last committed state (or finish its update), then validate it."""
     from ovro_ingest.health import remove_leftovers_beside, roll_back_to_committed
 
-    with writer_lock(path, who="ovro-ingest repair", wait_seconds=wait_seconds):
+    with Store.at(path).lock(who="ovro-ingest repair", wait_seconds=wait_seconds):
         actions = remove_leftovers_beside(path)
         if recover_timeseries(path):
             actions.append("finished an interrupted update")

@@ -7,6 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ovro_ingest.commit import commit_time_step, write_time_step
 from ovro_ingest.discover import read_manifest
+from ovro_ingest.handle import Store
 from ovro_ingest.models import AppendReceipt, Manifest, SourceFile, StagedTimeStep, TimeStepPlan
 from ovro_ingest.pipeline import create_store_for_night
 from ovro_ingest.store import StoreSettings
@@ -16,7 +17,7 @@ from tasks.dask_cluster import on_dask
 
 @task(name="create_store", task_run_name="create-store", cache_policy=NO_CACHE)
 def create_store_for(
-    store: str,
+    store: Store,
     manifest: Manifest,
     candidates: list[str],
     subband_files: dict[str, list[SourceFile]],
@@ -41,7 +42,7 @@ def create_store_for(
 
 
 @task(name="write_time_step", task_run_name="write-{plan.key}", cache_policy=STAGING, persist_result=True)
-def write_to_staging(plan: TimeStepPlan, store: str, replace: bool = False) -> StagedTimeStep:
+def write_to_staging(plan: TimeStepPlan, store: Store, replace: bool = False) -> StagedTimeStep:
     """Write ``plan``'s pixels into the store's staging area, on the run's Dask cluster (in parallel)."""
     staged = on_dask(write_time_step, store, plan, replace, name=f"write-{plan.key}")
     get_run_logger().debug(
@@ -56,7 +57,7 @@ def write_to_staging(plan: TimeStepPlan, store: str, replace: bool = False) -> S
 
 
 @task(name="append_to_zarr", task_run_name="append-{staged.key}", cache_policy=STORE_WRITE, persist_result=True)
-def append_to_zarr(staged: StagedTimeStep, store: str) -> AppendReceipt:
+def append_to_zarr(staged: StagedTimeStep, store: Store) -> AppendReceipt:
     """Commit a staged time step into the store (in time order, one at a time); return a receipt."""
     receipt = commit_time_step(store, staged)
     get_run_logger().debug("%s: %s at index %d", staged.key, receipt.status, receipt.index)

@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from ovro_ingest.handle import Store
 from ovro_ingest.housekeeping import prune_files, prune_work
 
 
@@ -18,7 +19,7 @@ def result_storage() -> Path:
 
 
 @task(name="prune", task_run_name="prune", cache_policy=NO_CACHE)
-def prune(store: str, older_than_days: float) -> str:
+def prune(store: Store, older_than_days: float) -> str:
     """Remove manifests, fixed copies and Prefect result files older than ``older_than_days`` (writer lock held)."""
     pruned = prune_work(store, older_than_days)
     pruned.add(prune_files(result_storage(), older_than_days))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from ovro_ingest.handle import Store
 from ovro_ingest.timeseries import (
     DEFAULT_MAX_MEMORY,
     StagedUpdate,
@@ -18,7 +19,7 @@ from tasks.cache import TIMESERIES_COMMIT, TIMESERIES_STAGING
 
 
 @task(name="plan_timeseries", task_run_name="plan", cache_policy=NO_CACHE)
-def plan_timeseries(archive: str, timeseries: str) -> TimeSeriesPlan:
+def plan_timeseries(archive: Store, timeseries: Store) -> TimeSeriesPlan:
     """Where the time-series store first differs from the archive (it is created when missing)."""
     plan = plan_update(archive, timeseries)
     get_run_logger().info(

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from blocks import IngestSettings
 from flows.request import resolve_request
+from ovro_ingest.handle import Store
 
 
 def settings(tmp_path, **changes) -> IngestSettings:
@@ -51,7 +52,7 @@ def test_run_parameters_win_over_the_block_and_the_block_over_defaults(tmp_path)
     settings(tmp_path, chunk_lm=256, workers=3).save("test-request", overwrite=True)
     request = resolve_request(None, None, "test-request", night="2024-05-24", codec="zstd")
     assert request.input_dir == str(tmp_path / "nights" / "2024-05-24")
-    assert request.store == str(tmp_path / "archive.zarr")
+    assert request.store == Store.at(tmp_path / "archive.zarr")
     assert (request.settings.chunk_lm, request.settings.codec, request.workers) == (256, "zstd", 3)
     assert request.fixed_dir == str(tmp_path / "archive.zarr.work" / "fixed")
     with pytest.raises(ValueError, match="give input_dir and store"):

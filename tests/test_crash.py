@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from ovro_ingest.commit import journal_path
 from ovro_ingest.discover import discover_time_steps
 from ovro_ingest.failpoints import ENVIRONMENT_VARIABLE
+from ovro_ingest.handle import Store
 from ovro_ingest.health import repair_store, validate_store
 from ovro_ingest.pipeline import ingest_directory, ingest_time_step
-from ovro_ingest.store import StoreSettings, store_exists
+from ovro_ingest.store import StoreSettings
 from ovro_ingest.synth import generate
 from tests.store_checks import assert_same_store, assert_time_steps_match
 
@@ -127,9 +127,9 @@ def check_after_crash(store: Path, reference: Path) -> bool:
 
     Returns whether a commit was interrupted (its journal was there).
     """
-    if not store_exists(store):
+    if not Store.at(store).exists():
         return False
-    interrupted = journal_path(store).exists()
+    interrupted = Store.at(store).journal.exists()
     if interrupted:  # killed inside a commit: rolled forward, not lost
         assert repair_store(store).ok
     assert_time_steps_match(store, reference)
@@ -205,7 +205,7 @@ def test_a_reader_during_an_ingest_sees_only_complete_time_steps(night, tmp_path
     )
     seen = set()
     while child.poll() is None:
-        if store_exists(store):
+        if Store.at(store).exists():
             view = xr.open_zarr(store)  # one consistent view: its metadata is read once
             seen.add(view.sizes["time"])
             assert_time_steps_match(view, night["reference"])

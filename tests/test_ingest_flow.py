@@ -21,6 +21,7 @@ from astropy.io import fits
 from astropy.time import Time
 
 from ovro_ingest.discover import discover_time_steps
+from ovro_ingest.handle import Store
 from ovro_ingest.pipeline import ingest_directory
 from ovro_ingest.store import StoreSettings
 from ovro_ingest.synth import DEFAULT_START, generate
@@ -479,7 +480,7 @@ def test_a_retried_run_whose_store_lost_a_completed_hour_says_so_instead_of_clai
     ingest_directory(inputs, store, settings=StoreSettings(chunk_lm=32))
     keys = [s.key for s in discover_time_steps(inputs).time_steps]
     claimed = {key: StepOutcome(key=key, n_files=2, status="written", index=0) for key in [*keys, "20240524_060000"]}
-    denied = claims_the_store_denies(str(store), claimed)
+    denied = claims_the_store_denies(Store.at(store), claimed)
     assert list(denied) == ["20240524_060000"] and denied["20240524_060000"].status == "failed"
 
 

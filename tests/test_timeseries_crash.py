@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from ovro_ingest.commit import journal_path
 from ovro_ingest.discover import discover_time_steps
 from ovro_ingest.failpoints import ENVIRONMENT_VARIABLE
+from ovro_ingest.handle import Store
 from ovro_ingest.health import repair_store, validate_store
 from ovro_ingest.pipeline import ingest_time_step
 from ovro_ingest.store import StoreSettings
@@ -85,7 +85,7 @@ def stores(tmp_path_factory) -> dict[str, dict[str, Path]]:
 
 def assert_old_or_new(timeseries: Path, case: dict[str, Path]) -> None:
     """After a kill (and repair of an interrupted commit): valid, holding the old or the new content whole."""
-    if journal_path(timeseries).exists():
+    if Store.at(timeseries).journal.exists():
         assert repair_store(timeseries).ok
     report = validate_store(timeseries)
     assert report.ok, report.problems
@@ -130,7 +130,7 @@ def test_sigkill_at_each_step_of_an_update_is_rolled_forward_and_the_rerun_compl
     process = child(case, timeseries, {ENVIRONMENT_VARIABLE: point})
     _, errors = process.communicate(timeout=120)
     assert process.returncode == -signal.SIGKILL, f"the fail point must be reached: {errors[-2000:]}"
-    assert journal_path(timeseries).exists() == (point in COMMIT_POINTS)
+    assert Store.at(timeseries).journal.exists() == (point in COMMIT_POINTS)
     assert_old_or_new(timeseries, case)
     rerun_and_compare(timeseries, case)
 
