@@ -18,6 +18,7 @@ import httpx
 import xarray as xr
 from pydantic import TypeAdapter
 
+from flows.automations import AUTOMATION_NAME
 from flows.server import free_port
 from ovro_ingest.synth import DEFAULT_START, generate
 from tests.conftest import REPO
@@ -118,6 +119,9 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
         deployments = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
         nightly = next(d for d in deployments if d["name"] == "nightly")
         assert nightly["schedules"][0]["schedule"]["cron"] == "0 15 * * *"
+        automations = httpx.post(f"{api}/automations/filter", json={}, timeout=10).json()
+        zombies = [a for a in automations if a["name"] == AUTOMATION_NAME]
+        assert len(zombies) == 1 and zombies[0]["trigger"]["posture"] == "Proactive", automations
 
         run_id, result = deployment_run(cli, "ingest/nightly")  # no parameter: yesterday's folder (UTC)
         assert wait_for_final_state(api, run_id)["state"]["type"] == "COMPLETED", result.stdout
