@@ -417,7 +417,8 @@ def run(
     if verbose and code in (0, 1):
         from ovro_ingest.health import validate_store
 
-        report = validate_store(store)
+        # this run's time steps and the store's structure: a year's ledger checked whole would take minutes
+        report = validate_store(store, time_steps or input_keys(input_dir, store, fixed_dir))
         print_health(report, "valid" if report.ok else "invalid")
     # everything is on disk and with the server by now: Python's own exit (Prefect's handlers, unloading some
     # thousand modules) would add about 0.7 s to every run
@@ -448,17 +449,14 @@ def answer_without_a_run(input_dir: Path, store: Path, keys: list[str] | None, f
     the flow, which reports it.
     """
     from flows.summary import IngestSummary, StepOutcome
-    from ovro_ingest.discover import discover_time_steps
     from ovro_ingest.errors import IngestError
     from ovro_ingest.handle import Store
     from ovro_ingest.store import stored_unchanged, uncommitted_state
 
     if not Store.at(store).exists() or uncommitted_state(store):
         return None
-    work = Store.at(store).work_dir
-    exclude = (work, Path(fixed_dir).resolve() if fixed_dir else work / "fixed")
     try:
-        steps = discover_time_steps(input_dir, exclude=exclude).time_steps
+        steps = input_steps(input_dir, store, fixed_dir)
         if keys:
             steps = [step for step in steps if step.key in set(keys)]
             if len(steps) != len(set(keys)):
@@ -472,6 +470,26 @@ def answer_without_a_run(input_dir: Path, store: Path, keys: list[str] | None, f
         StepOutcome(key=s.key, n_files=len(s.files), status="already stored", index=stored[s.key]) for s in steps
     ]
     return IngestSummary(store=str(Path(store).resolve()), outcomes=outcomes)
+
+
+def input_steps(input_dir: Path, store: Path, fixed_dir: Path | None) -> list:
+    """The time steps under ``input_dir`` as a run finds them (the store's work folder and fixed copies left out)."""
+    from ovro_ingest.discover import discover_time_steps
+    from ovro_ingest.handle import Store
+
+    work = Store.at(store).work_dir
+    exclude = (work, Path(fixed_dir).resolve() if fixed_dir else work / "fixed")
+    return discover_time_steps(input_dir, exclude=exclude).time_steps
+
+
+def input_keys(input_dir: Path, store: Path, fixed_dir: Path | None) -> set[str]:
+    """The keys of :func:`input_steps`; empty when the folder cannot be listed."""
+    from ovro_ingest.errors import IngestError
+
+    try:
+        return {step.key for step in input_steps(input_dir, store, fixed_dir)}
+    except (FileNotFoundError, IngestError):
+        return set()
 
 
 @app.command(name="timeseries")

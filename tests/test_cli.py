@@ -349,6 +349,7 @@ def test_verbose_run_shows_per_file_timing_and_validates_the_store(make_data, tm
     assert re.search(r"20240524_050019_46MHz\S*\.fits: header read in [0-9.]+ s \(47\.8\d+ MHz", output), output[-3000:]
     assert re.search(r"20240524_050019_46MHz\S*\.fits: 0\.0 MB read and staged in [0-9.]+ s", output)
     assert "holds 2 committed time steps and is consistent" in result.stdout
+    assert "ledger entries and pixels checked for 2 chosen time step(s) of 2" in result.stdout
 
 
 def test_a_run_with_nothing_to_do_answers_from_the_ledger_without_prefect_or_a_server(make_data, tmp_path):

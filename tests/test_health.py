@@ -107,6 +107,16 @@ def test_missing_pixels_of_a_ledger_entry_are_reported_and_not_hidden(stores):
     assert result.returncode == 1 and "no pixels for" in result.stderr
 
 
+def test_validation_of_chosen_time_steps_checks_only_their_ledger_entries_and_the_whole_structure(stores):
+    folder, store, _ = stores
+    first, second = (step.key for step in discover_time_steps(folder).time_steps[:2])
+    shutil.rmtree(store / "SKY" / "c" / "1" / "2")  # the second time step's channel 2
+    assert any("no pixels for" in p for p in validate_store(store, [second]).problems)
+    assert validate_store(store, [first]).ok, "a year's ledger need not be read to check one night"
+    os.rename(store / "SKY" / "c" / "1", store / "SKY" / "c" / "5")  # uncommitted chunks: found whatever the keys
+    assert any("uncommitted" in p for p in validate_store(store, [first]).problems)
+
+
 def test_repair_of_a_healthy_store_says_there_was_nothing_to_repair(stores):
     _, store, _ = stores
     result = ovro_ingest("repair", str(store))
