@@ -9,9 +9,10 @@ heartbeat nor a final state follows its last heartbeat within three heartbeat
 periods; the operator can then retry it from the UI (a retry stores only what the
 store does not hold yet).
 
-Only the runs of the flows named in :data:`WATCHED_FLOWS` are watched. The hours'
-child runs of ``ingest`` send no heartbeats (their parent's cover the process;
-``flows.ingest.no_heartbeat_of_its_own``), so they are never armed.
+Only the runs of the flows named in :data:`WATCHED_FLOWS` are watched: ``ingest``, its
+hours' child runs (``ingest-hour``, which send heartbeats of their own, so that none is
+left Running when their process died) and ``timeseries``. Task runs of a crashed run keep
+the state they had (Prefect ends runs, not their tasks); a retry runs them again.
 ``deployments/stand-up`` creates the automation (:func:`watch_for_silent_runs`).
 """
 
@@ -27,15 +28,20 @@ from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.settings import get_current_settings
 
 AUTOMATION_NAME = "ovro-ingest: crash silent runs"
-WATCHED_FLOWS = ("ingest", "timeseries")
+WATCHED_FLOWS = ("ingest", "ingest-hour", "timeseries")
 HEARTBEATS_MISSED = 3
 """Heartbeat periods without a heartbeat before a run is called crashed: one late heartbeat is no crash."""
 FINAL_EVENTS = ("prefect.flow-run.Completed", "prefect.flow-run.Failed", "prefect.flow-run.Cancelled")
 
 
 def silence_limit() -> timedelta:
-    """How long a watched run may stay silent: :data:`HEARTBEATS_MISSED` heartbeat periods (this client's setting)."""
-    return timedelta(seconds=HEARTBEATS_MISSED * (get_current_settings().flows.heartbeat_frequency or 180))
+    """How long a watched run may stay silent: :data:`HEARTBEATS_MISSED` heartbeat periods (this client's setting),
+    and at least one period more than the lease of the concurrency slot a dead ingest held (else its retry would
+    find the slot still taken)."""
+    from flows.ingest import WRITE_SLOT_LEASE_S
+
+    period = get_current_settings().flows.heartbeat_frequency or 180
+    return timedelta(seconds=max(HEARTBEATS_MISSED * period, WRITE_SLOT_LEASE_S + period))
 
 
 def crash_silent_runs(

@@ -23,7 +23,6 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
-from prefect.settings import temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.report import publish, publish_hour
@@ -177,19 +176,18 @@ def ingest(
                 # every hour of the request, done or not, so that a retry calls the same child runs in the same
                 # order: Prefect then reuses the completed ones and runs again only those that failed
                 for hour, keys in hours_of(requested):
-                    with no_heartbeat_of_its_own():
-                        state = ingest_hour(
-                            hour,
-                            manifest,
-                            keys,
-                            store,
-                            fixed_dir,
-                            replace=replace,
-                            keep_bad_beams=keep_bad_beams,
-                            keep_bad_checksums=keep_bad_checksums,
-                            steps_in_flight=STEPS_IN_FLIGHT_PER_THREAD * threads,
-                            return_state=True,
-                        )
+                    state = ingest_hour(
+                        hour,
+                        manifest,
+                        keys,
+                        store,
+                        fixed_dir,
+                        replace=replace,
+                        keep_bad_beams=keep_bad_beams,
+                        keep_bad_checksums=keep_bad_checksums,
+                        steps_in_flight=STEPS_IN_FLIGHT_PER_THREAD * threads,
+                        return_state=True,
+                    )
                     outcomes.update({o.key: o for o in hour_outcomes(state, keys) if o.key not in stored})
             outcomes.update(claims_the_store_denies(store, outcomes))
         summary = IngestSummary(store=str(store), outcomes=[outcomes[step.key] for step in requested])
@@ -243,16 +241,6 @@ def ingest_hour(
     if summary.failed:
         raise IngestIncomplete(summary)
     return summary.outcomes
-
-
-def no_heartbeat_of_its_own():
-    """Settings for a child run in its parent's process: no heartbeat thread of its own.
-
-    The parent run's heartbeats already say that the process lives (a crash ends both
-    runs), and Prefect stops a run's heartbeat thread by joining it after its current
-    1 s sleep: up to a second at the end of every hour's run, for nothing.
-    """
-    return temporary_settings(updates={"flows.heartbeat_frequency": None})
 
 
 def already_stored(
@@ -310,6 +298,10 @@ WRITE_LIMIT = "ovro-ingest-writes"
 """Prefect global concurrency limit that, when an operator creates it, queues ingests in Prefect itself."""
 
 
+WRITE_SLOT_LEASE_S = 300.0
+"""Lease of the slot a run holds (Prefect renews it while the run lives): a slot whose run died is free this long
+after the run's last renewal; the automation that crashes silent runs waits longer (``flows/automations.py``), so
+that a crashed run can be retried at once."""
 MIN_SLOT_WAIT_S = 5.0
 """Even finding out that the limit does not exist is a server call; 1 s timed out on a busy server."""
 
@@ -326,7 +318,13 @@ def one_writer_per_server(wait_seconds: float) -> Iterator[None]:
         if write_limit_exists():
             try:
                 held.enter_context(
-                    concurrency(WRITE_LIMIT, occupy=1, timeout_seconds=max(wait_seconds, MIN_SLOT_WAIT_S), strict=True)
+                    concurrency(
+                        WRITE_LIMIT,
+                        occupy=1,
+                        timeout_seconds=max(wait_seconds, MIN_SLOT_WAIT_S),
+                        strict=True,
+                        lease_duration=WRITE_SLOT_LEASE_S,
+                    )
                 )
             except TimeoutError as error:  # only the acquisition: errors of the run itself pass through unchanged
                 raise StoreBusy(

@@ -72,9 +72,19 @@ def test_a_run_whose_process_dies_is_marked_crashed_and_a_live_run_is_not(prefec
             process.wait()
 
 
-def test_the_stand_ups_automation_watches_the_ingest_and_timeseries_runs_for_three_heartbeats():
+def test_the_stand_ups_automation_watches_every_ingest_and_timeseries_run_for_three_heartbeats():
     trigger = crash_silent_runs().trigger
-    watched = {"prefect.resource.role": "flow", "prefect.resource.name": ["ingest", "timeseries"]}
+    watched = {"prefect.resource.role": "flow", "prefect.resource.name": ["ingest", "ingest-hour", "timeseries"]}
     assert trigger.match_related.model_dump() == watched
     assert trigger.after == {"prefect.flow-run.heartbeat"} and "prefect.flow-run.Completed" in trigger.expect
     assert trigger.within == timedelta(seconds=3 * 180), "three periods of Prefect's default heartbeat"
+
+
+def test_a_short_heartbeat_period_still_waits_out_the_dead_runs_write_slot():
+    from prefect.settings import temporary_settings
+
+    from flows.ingest import WRITE_SLOT_LEASE_S
+
+    with temporary_settings(updates={"flows.heartbeat_frequency": 30}):
+        window = crash_silent_runs().trigger.within
+    assert window == timedelta(seconds=WRITE_SLOT_LEASE_S + 30), "a retry right after the crash finds the slot free"
