@@ -56,3 +56,17 @@ def test_night_scale_benchmark_runs_on_tiny_data_and_reports_every_measure_of_a_
     assert 0 < headline["night"]["database_events_share"] < 1 and headline["night"]["hours"] > 0
     assert "| headline | value |" in (tmp_path / "results" / "night_scale.md").read_text()
     assert not (tmp_path / "work").exists(), "the data and stores are removed"
+
+
+def test_year_ledger_benchmark_runs_on_tiny_data_and_appends_at_every_size(tmp_path):
+    command = [sys.executable, str(REPO / "benchmarks" / "year_ledger.py"), "--quick"]
+    command += ["--out", str(tmp_path / "results"), "--work", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "results" / "year_ledger.json").read_text())
+    assert [row["time_steps"] for row in report["rows"]] == [100, 1_000]
+    for row in report["rows"]:
+        assert row["append_one_time_step_s"] > 0 and row["state_and_time_keys_s"] > 0 and row["open_with_xarray_s"] > 0
+    assert set(report["year"]) == {key for key in report["rows"][0] if key.endswith("_s")}
+    assert "(extrapolated) | 365 |" in (tmp_path / "results" / "year_ledger.md").read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["results"], "the data and stores are removed"
