@@ -147,11 +147,9 @@ def ingest(
         if rebuild and run.run_count <= 1:  # a retry finishes the rebuild its first attempt began
             logger.info("rebuild: removing %s", store)
             remove_store(store)
-            forget_pictures(request.work_dir)
+            forget_pictures(store.work_dir)
         prepare_store(store)
-        manifest = discovered(
-            request.input_dir, str(Path(request.work_dir) / "manifests"), (request.work_dir, fixed_dir)
-        )
+        manifest = discovered(request.input_dir, str(store.work_dir / "manifests"), (str(store.work_dir), fixed_dir))
         night_steps = read_manifest(manifest)
         requested = select(night_steps, time_steps)
         # the store is the ledger: what it holds from these very files needs no task at all
@@ -196,7 +194,7 @@ def ingest(
             record_run(store, run_record(run, summary))
         if request.retention_days:
             prune(store, request.retention_days)
-    quicklook = publish(summary, manifest, request.work_dir)
+    quicklook = publish(summary, manifest, str(store.work_dir))
     summary.quicklook = str(quicklook) if quicklook else None
     logger.info(summary.one_line() + (f"; quick look: {quicklook}" if quicklook else ""))
     if summary.failed:

@@ -20,8 +20,8 @@ class IngestRequest(BaseModel):
 
     input_dir: str
     store: Store
+    """The store; its runs' working folder is ``store.work_dir``."""
     fixed_dir: str
-    work_dir: str
     settings: StoreSettings
     dask_address: str | None
     workers: int | None
@@ -69,13 +69,11 @@ def resolve_request(
     if not input_dir or not store:
         raise ValueError("say what to ingest: give input_dir and store, or the name of a saved IngestSettings block")
     store = Store.at(Path(store).resolve())
-    work_dir = store.work_dir
     fixed_dir = pick(fixed_dir, "fixed_dir", None)
     return IngestRequest(
         input_dir=str(Path(input_dir).resolve()),
         store=store,
-        fixed_dir=str(Path(fixed_dir).resolve()) if fixed_dir else str(work_dir / "fixed"),
-        work_dir=str(work_dir),
+        fixed_dir=str(Path(fixed_dir).resolve()) if fixed_dir else str(store.work_dir / "fixed"),
         settings=StoreSettings(
             chunk_lm=pick(chunk_lm, "chunk_lm", 1024),
             codec=pick(codec, "codec", "lz4"),
