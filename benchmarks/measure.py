@@ -132,3 +132,13 @@ def machine() -> dict:
         "ovro_ingest": __version__,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def best_of(function: Callable[[], object], repeat: int = 3) -> float:
+    """The shortest of ``repeat`` runs of ``function``, seconds (the least disturbed by the machine)."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return min(times)

@@ -32,7 +32,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.measure import machine, run_measured  # noqa: E402
+from benchmarks.measure import best_of, machine, run_measured  # noqa: E402
 
 # ---------------------------------------------------------------- the archives
 
@@ -147,15 +146,6 @@ def measured(code: str, *args: str) -> dict:
 
 
 # ---------------------------------------------------------------- reads
-
-
-def best_of(function, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def tracked_pixels(store: Path, n_time: int, start: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

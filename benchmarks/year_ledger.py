@@ -43,7 +43,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.measure import machine  # noqa: E402
+from benchmarks.measure import best_of, machine  # noqa: E402
 from ovro_ingest.handle import Store  # noqa: E402
 from ovro_ingest.health import validate_store  # noqa: E402
 from ovro_ingest.pipeline import ingest_directory  # noqa: E402
@@ -93,16 +93,6 @@ def grow_ledger(store: Store, n_from: int, n_to: int) -> None:
     store.consolidate()
 
 
-def best_of(action, repeats: int = REPEATS) -> float:
-    """The shortest of ``repeats`` runs of ``action``, seconds."""
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return min(times)
-
-
 def measure(store: Store, n: int, work: Path) -> dict:
     """The per-run costs at ``n`` time steps, then one real time step appended (the store then holds n + 1)."""
     import xarray as xr
@@ -118,11 +108,11 @@ def measure(store: Store, n: int, work: Path) -> dict:
 
     row = {
         "time_steps": n,
-        "open_with_xarray_s": best_of(open_with_xarray),
-        "state_and_time_keys_s": best_of(state_and_keys),
-        "an_hours_ledger_s": best_of(an_hours_ledger),
-        "validate_s": best_of(lambda: validate_store(store), repeats=1),
-        "validate_an_hour_s": best_of(lambda: validate_store(store, keys_of(range(max(0, n - HOUR), n)))),
+        "open_with_xarray_s": best_of(open_with_xarray, REPEATS),
+        "state_and_time_keys_s": best_of(state_and_keys, REPEATS),
+        "an_hours_ledger_s": best_of(an_hours_ledger, REPEATS),
+        "validate_s": best_of(lambda: validate_store(store), repeat=1),
+        "validate_an_hour_s": best_of(lambda: validate_store(store, keys_of(range(max(0, n - HOUR), n))), REPEATS),
     }
     folder = work / f"next-{n}"
     generate(folder, time_steps=1, n_subbands=2, size=32, start=DEFAULT_START + timedelta(seconds=STEP_S * n))
