@@ -66,8 +66,8 @@ def create_store_for_night(
     """
     from ovro_ingest.audit import subband_channels
 
-    if Store.at(store).exists():
-        return Store.at(store).state().store_id
+    if (handle := Store.at(store)).exists():
+        return handle.state().store_id
     channels = subband_channels(subband_files)
     for step in candidates:
         try:
