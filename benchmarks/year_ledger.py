@@ -15,7 +15,10 @@ chunks of those time steps are left out, since no run reads them), and measures 
 - appending one real time step at the end (plain functions: discover, plan, stage, commit);
 - ``ovro-ingest validate`` (reads every ledger entry and looks for each entry's pixels;
   on this store it reports the left-out ``SKY`` chunks, which it has looked for all the same),
-  and the validation of an hour's time steps that ``ovro-ingest run -v`` does.
+  and the validation of an hour's time steps that ``ovro-ingest run -v`` does;
+- what a time-series update reads of the archive's ledger to plan: every time step's
+  fingerprint (a first update, or one after a backfill or replacement; before 2026-12-01,
+  every update, twice), and only a night's (an update after a nightly run).
 
 Run it with::
 
@@ -49,6 +52,7 @@ from ovro_ingest.health import validate_store  # noqa: E402
 from ovro_ingest.pipeline import ingest_directory  # noqa: E402
 from ovro_ingest.store import SMALL_TIME_VARIABLES, StoreSettings  # noqa: E402
 from ovro_ingest.synth import DEFAULT_START, generate  # noqa: E402
+from ovro_ingest.timeseries import stable_fingerprints  # noqa: E402
 
 NIGHT = 4_320
 YEAR = 365 * NIGHT
@@ -106,6 +110,11 @@ def measure(store: Store, n: int, work: Path) -> dict:
     def an_hours_ledger() -> None:
         store.state().values("source_files", list(range(max(0, n - HOUR), n)))
 
+    started = time.perf_counter()
+    _, every = stable_fingerprints(store)
+    every_entry_s = time.perf_counter() - started
+    known = (store.state().rewrites, every[: max(0, n - NIGHT)])  # a time-series store a night behind
+
     row = {
         "time_steps": n,
         "open_with_xarray_s": best_of(open_with_xarray, REPEATS),
@@ -113,6 +122,8 @@ def measure(store: Store, n: int, work: Path) -> dict:
         "an_hours_ledger_s": best_of(an_hours_ledger, REPEATS),
         "validate_s": best_of(lambda: validate_store(store), repeat=1),
         "validate_an_hour_s": best_of(lambda: validate_store(store, keys_of(range(max(0, n - HOUR), n))), REPEATS),
+        "timeseries_plan_every_entry_s": every_entry_s,
+        "timeseries_plan_after_a_night_s": best_of(lambda: stable_fingerprints(store, known), REPEATS),
     }
     folder = work / f"next-{n}"
     generate(folder, time_steps=1, n_subbands=2, size=32, start=DEFAULT_START + timedelta(seconds=STEP_S * n))

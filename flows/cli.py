@@ -501,7 +501,9 @@ def timeseries_command(
     wait_for_lock: Annotated[
         float,
         typer.Option(
-            min=0, metavar="SECONDS", help="Seconds to wait when another writer holds either store (default: fail)."
+            min=0,
+            metavar="SECONDS",
+            help="Seconds to wait when another update holds TIMESERIES (default: fail).",
         ),
     ] = 0.0,
     workers: Annotated[int, typer.Option(min=1, metavar="N", help="Threads that copy pixels.")] = 2,

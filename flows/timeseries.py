@@ -1,6 +1,7 @@
 """The ``timeseries`` flow: keep the time-series store up to date with the archive.
 
-The recipe: hold both stores' writer locks, finish what an interrupted update left,
+The recipe: hold the time-series store's writer lock (the archive is only read, and
+ingests may append to it meanwhile), finish what an interrupted update left,
 plan (the first time index where the two stores differ), stage the blocks from there
 on, commit them, record the run. The ``timeseries/after-nightly`` deployment runs it
 whenever a run of ``ingest/nightly`` completes (a deployment trigger in prefect.yaml).
@@ -20,7 +21,7 @@ from ovro_ingest.timeseries import (
     DEFAULT_MAX_MEMORY,
     TimeSeriesReceipt,
     default_timeseries_path,
-    holding_both,
+    holding_timeseries,
     prepare_timeseries,
     run_record,
     up_to_date,
@@ -49,7 +50,7 @@ def timeseries(
     settings_block : str, optional
         Name of a saved ``IngestSettings`` block (the deployment uses "nightly").
     wait_for_lock : float
-        Seconds to wait when another writer holds either store (default: fail at once).
+        Seconds to wait when another update holds the time-series store (default: fail at once).
     workers : int, optional
         Threads that copy pixels (default 2).
     max_memory_mb : int, optional
@@ -64,7 +65,7 @@ def timeseries(
     logger = get_run_logger()
     run = FlowRunContext.get().flow_run
     who = f"timeseries flow run {run.name!r} ({run.id})"
-    with holding_both(archive, timeseries, who, wait_for_lock):
+    with holding_timeseries(archive, timeseries, who, wait_for_lock):
         prepare_timeseries(timeseries)
         plan = plan_timeseries(archive, timeseries)
         if plan.up_to_date:

@@ -51,6 +51,7 @@ from ovro_ingest.load import fits_order_block, sky_block, sky_planes
 from ovro_ingest.models import AppendReceipt, StagedTimeStep, TimeStepPlan
 from ovro_ingest.store import (
     FITS_ORDER,
+    REWRITES_ATTR,
     SMALL_TIME_VARIABLES,
     STAGED_VARIABLES,
     TIME_VARIABLES,
@@ -401,7 +402,51 @@ def apply_journal(store: str | os.PathLike[str], journal: dict) -> None:
     for name in TIME_VARIABLES:
         resize_along_time(group[name], n_after)
     write_time_values(group, index, journal["values"], "commit")
+    if rewrites_stored_steps(journal):
+        count_rewrite(store)
     seal_commit(store, staging, "commit")
+
+
+def rewrites_stored_steps(journal: dict) -> bool:
+    """True for a commit that moves or replaces stored time steps (a backfill or a replacement), not an append.
+
+    A journal that does not say (unreadable, or from an older version) counts as one.
+    """
+    try:
+        return journal["mode"] == "replace" or journal["index"] < journal["n_before"]
+    except (KeyError, TypeError):
+        return True
+
+
+def count_rewrite(store: Store) -> None:
+    """Add one to the store's count of rewriting commits (:data:`~ovro_ingest.store.REWRITES_ATTR`).
+
+    Written before the journal is removed, so a reader that sees no journal afterwards
+    sees the new count. The group is opened through its consolidated metadata, as in
+    :func:`~ovro_ingest.store.record_run`, so the root metadata keeps it; a replayed
+    journal may count one commit twice, which only makes a reader copy again.
+    """
+    group = store.open_group(mode="r+")
+    group.attrs[REWRITES_ATTR] = int(group.attrs.get(REWRITES_ATTR, 0)) + 1
+    failpoint("commit:counted")
+
+
+def rewrite_under_way(store: str | os.PathLike[str]) -> bool:
+    """True when the store's journal describes a commit that moves or replaces stored time steps.
+
+    Such a commit is running or was interrupted (``ovro-ingest repair`` finishes it);
+    while it lasts, the stored time steps from its index on may be read half moved.
+    An append's journal does not count: it never touches stored chunks.
+    """
+    try:
+        journal = json.loads(Store.at(store).journal.read_text())
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return True
+    if not isinstance(journal, dict):
+        return True
+    return journal.get("kind") != "timeseries" and rewrites_stored_steps(journal)
 
 
 def resize_along_time(array: zarr.Array, n_time: int) -> bool:

@@ -71,6 +71,13 @@ SPECTRAL_FRAME_ATTR = "ovro_ingest_spectral_frame"
 RUNS_ATTR = "ovro_ingest_runs"
 TIMESERIES_ATTR = "ovro_ingest_timeseries"
 """Set on a time-series store (:mod:`ovro_ingest.timeseries`): the archive it was made from, and its layout."""
+REWRITES_ATTR = "ovro_ingest_rewrites"
+"""How many commits moved or replaced stored time steps (backfills, replacements); absent means none.
+
+Appends never touch stored chunks, so a reader that copies a stored range (the
+time-series update) needs no lock: the range is exact when this count did not change
+while it read and no such commit was under way (:func:`ovro_ingest.commit.rewrite_under_way`).
+"""
 STAGED_VARIABLES = ("SKY", "source_files", "wcs_header")
 """Arrays with a time chunk of 1, written in parallel via the staging area and moved into place by the commit."""
 SMALL_TIME_VARIABLES = (
@@ -139,6 +146,8 @@ class StoreState:
     settings: StoreSettings
     spectral_frame: str | None = None
     """SPECSYS of the store's frequencies; None for a store written before it was recorded (not checked)."""
+    rewrites: int = 0
+    """Commits so far that moved or replaced stored time steps (:data:`REWRITES_ATTR`)."""
 
     def group(self) -> zarr.Group:
         """The store opened read-only through its consolidated metadata (committed shapes)."""
@@ -161,11 +170,12 @@ class StoreState:
             return []
         return [_plain(v) for v in self.group()[name].get_orthogonal_selection(np.asarray(indices))]
 
-    def column(self, name: str, start: int = 0) -> list:
-        """Values ``start..`` of a small per-time-step array (reads ``n_time / SMALL_TIME_CHUNK`` chunks)."""
-        if self.n_time <= start:
+    def column(self, name: str, start: int = 0, stop: int | None = None) -> list:
+        """Values ``start..stop`` (default: to the end) of a per-time-step array (one read of the chunks they span)."""
+        stop = self.n_time if stop is None else min(stop, self.n_time)
+        if stop <= start:
             return []
-        values = self.group()[name][start : self.n_time]
+        values = self.group()[name][start:stop]
         return [v.tolist() if isinstance(v, np.ndarray) else _plain(v) for v in values]
 
 
@@ -210,6 +220,7 @@ def read_state(path: str | os.PathLike[str]) -> StoreState:
             grid=SpatialGrid.model_validate(attrs[GRID_ATTR]),
             settings=StoreSettings.model_validate(attrs[SETTINGS_ATTR]),
             spectral_frame=attrs.get(SPECTRAL_FRAME_ATTR),
+            rewrites=int(attrs.get(REWRITES_ATTR, 0)),
         )
     except StoreError:
         raise

@@ -8,9 +8,12 @@ the FITS files), with ``SKY`` in blocks of :attr:`TimeSeriesLayout.time_block` t
 steps x every subband x small tiles of pixels (see :class:`TimeSeriesLayout` and the
 README for the measured choice).
 
-Kept up to date by :func:`update_timeseries`, which holds both stores' writer locks
-(the time-series store's, then the archive's, so that no ingest moves archive chunks
-while they are read) and
+Kept up to date by :func:`update_timeseries`, which holds the time-series store's
+writer lock, not the archive's: an ingest may append to the archive all the while
+(appends never touch stored chunks), and a backfill or replacement committed in the
+archive while it is read is noticed by its count of such commits (the archive's
+``ovro_ingest_rewrites``; :func:`check_unchanged`), so that nothing read half moved is
+kept. It
 
 1. plans (:func:`plan_update`): the first time index where the archive and the
    time-series store differ, found from the time-series store's ``archive_fingerprint``
@@ -43,8 +46,8 @@ import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +64,7 @@ from ovro_ingest.commit import (
     metadata_file,
     move_time_step,
     resize_along_time,
+    rewrite_under_way,
     seal_commit,
     write_json_atomically,
     write_time_values,
@@ -69,6 +73,7 @@ from ovro_ingest.errors import StoreError
 from ovro_ingest.failpoints import failpoint
 from ovro_ingest.handle import Store
 from ovro_ingest.store import (
+    REWRITES_ATTR,
     RUNS_ATTR,
     SMALL_TIME_CHUNK,
     STORE_ID_ATTR,
@@ -141,6 +146,8 @@ class TimeSeriesPlan(BaseModel):
     """First time index where the two stores differ (``start`` rounds it down to its block)."""
     target_digest: str
     """Hash of the archive fingerprints of every time index after the update."""
+    archive_rewrites: int = 0
+    """The archive's count of rewriting commits when planned: what was read is exact while it stays the same."""
 
     @property
     def up_to_date(self) -> bool:
@@ -196,6 +203,8 @@ class TimeSeriesState:
     n_time: int
     layout: TimeSeriesLayout
     zarr_format: int
+    archive_rewrites: int | None = None
+    """The archive's count of rewriting commits when this store was last updated (None: not recorded)."""
 
     def group(self) -> zarr.Group:
         """The store opened read-only through its consolidated metadata."""
@@ -261,6 +270,7 @@ def read_timeseries_state(path: str | os.PathLike[str]) -> TimeSeriesState:
             n_time=group["time"].shape[0],
             layout=TimeSeriesLayout.model_validate(link["layout"]),
             zarr_format=group.metadata.zarr_format,
+            archive_rewrites=link.get("archive_rewrites"),
         )
     except StoreError:
         raise
@@ -271,16 +281,16 @@ def read_timeseries_state(path: str | os.PathLike[str]) -> TimeSeriesState:
         ) from error
 
 
-def archive_fingerprints(archive: StoreState, start: int = 0) -> list[str]:
-    """Per time index ``start..``: a hash of the archive's time key, time and ledger entry.
+def archive_fingerprints(archive: StoreState, start: int = 0, stop: int | None = None) -> list[str]:
+    """Per time index ``start..stop`` (default: to the end): a hash of the archive's time key, time and ledger entry.
 
     A time step stored again from other files (``--replace``) changes its ledger entry;
     a backfill shifts every later index; so the first index whose fingerprint differs is
     where the time-series store must be rewritten from.
     """
-    keys = archive.column("time_key", start)
-    times = archive.column("time", start)
-    entries = archive.column("source_files", start)
+    keys = archive.column("time_key", start, stop)
+    times = archive.column("time", start, stop)
+    entries = archive.column("source_files", start, stop)
     return [
         hashlib.sha256(json.dumps([k, float(t).hex(), e]).encode()).hexdigest()[:24]
         for k, t, e in zip(keys, times, entries, strict=True)
@@ -298,25 +308,61 @@ def check_distinct(archive: str | os.PathLike[str], timeseries: str | os.PathLik
         raise StoreError(f"{timeseries}: is the archive itself; give another path for the time-series store")
 
 
-def check_archive(archive: str | os.PathLike[str]) -> StoreState:
-    """The archive's committed state, or a one-line error saying what is wrong with it and the fix.
+REWRITE_GRACE_S = 10.0
+"""Seconds an update waits for a backfill or replacement under way in the archive to commit, before refusing."""
+
+
+def check_archive(archive: str | os.PathLike[str], wait_seconds: float = 0.0) -> StoreState:
+    """The archive's committed state, read while no commit moves its stored time steps; else a one-line error.
+
+    No lock is taken: appends (what an ingest does all night) never touch stored
+    chunks. A backfill or replacement under way is waited for (``REWRITE_GRACE_S``
+    plus ``wait_seconds``); the returned ``rewrites`` count tells a later look whether
+    one committed meanwhile (:func:`check_unchanged`).
 
     Raises
     ------
     StoreError
-        No store there, not an archive (a time-series store), unreadable, or an
-        interrupted commit in it.
+        No store there, not an archive (a time-series store), unreadable, or a
+        rewriting commit in it that does not finish (an interrupted one: repair it).
     """
     if not Store.at(archive).exists():
         raise StoreError(
             f"{archive}: no archive store here; give the path of an ovro-ingest archive (`ovro-ingest run` makes one)"
         )
-    state = read_state(archive)
-    if Store.at(archive).journal.exists():
+    deadline = time.monotonic() + REWRITE_GRACE_S + wait_seconds
+    while True:
+        # a rewrite counts itself before its journal goes: no journal, then the count, then no journal again
+        if not rewrite_under_way(archive):
+            state = read_state(archive)
+            if not rewrite_under_way(archive):
+                return state
+        if time.monotonic() >= deadline:
+            raise StoreError(
+                f"{archive}: an interrupted commit (a backfill or a --replace) is unfinished in the archive, or an "
+                f"ingest is still committing it; if no ingest runs, run `ovro-ingest repair {archive}` first"
+            )
+        time.sleep(0.1)
+
+
+def check_unchanged(plan: TimeSeriesPlan, wait_seconds: float = 0.0) -> StoreState:
+    """The archive's state now, when its time steps ``0..plan.n_archive`` are still what ``plan`` saw.
+
+    Raises
+    ------
+    StoreError
+        The archive was rebuilt, or a backfill or replacement committed since the plan
+        (its stored time steps moved: whatever was read of them meanwhile may be mixed).
+    """
+    now = check_archive(plan.archive, wait_seconds)
+    if now.store_id != plan.archive_store_id:
+        raise StoreError(f"{plan.archive}: the archive was rebuilt since the update was planned; run the update again")
+    if now.rewrites != plan.archive_rewrites or now.n_time < plan.n_archive:
         raise StoreError(
-            f"{archive}: an interrupted commit is unfinished in the archive; run `ovro-ingest repair {archive}` first"
+            f"{plan.archive}: stored time steps were moved or replaced (a backfill or a --replace) while the update "
+            "read them; run the update again (it copies from the first time block that differs)"
         )
-    return state
+    return now
 
 
 # ---------------------------------------------------------------- creation
@@ -348,7 +394,7 @@ def create_timeseries_store(
     chunks, shards = layout.sky_chunks((1, *source["SKY"].shape[1:]), fmt)
     identity = str(uuid.uuid4())
     template[FINGERPRINT] = ("time", np.array([""], dtype=object), {"description": FINGERPRINT_DESCRIPTION})
-    template.attrs = {k: v for k, v in source.attrs.items() if k not in (RUNS_ATTR, STORE_ID_ATTR)}
+    template.attrs = {k: v for k, v in source.attrs.items() if k not in (RUNS_ATTR, STORE_ID_ATTR, REWRITES_ATTR)}
     template.attrs.update(
         {
             STORE_ID_ATTR: identity,
@@ -421,7 +467,7 @@ def plan_update(
     layout: TimeSeriesLayout | None = None,
     create: bool = True,
 ) -> TimeSeriesPlan:
-    """Find what an update must copy; create the time-series store when there is none (callers hold both locks).
+    """Find what an update must copy; create the time-series store when there is none (callers hold its writer lock).
 
     With ``create=False`` (a dry run) nothing is written: a missing time-series store
     is planned as empty (``timeseries_store_id`` empty).
@@ -436,7 +482,7 @@ def plan_update(
     source = check_archive(archive)
     if not Store.at(timeseries).exists():
         if not create:
-            wanted = archive_fingerprints(source)
+            source, wanted = stable_fingerprints(archive)
             return TimeSeriesPlan(
                 archive=str(Path(archive).resolve()),
                 timeseries=str(Path(timeseries).resolve()),
@@ -447,6 +493,7 @@ def plan_update(
                 start=0,
                 first_difference=0,
                 target_digest=digest(wanted),
+                archive_rewrites=source.rewrites,
             )
         create_timeseries_store(source, timeseries, layout)
     state = read_timeseries_state(timeseries)
@@ -456,8 +503,8 @@ def plan_update(
             f"not from {archive} (store id {source.store_id}); give another time-series path, or delete it to make "
             "it again from this archive"
         )
-    wanted = archive_fingerprints(source)
     held = state.fingerprints()
+    source, wanted = stable_fingerprints(archive, (state.archive_rewrites, held))
     first = next((i for i, (a, b) in enumerate(zip(wanted, held, strict=False)) if a != b), min(len(wanted), len(held)))
     if first == len(wanted) == len(held):
         start = len(wanted)
@@ -473,6 +520,39 @@ def plan_update(
         start=start,
         first_difference=first,
         target_digest=digest(wanted),
+        archive_rewrites=source.rewrites,
+    )
+
+
+def stable_fingerprints(
+    archive: str | os.PathLike[str], known: tuple[int | None, list[str]] | None = None, attempts: int = 3
+) -> tuple[StoreState, list[str]]:
+    """The archive's state and the fingerprint of every time index, read while no backfill or replacement commits.
+
+    ``known``: a time-series store's recorded count of the archive's rewriting commits
+    and its fingerprints. While the archive's count is still that one, nothing it held
+    then has moved or changed since, so only the fingerprints of the time steps
+    appended after them are read: an update after a night reads a night's ledger
+    entries, not a year's (one chunk per entry). Otherwise every one is read.
+
+    Raises
+    ------
+    StoreError
+        Stored time steps kept moving (``attempts`` reads in a row), or :func:`check_archive`'s errors.
+    """
+    source = check_archive(archive)
+    for _ in range(attempts):
+        if known is not None and known[0] == source.rewrites and len(known[1]) <= source.n_time:
+            wanted = known[1] + archive_fingerprints(source, len(known[1]))
+        else:
+            wanted = archive_fingerprints(source)
+        now = check_archive(archive)
+        if (now.store_id, now.rewrites) == (source.store_id, source.rewrites):
+            return source, wanted
+        source = now
+    raise StoreError(
+        f"{archive}: stored time steps kept moving while the update read them (backfills or replacements); run the "
+        "update again once the ingest is done"
     )
 
 
@@ -525,10 +605,14 @@ def stage_update(plan: TimeSeriesPlan, workers: int = 2, max_memory: int = DEFAU
     chunks, shards and codec), by ``workers`` threads, so at most ``max_memory`` bytes
     of pixels are in flight. The staging directory appears by a rename: complete or absent.
 
+    The archive is read without its lock, so an ingest may append to it meanwhile; the
+    copy is checked before it is kept (:func:`check_unchanged`).
+
     Raises
     ------
     StoreError
-        The archive changed since the plan, or the disk is full.
+        The archive was rebuilt, or stored time steps of it moved or were replaced
+        since the plan (what was read may be mixed), or the disk is full.
     """
     import dask
     import dask.array as da
@@ -537,9 +621,7 @@ def stage_update(plan: TimeSeriesPlan, workers: int = 2, max_memory: int = DEFAU
     target = staging_path(plan)
     if target.exists():
         return StagedUpdate(plan=plan, path=str(target), bytes_copied=0, seconds=0.0)
-    source = check_archive(plan.archive)
-    if source.store_id != plan.archive_store_id or digest(archive_fingerprints(source)) != plan.target_digest:
-        raise StoreError(f"{plan.archive}: the archive changed since the update was planned; run the update again")
+    source = check_unchanged(plan)
     state = read_timeseries_state(plan.timeseries)
     partial = target.with_name(f"{target.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
@@ -552,8 +634,9 @@ def stage_update(plan: TimeSeriesPlan, workers: int = 2, max_memory: int = DEFAU
             with dask.config.set(scheduler="threads", num_workers=workers):
                 da.store(pixels, staged, regions=region, lock=False)
             failpoint("timeseries:pixels-staged")
-            values = {name: source.column(name, plan.start) for name in LEDGER_VARIABLES}
-            values[FINGERPRINT] = archive_fingerprints(source, plan.start)
+            values = {name: source.column(name, plan.start, plan.n_archive) for name in LEDGER_VARIABLES}
+            values[FINGERPRINT] = archive_fingerprints(source, plan.start, plan.n_archive)
+            check_unchanged(plan)  # no lock on the archive: what was read is exact only if nothing moved meanwhile
             (partial / VALUES_FILE).write_text(json.dumps(values))
             failpoint("timeseries:staged")
             os.rename(partial, target)
@@ -611,6 +694,7 @@ def commit_update(staged: StagedUpdate) -> TimeSeriesReceipt:
         "start": plan.start,
         "n_before": plan.n_before,
         "n_after": plan.n_archive,
+        "archive_rewrites": plan.archive_rewrites,
         "phase": "prepared",
     }
     with disk_full_named(plan.timeseries, "committing the time-series update"):
@@ -668,7 +752,23 @@ def apply_timeseries_journal(store: str | os.PathLike[str], journal: dict) -> No
     for name in (*TIME_VARIABLES, FINGERPRINT):
         resize_along_time(group[name], journal["n_after"])
     write_time_values(group, journal["start"], json.loads((staging / VALUES_FILE).read_text()), "timeseries")
+    record_archive_rewrites(store, journal.get("archive_rewrites"))
     seal_commit(store, staging, "timeseries")
+
+
+def record_archive_rewrites(store: str | os.PathLike[str], count: int | None) -> None:
+    """Note in the store's link to its archive the archive's rewrite count its content now matches.
+
+    The group is opened through its consolidated metadata (see
+    :func:`~ovro_ingest.store.record_run`); the commit's consolidation that follows keeps it.
+    """
+    group = Store.at(store).open_group(mode="r+")
+    link = dict(group.attrs[TIMESERIES_ATTR])
+    if count is None:
+        link.pop("archive_rewrites", None)
+    else:
+        link["archive_rewrites"] = count
+    group.attrs[TIMESERIES_ATTR] = link
 
 
 def recover_timeseries(store: str | os.PathLike[str]) -> bool:
@@ -707,17 +807,18 @@ def update_timeseries(
 ) -> TimeSeriesReceipt:
     """Bring the time-series store up to date with the archive (plain functions; the flow does the same as tasks).
 
-    Holds the time-series store's writer lock and the archive's (so that no ingest
-    moves archive chunks while they are read), in that order; ``wait_seconds`` for each.
+    Holds the time-series store's writer lock (``wait_seconds`` for it); the archive is
+    only read, while ingests may go on appending to it (see the module's docstring).
 
     Raises
     ------
     StoreBusy
-        Another writer holds either store.
+        Another update holds the time-series store.
     StoreError
-        A bad archive or time-series store (one line, with the fix).
+        A bad archive or time-series store, or the archive's stored time steps moved
+        while they were read (one line, with the fix).
     """
-    with holding_both(archive, timeseries, who, wait_seconds):
+    with holding_timeseries(archive, timeseries, who, wait_seconds):
         prepare_timeseries(timeseries)
         plan = plan_update(archive, timeseries, layout)
         if plan.up_to_date:
@@ -729,19 +830,16 @@ def update_timeseries(
         return done
 
 
-def holding_both(archive: str | os.PathLike[str], timeseries: str | os.PathLike[str], who: str, wait_seconds: float):
-    """Hold the time-series store's writer lock, then the archive's (always in this order: no deadlock)."""
+@contextmanager
+def holding_timeseries(
+    archive: str | os.PathLike[str], timeseries: str | os.PathLike[str], who: str, wait_seconds: float
+) -> Iterator[None]:
+    """Hold the time-series store's writer lock, once the two paths are known to be distinct and the archive there."""
     check_distinct(archive, timeseries)
-    if not Store.at(archive).exists():  # before its lock file is made beside a path that holds nothing
+    if not Store.at(archive).exists():  # before a lock file is made beside a path that holds nothing
         check_archive(archive)
-    stack = ExitStack()
-    stack.enter_context(Store.at(timeseries).lock(who=who, wait_seconds=wait_seconds))
-    try:
-        stack.enter_context(Store.at(archive).lock(who=f"{who} (reading the archive)", wait_seconds=wait_seconds))
-    except BaseException:
-        stack.close()
-        raise
-    return stack
+    with Store.at(timeseries).lock(who=who, wait_seconds=wait_seconds):
+        yield
 
 
 def up_to_date(plan: TimeSeriesPlan) -> TimeSeriesReceipt:

@@ -1,13 +1,17 @@
 """append_to_zarr (plain functions): exact pixels, time order, idempotence, backfill, grid checks."""
 
+import json
+
 import numpy as np
 import pytest
 import xarray as xr
 from astropy.io import fits
 from astropy.time import Time
 
+from ovro_ingest.commit import rewrite_under_way
 from ovro_ingest.discover import discover_time_steps
 from ovro_ingest.errors import StoreMismatch
+from ovro_ingest.handle import Store
 from ovro_ingest.health import validate_store
 from ovro_ingest.pipeline import ingest_directory, ingest_time_step
 from ovro_ingest.store import StoreSettings, read_state, remove_store, store_id
@@ -159,6 +163,43 @@ def test_changed_source_files_are_kept_unless_replace_is_asked(make_data, tmp_pa
     reference = tmp_path / "r.zarr"
     ingest_directory(folder, reference, settings=SMALL)
     assert_same_store(store, reference)
+
+
+def test_backfills_and_replacements_are_counted_and_appends_are_not(make_data, tmp_path):
+    """The count a lock-free reader of stored time steps (the time-series update) checks."""
+    folder = make_data(time_steps=3)
+    steps = discover_time_steps(folder).time_steps
+    store = tmp_path / "s.zarr"
+    ingest_time_step(steps[0], store, settings=SMALL)
+    ingest_time_step(steps[2], store, settings=SMALL)
+    assert read_state(store).rewrites == 0
+    ingest_time_step(steps[1], store, settings=SMALL)  # a backfill: index 1 and 2 move
+    assert read_state(store).rewrites == 1
+    changed = next(folder.glob("20240524_050009_41MHz*.fits"))
+    with fits.open(changed, mode="update") as hdul:
+        hdul[0].data[0, 0, 32, 30] += 1.0  # inside the horizon (beyond it: NaN)
+    receipts = ingest_directory(folder, store, settings=SMALL, replace=True)
+    assert [r.status for r in receipts] == ["replaced", "already stored", "already stored"]
+    assert read_state(store).rewrites == 2
+    assert not rewrite_under_way(store)
+
+
+@pytest.mark.parametrize(
+    ("journal", "under_way"),
+    [
+        ({"mode": "insert", "index": 5, "n_before": 5}, False),  # an append
+        ({"mode": "insert", "index": 2, "n_before": 5}, True),  # a backfill
+        ({"mode": "replace", "index": 4, "n_before": 5}, True),
+        ({"kind": "timeseries", "start": 0}, False),  # a time-series store's own update
+        ({}, True),  # a journal that does not say: assume the worst
+        ("{ not json", True),
+    ],
+)
+def test_a_commit_under_way_that_moves_stored_time_steps_is_recognised_by_its_journal(tmp_path, journal, under_way):
+    store = tmp_path / "s.zarr"
+    store.mkdir()
+    Store.at(store).journal.write_text(journal if isinstance(journal, str) else json.dumps(journal))
+    assert rewrite_under_way(store) is under_way
 
 
 def test_an_append_rewrites_no_array_without_time_and_no_committed_chunk(make_data, tmp_path):

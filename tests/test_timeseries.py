@@ -14,18 +14,23 @@ import xarray as xr
 import zarr
 from astropy.io import fits
 
+from ovro_ingest import timeseries as timeseries_module
 from ovro_ingest.discover import discover_time_steps
 from ovro_ingest.errors import StoreBusy, StoreError
 from ovro_ingest.health import repair_store, validate_store
 from ovro_ingest.lock import writer_lock
 from ovro_ingest.pipeline import ingest_directory, ingest_time_step
-from ovro_ingest.store import RUNS_ATTR, STORE_ID_ATTR, TIMESERIES_ATTR, StoreSettings, read_state
+from ovro_ingest.store import REWRITES_ATTR, RUNS_ATTR, STORE_ID_ATTR, TIMESERIES_ATTR, StoreSettings, read_state
 from ovro_ingest.synth import generate
 from ovro_ingest.timeseries import (
     FINGERPRINT,
     TimeSeriesLayout,
     block_strip,
+    commit_update,
     default_timeseries_path,
+    plan_update,
+    read_timeseries_state,
+    stage_update,
     update_timeseries,
 )
 
@@ -71,7 +76,8 @@ def assert_same_as_archive(timeseries: Path, archive: Path, made_from: bool = Tr
         else:
             np.testing.assert_array_equal(got, want, err_msg=name)
         assert t[name].attrs == a[name].attrs, name
-    kept = {k: v for k, v in a.attrs.items() if k not in (STORE_ID_ATTR, RUNS_ATTR, "ovro_ingest_created_with")}
+    archive_only = (STORE_ID_ATTR, RUNS_ATTR, REWRITES_ATTR, "ovro_ingest_created_with")
+    kept = {k: v for k, v in a.attrs.items() if k not in archive_only}
     assert {k: v for k, v in t.attrs.items() if k in kept} == kept
     if made_from:
         assert t.attrs[TIMESERIES_ATTR]["archive_store_id"] == a.attrs[STORE_ID_ATTR]
@@ -161,7 +167,9 @@ def test_a_replaced_time_step_in_the_archive_is_carried_over(make_data, tmp_path
     assert float(xr.open_zarr(timeseries)["SKY"][9, 0, 0, 31, 30]) == float(fits.getdata(changed)[0, 0, 30, 31])
 
 
-def test_a_missing_or_bad_archive_or_a_foreign_timeseries_store_is_refused_in_one_line(night, archives, tmp_path):
+def test_a_missing_or_bad_archive_or_a_foreign_timeseries_store_is_refused_in_one_line(
+    night, archives, tmp_path, monkeypatch
+):
     timeseries = tmp_path / "ts.zarr"
     with pytest.raises(StoreError, match=r"nothing\.zarr: no archive store here; give the path") as refused:
         update_timeseries(tmp_path / "nothing.zarr", timeseries)
@@ -184,6 +192,7 @@ def test_a_missing_or_bad_archive_or_a_foreign_timeseries_store_is_refused_in_on
     assert not (tmp_path / "ts2.zarr").exists()
     unfinished = shutil.copytree(archives[3], tmp_path / "unfinished.zarr")
     (unfinished / ".ovro-ingest-journal.json").write_text("{}")  # what a killed commit leaves
+    monkeypatch.setattr(timeseries_module, "REWRITE_GRACE_S", 0.5)  # no ingest is committing it: do not wait long
     with pytest.raises(StoreError, match=r"unfinished\.zarr: an interrupted commit .*ovro-ingest repair .* first"):
         update_timeseries(unfinished, tmp_path / "ts2.zarr")
     assert not (tmp_path / "ts2.zarr").exists()
@@ -197,12 +206,84 @@ def test_a_missing_or_bad_archive_or_a_foreign_timeseries_store_is_refused_in_on
     assert validate_store(archives[3]).ok and validate_store(archives[2]).ok
 
 
-def test_one_writer_at_a_time_on_either_store(archives, tmp_path):
+def test_one_update_at_a_time_and_none_waits_for_an_ingest_of_the_archive(archives, tmp_path):
     timeseries = tmp_path / "ts.zarr"
-    with writer_lock(archives[3], who="an ingest"), pytest.raises(StoreBusy, match="an ingest"):
-        update_timeseries(archives[3], timeseries, layout=LAYOUT)
     with writer_lock(timeseries, who="another update"), pytest.raises(StoreBusy, match="another update"):
         update_timeseries(archives[3], timeseries, layout=LAYOUT)
+    with writer_lock(archives[3], who="an ingest"):  # the nightly run holds its archive for hours
+        done = update_timeseries(archives[3], timeseries, layout=LAYOUT)
+    assert done.n_time == N_TIME
+    assert_same_as_archive(timeseries, archives[3])
+
+
+def test_after_appends_an_update_reads_only_the_new_ledger_entries_of_the_archive(night, tmp_path):
+    """At a year the archive holds 1.6 million ledger entries, one chunk each: an update after a night reads a night's."""
+    archive, timeseries = tmp_path / "archive.zarr", tmp_path / "ts.zarr"
+    steps = discover_time_steps(night).time_steps
+    for step in steps[:6]:
+        ingest_time_step(step, archive, settings=settings())
+    update_timeseries(archive, timeseries, layout=LAYOUT)
+    assert read_timeseries_state(timeseries).archive_rewrites == read_state(archive).rewrites == 0
+    for step in steps[6:8]:
+        ingest_time_step(step, archive, settings=settings())
+    # the ledger entries of time steps 0-3 are not read any more: without them, they would count as changed
+    for index in range(4):
+        (archive / "source_files" / "c" / str(index)).unlink()
+    done = update_timeseries(archive, timeseries)
+    assert (done.status, done.start, done.n_time) == ("appended", 4, 8)
+
+
+def test_time_steps_appended_while_an_update_copies_are_left_to_the_next_update(night, archives, tmp_path):
+    archive, timeseries = tmp_path / "archive.zarr", tmp_path / "ts.zarr"
+    steps = discover_time_steps(night).time_steps
+    for step in steps[:4]:
+        ingest_time_step(step, archive, settings=settings())
+    update_timeseries(archive, timeseries, layout=LAYOUT)
+    for step in steps[4:6]:
+        ingest_time_step(step, archive, settings=settings())
+    plan = plan_update(archive, timeseries)
+    for step in steps[6:9]:  # an ingest appends between the plan and the copy
+        ingest_time_step(step, archive, settings=settings())
+    done = commit_update(stage_update(plan))
+    assert (done.start, done.n_time, done.time_steps_copied) == (4, 6, 2)
+    got, want = xr.open_zarr(timeseries, chunks=None), xr.open_zarr(archive, chunks=None).isel(time=slice(0, 6))
+    np.testing.assert_array_equal(got["time_key"].values, want["time_key"].values)
+    np.testing.assert_array_equal(got["SKY"].values.view("u4"), want["SKY"].values.view("u4"))
+    assert validate_store(timeseries).ok
+    update_timeseries(archive, timeseries)
+    for step in steps[9:]:
+        ingest_time_step(step, archive, settings=settings())
+    update_timeseries(archive, timeseries)
+    assert_same_as_archive(timeseries, archive)
+    assert_same_as_archive(timeseries, archives[3], made_from=False)
+
+
+def test_a_backfill_committed_while_an_update_copies_is_not_kept(night, archives, tmp_path, monkeypatch):
+    archive, timeseries = tmp_path / "archive.zarr", tmp_path / "ts.zarr"
+    steps = discover_time_steps(night).time_steps
+    for step in [*steps[:5], *steps[6:9]]:
+        ingest_time_step(step, archive, settings=settings())
+    update_timeseries(archive, timeseries, layout=LAYOUT)
+    for step in steps[9:]:
+        ingest_time_step(step, archive, settings=settings())
+    before = sky_files(timeseries)
+
+    def backfill_while_copying(name: str, instance: str = "") -> None:
+        if name == "timeseries:pixels-staged":  # the pixels are read: now a retried time step is inserted
+            ingest_time_step(steps[5], archive, settings=settings())
+
+    monkeypatch.setattr(timeseries_module, "failpoint", backfill_while_copying)
+    moved = r"archive\.zarr: stored time steps were moved or replaced .* while the update read them; run the update"
+    with pytest.raises(StoreError, match=moved) as refused:
+        update_timeseries(archive, timeseries)
+    assert "\n" not in str(refused.value)
+    assert sky_files(timeseries) == before and validate_store(timeseries).ok
+    assert xr.open_zarr(timeseries).sizes["time"] == 8
+    monkeypatch.undo()
+    done = update_timeseries(archive, timeseries)
+    assert done.status == "rewritten" and done.start == 4
+    assert_same_as_archive(timeseries, archive)
+    assert_same_as_archive(timeseries, archives[3], made_from=False)
 
 
 def test_validate_and_repair_recognise_a_timeseries_store(night, archives, tmp_path):
