@@ -1,9 +1,9 @@
 """The ``timeseries`` flow: keep the time-series store up to date with the archive.
 
 The recipe: hold the time-series store's writer lock (the archive is only read, and
-ingests may append to it meanwhile), finish what an interrupted update left,
-plan (the first time index where the two stores differ), stage the blocks from there
-on, commit them, record the run. The ``timeseries/after-nightly`` deployment runs it
+ingests may append to it meanwhile), finish what an interrupted update left, then
+window by window (an hour of time steps each): plan (from the first time index where
+the two stores differ), stage the window's blocks, commit them; record the run. The ``timeseries/after-nightly`` deployment runs it
 whenever a run of ``ingest/nightly`` completes (a deployment trigger in prefect.yaml).
 """
 
@@ -20,6 +20,7 @@ from ovro_ingest.store import record_run
 from ovro_ingest.timeseries import (
     DEFAULT_MAX_MEMORY,
     TimeSeriesReceipt,
+    combined,
     default_timeseries_path,
     holding_timeseries,
     prepare_timeseries,
@@ -65,17 +66,19 @@ def timeseries(
     logger = get_run_logger()
     run = FlowRunContext.get().flow_run
     who = f"timeseries flow run {run.name!r} ({run.id})"
+    memory = DEFAULT_MAX_MEMORY if max_memory_mb is None else max_memory_mb * 2**20
     with holding_timeseries(archive, timeseries, who, wait_for_lock):
         prepare_timeseries(timeseries)
-        plan = plan_timeseries(archive, timeseries)
-        if plan.up_to_date:
-            done = up_to_date(plan)
-        else:
-            memory = DEFAULT_MAX_MEMORY if max_memory_mb is None else max_memory_mb * 2**20
-            staged = stage_timeseries(plan, workers or 2, memory)
-            done = commit_timeseries(staged)
+        windows = []
+        # window by window (an hour of time steps each): a crash loses one window, a re-run goes on from it
+        while not (plan := plan_timeseries(archive, timeseries)).up_to_date:
+            windows.append(commit_timeseries(stage_timeseries(plan, workers or 2, memory)))
+        if windows:
+            done = combined(windows)
             clear_staging(timeseries)
             record_run(timeseries, {**run_record(who, done), "flow_run_id": str(run.id)})
+        else:
+            done = up_to_date(plan)
     logger.info(done.one_line())
     return done
 

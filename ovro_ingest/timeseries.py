@@ -137,7 +137,8 @@ class TimeSeriesPlan(BaseModel):
     archive_store_id: str
     timeseries_store_id: str
     n_archive: int
-    """Time steps the archive holds, and the time-series store will."""
+    """Time steps the time-series store will hold after this update: the archive's, or fewer when the
+    update goes window by window (:data:`WINDOW_TIME_STEPS`)."""
     n_before: int
     """Time steps the time-series store holds now."""
     start: int
@@ -461,16 +462,28 @@ def timeseries_encoding(template: xr.Dataset, archive: StoreState, chunks: tuple
 # ---------------------------------------------------------------- plan
 
 
+WINDOW_TIME_STEPS = 360
+"""Time steps an update copies and commits at a time (an hour of a night, rounded up to whole time blocks).
+
+A night's update copies 4.4 TB for hours; window by window, each committed before
+the next is planned, a crash or a failure loses one window's work, the re-run goes on
+from the first window not committed, and readers see the store grow hour by hour.
+"""
+
+
 def plan_update(
     archive: str | os.PathLike[str],
     timeseries: str | os.PathLike[str],
     layout: TimeSeriesLayout | None = None,
     create: bool = True,
+    window: int | None = None,
 ) -> TimeSeriesPlan:
     """Find what an update must copy; create the time-series store when there is none (callers hold its writer lock).
 
     With ``create=False`` (a dry run) nothing is written: a missing time-series store
-    is planned as empty (``timeseries_store_id`` empty).
+    is planned as empty (``timeseries_store_id`` empty). With ``window``, the plan
+    copies at most that many time steps (rounded up to whole time blocks) from the
+    first that differs; planning again after its commit gives the next window.
 
     Raises
     ------
@@ -506,20 +519,19 @@ def plan_update(
     held = state.fingerprints()
     source, wanted = stable_fingerprints(archive, (state.archive_rewrites, held))
     first = next((i for i, (a, b) in enumerate(zip(wanted, held, strict=False)) if a != b), min(len(wanted), len(held)))
-    if first == len(wanted) == len(held):
-        start = len(wanted)
-    else:
-        start = (first // state.layout.time_block) * state.layout.time_block
+    block = state.layout.time_block
+    start = len(wanted) if first == len(wanted) == len(held) else (first // block) * block
+    stop = len(wanted) if window is None else min(len(wanted), start + math.ceil(window / block) * block)
     return TimeSeriesPlan(
         archive=str(Path(archive).resolve()),
         timeseries=str(Path(timeseries).resolve()),
         archive_store_id=source.store_id,
         timeseries_store_id=state.store_id,
-        n_archive=source.n_time,
+        n_archive=stop,
         n_before=state.n_time,
         start=start,
         first_difference=first,
-        target_digest=digest(wanted),
+        target_digest=digest(wanted[:stop]),
         archive_rewrites=source.rewrites,
     )
 
@@ -804,11 +816,14 @@ def update_timeseries(
     workers: int = 2,
     max_memory: int = DEFAULT_MAX_MEMORY,
     layout: TimeSeriesLayout | None = None,
+    window: int = WINDOW_TIME_STEPS,
 ) -> TimeSeriesReceipt:
     """Bring the time-series store up to date with the archive (plain functions; the flow does the same as tasks).
 
     Holds the time-series store's writer lock (``wait_seconds`` for it); the archive is
     only read, while ingests may go on appending to it (see the module's docstring).
+    Copies ``window`` time steps at a time, each window committed before the next is
+    planned (:data:`WINDOW_TIME_STEPS`).
 
     Raises
     ------
@@ -816,18 +831,33 @@ def update_timeseries(
         Another update holds the time-series store.
     StoreError
         A bad archive or time-series store, or the archive's stored time steps moved
-        while they were read (one line, with the fix).
+        while they were read (one line, with the fix); the windows committed before stay.
     """
     with holding_timeseries(archive, timeseries, who, wait_seconds):
         prepare_timeseries(timeseries)
-        plan = plan_update(archive, timeseries, layout)
-        if plan.up_to_date:
+        receipts = []
+        while not (plan := plan_update(archive, timeseries, layout, window=window)).up_to_date:
+            receipts.append(commit_update(stage_update(plan, workers=workers, max_memory=max_memory)))
+        if not receipts:
             return up_to_date(plan)
-        staged = stage_update(plan, workers=workers, max_memory=max_memory)
-        done = commit_update(staged)
+        done = combined(receipts)
         clear_staging(timeseries)
         record_run(timeseries, run_record(who, done))
         return done
+
+
+def combined(windows: Sequence[TimeSeriesReceipt]) -> TimeSeriesReceipt:
+    """One receipt for an update's windows, in the order they were committed."""
+    first, last = windows[0], windows[-1]
+    return first.model_copy(
+        update={
+            "status": "rewritten" if any(w.status == "rewritten" for w in windows) else "appended",
+            "n_time": last.n_time,
+            "time_steps_copied": sum(w.time_steps_copied for w in windows),
+            "bytes_copied": sum(w.bytes_copied for w in windows),
+            "seconds": sum(w.seconds for w in windows),
+        }
+    )
 
 
 @contextmanager

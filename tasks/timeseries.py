@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from ovro_ingest.handle import Store
 from ovro_ingest.timeseries import (
     DEFAULT_MAX_MEMORY,
+    WINDOW_TIME_STEPS,
     StagedUpdate,
     TimeSeriesPlan,
     TimeSeriesReceipt,
@@ -20,14 +21,12 @@ from tasks.cache import TIMESERIES_COMMIT, TIMESERIES_STAGING
 
 @task(name="plan_timeseries", task_run_name="plan", cache_policy=NO_CACHE)
 def plan_timeseries(archive: Store, timeseries: Store) -> TimeSeriesPlan:
-    """Where the time-series store first differs from the archive (it is created when missing)."""
-    plan = plan_update(archive, timeseries)
-    get_run_logger().info(
-        "archive %d time steps, time-series store %d; copying from time index %d",
-        plan.n_archive,
-        plan.n_before,
-        plan.start,
-    )
+    """The next window to copy, from where the time-series store first differs from the archive (created when missing)."""
+    plan = plan_update(archive, timeseries, window=WINDOW_TIME_STEPS)
+    if not plan.up_to_date:
+        get_run_logger().info(
+            "time-series store %d time steps; copying time steps %d..%d", plan.n_before, plan.start, plan.n_archive - 1
+        )
     return plan
 
 
@@ -38,7 +37,7 @@ def plan_timeseries(archive: Store, timeseries: Store) -> TimeSeriesPlan:
     persist_result=True,
 )
 def stage_timeseries(plan: TimeSeriesPlan, workers: int = 2, max_memory: int = DEFAULT_MAX_MEMORY) -> StagedUpdate:
-    """Copy the archive's time steps ``plan.start..`` into the staging area (pixels never leave dask and Zarr)."""
+    """Copy the archive's time steps ``plan.start..plan.n_archive`` into the staging area (pixels stay in dask and Zarr)."""
     staged = stage_update(plan, workers=workers, max_memory=max_memory)
     get_run_logger().info("staged %.2f GB in %.1f s", staged.bytes_copied / 1e9, staged.seconds)
     return staged

@@ -5,6 +5,8 @@ Real archives (ingested from synthetic FITS files), real Zarr stores, no mocks.
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 from pathlib import Path
 
@@ -213,6 +215,28 @@ def test_one_update_at_a_time_and_none_waits_for_an_ingest_of_the_archive(archiv
     with writer_lock(archives[3], who="an ingest"):  # the nightly run holds its archive for hours
         done = update_timeseries(archives[3], timeseries, layout=LAYOUT)
     assert done.n_time == N_TIME
+    assert_same_as_archive(timeseries, archives[3])
+
+
+def test_an_update_goes_window_by_window_and_a_failure_keeps_the_windows_before(archives, tmp_path, monkeypatch):
+    """A night's update copies for hours: what a failure (or a crash) loses is the window it was in."""
+    timeseries = tmp_path / "ts.zarr"
+    staged = []
+
+    def disk_full_in_the_second_window(name: str, instance: str = "") -> None:
+        if name == "timeseries:pixels-staged":
+            staged.append(name)
+            if len(staged) == 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+
+    monkeypatch.setattr(timeseries_module, "failpoint", disk_full_in_the_second_window)
+    with pytest.raises(StoreError, match=r"ts\.zarr: no space left on its device while staging") as refused:
+        update_timeseries(archives[3], timeseries, layout=LAYOUT, window=3)  # 3 rounds up to a block of 4
+    assert "\n" not in str(refused.value)
+    assert xr.open_zarr(timeseries).sizes["time"] == 4 and validate_store(timeseries).ok
+    monkeypatch.undo()
+    done = update_timeseries(archives[3], timeseries, window=4)
+    assert (done.status, done.start, done.n_time, done.time_steps_copied) == ("appended", 4, N_TIME, N_TIME - 4)
     assert_same_as_archive(timeseries, archives[3])
 
 
