@@ -70,9 +70,13 @@ def timeseries(
     with holding_timeseries(archive, timeseries, who, wait_for_lock):
         prepare_timeseries(timeseries)
         windows = []
-        # window by window (an hour of time steps each): a crash loses one window, a re-run goes on from it
-        while not (plan := plan_timeseries(archive, timeseries)).up_to_date:
+        # window by window (an hour of time steps each): a crash loses one window, a re-run goes on from it;
+        # up to where the archive ended at the first plan (what an ingest appends meanwhile is the next update's)
+        plan = plan_timeseries(archive, timeseries)
+        until = plan.archive_n_time
+        while not plan.up_to_date:
             windows.append(commit_timeseries(stage_timeseries(plan, workers or 2, memory)))
+            plan = plan_timeseries(archive, timeseries, until=until)
         if windows:
             done = combined(windows)
             clear_staging(timeseries)

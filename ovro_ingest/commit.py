@@ -419,15 +419,16 @@ def rewrites_stored_steps(journal: dict) -> bool:
 
 
 def count_rewrite(store: Store) -> None:
-    """Add one to the store's count of rewriting commits (:data:`~ovro_ingest.store.REWRITES_ATTR`).
+    """Record one more commit that moved or replaced stored time steps (:data:`~ovro_ingest.store.REWRITES_ATTR`).
 
     Written before the journal is removed, so a reader that sees no journal afterwards
-    sees the new count. The group is opened through its consolidated metadata, as in
+    sees the new mark. The group is opened through its consolidated metadata, as in
     :func:`~ovro_ingest.store.record_run`, so the root metadata keeps it; a replayed
-    journal may count one commit twice, which only makes a reader copy again.
+    journal records the commit twice, which only makes a reader copy again.
     """
     group = store.open_group(mode="r+")
-    group.attrs[REWRITES_ATTR] = int(group.attrs.get(REWRITES_ATTR, 0)) + 1
+    count = int((group.attrs.get(REWRITES_ATTR) or {}).get("count", 0))
+    group.attrs[REWRITES_ATTR] = {"count": count + 1, "last": uuid.uuid4().hex}
     failpoint("commit:counted")
 
 

@@ -72,11 +72,14 @@ RUNS_ATTR = "ovro_ingest_runs"
 TIMESERIES_ATTR = "ovro_ingest_timeseries"
 """Set on a time-series store (:mod:`ovro_ingest.timeseries`): the archive it was made from, and its layout."""
 REWRITES_ATTR = "ovro_ingest_rewrites"
-"""How many commits moved or replaced stored time steps (backfills, replacements); absent means none.
+"""The commits that moved or replaced stored time steps (backfills, replacements): ``{"count": n, "last": id}``,
+a new random ``last`` for each; absent means none.
 
 Appends never touch stored chunks, so a reader that copies a stored range (the
-time-series update) needs no lock: the range is exact when this count did not change
+time-series update) needs no lock: the range is exact when this mark did not change
 while it read and no such commit was under way (:func:`ovro_ingest.commit.rewrite_under_way`).
+A random id rather than the count alone, so that a store restored from a backup and
+rewritten again never shows a mark seen before.
 """
 STAGED_VARIABLES = ("SKY", "source_files", "wcs_header")
 """Arrays with a time chunk of 1, written in parallel via the staging area and moved into place by the commit."""
@@ -146,8 +149,8 @@ class StoreState:
     settings: StoreSettings
     spectral_frame: str | None = None
     """SPECSYS of the store's frequencies; None for a store written before it was recorded (not checked)."""
-    rewrites: int = 0
-    """Commits so far that moved or replaced stored time steps (:data:`REWRITES_ATTR`)."""
+    rewrite_mark: str = ""
+    """Id of the last commit that moved or replaced stored time steps (:data:`REWRITES_ATTR`); empty: none."""
 
     def group(self) -> zarr.Group:
         """The store opened read-only through its consolidated metadata (committed shapes)."""
@@ -220,7 +223,7 @@ def read_state(path: str | os.PathLike[str]) -> StoreState:
             grid=SpatialGrid.model_validate(attrs[GRID_ATTR]),
             settings=StoreSettings.model_validate(attrs[SETTINGS_ATTR]),
             spectral_frame=attrs.get(SPECTRAL_FRAME_ATTR),
-            rewrites=int(attrs.get(REWRITES_ATTR, 0)),
+            rewrite_mark=str((attrs.get(REWRITES_ATTR) or {}).get("last", "")),
         )
     except StoreError:
         raise

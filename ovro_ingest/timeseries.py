@@ -11,9 +11,9 @@ README for the measured choice).
 Kept up to date by :func:`update_timeseries`, which holds the time-series store's
 writer lock, not the archive's: an ingest may append to the archive all the while
 (appends never touch stored chunks), and a backfill or replacement committed in the
-archive while it is read is noticed by its count of such commits (the archive's
-``ovro_ingest_rewrites``; :func:`check_unchanged`), so that nothing read half moved is
-kept. It
+archive while it is read is noticed by the mark each such commit leaves (the
+archive's ``ovro_ingest_rewrites``; :func:`check_unchanged`), so that nothing read
+half moved is kept. It goes window by window (:data:`WINDOW_TIME_STEPS`), and for each
 
 1. plans (:func:`plan_update`): the first time index where the archive and the
    time-series store differ, found from the time-series store's ``archive_fingerprint``
@@ -110,7 +110,7 @@ class TimeSeriesLayout(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     time_block: int = Field(8, ge=1, description="Time steps per shard (format 3) or chunk (format 2).")
-    chunk_time: int = Field(8, ge=1, description="Time steps per inner chunk (format 3).")
+    chunk_time: int = Field(8, ge=1, description="Time steps per inner chunk (format 3; at most time_block).")
     chunk_lm: int = Field(64, ge=8, description="Pixels along l and m per inner chunk (format 3).")
     shard_lm: int = Field(256, ge=8, description="Pixels along l and m per shard (format 3).")
     plain_chunk_lm: int = Field(128, ge=8, description="Pixels along l and m per chunk (format 2).")
@@ -122,9 +122,10 @@ class TimeSeriesLayout(BaseModel):
             return (self.time_block, n_freq, 1, min(self.plain_chunk_lm, n_l), min(self.plain_chunk_lm, n_m)), None
         shard_l, shard_m = min(self.shard_lm, n_l), min(self.shard_lm, n_m)
         chunk_l, chunk_m = min(self.chunk_lm, shard_l), min(self.chunk_lm, shard_m)
-        if shard_l % chunk_l or shard_m % chunk_m or self.time_block % self.chunk_time:
+        chunk_time = min(self.chunk_time, self.time_block)
+        if shard_l % chunk_l or shard_m % chunk_m or self.time_block % chunk_time:
             raise ValueError(f"inner chunks must divide the shards: {self}")
-        return (self.chunk_time, n_freq, 1, chunk_l, chunk_m), (self.time_block, n_freq, 1, shard_l, shard_m)
+        return (chunk_time, n_freq, 1, chunk_l, chunk_m), (self.time_block, n_freq, 1, shard_l, shard_m)
 
 
 class TimeSeriesPlan(BaseModel):
@@ -147,8 +148,10 @@ class TimeSeriesPlan(BaseModel):
     """First time index where the two stores differ (``start`` rounds it down to its block)."""
     target_digest: str
     """Hash of the archive fingerprints of every time index after the update."""
-    archive_rewrites: int = 0
-    """The archive's count of rewriting commits when planned: what was read is exact while it stays the same."""
+    archive_rewrite_mark: str = ""
+    """The archive's rewrite mark when planned (``ovro_ingest_rewrites``): what was read is exact while it stays."""
+    archive_n_time: int = 0
+    """Time steps the archive held when planned: the end of a whole update, whose windows stop there."""
 
     @property
     def up_to_date(self) -> bool:
@@ -204,8 +207,8 @@ class TimeSeriesState:
     n_time: int
     layout: TimeSeriesLayout
     zarr_format: int
-    archive_rewrites: int | None = None
-    """The archive's count of rewriting commits when this store was last updated (None: not recorded)."""
+    archive_rewrite_mark: str | None = None
+    """The archive's rewrite mark when this store was last updated (None: not recorded)."""
 
     def group(self) -> zarr.Group:
         """The store opened read-only through its consolidated metadata."""
@@ -271,7 +274,7 @@ def read_timeseries_state(path: str | os.PathLike[str]) -> TimeSeriesState:
             n_time=group["time"].shape[0],
             layout=TimeSeriesLayout.model_validate(link["layout"]),
             zarr_format=group.metadata.zarr_format,
-            archive_rewrites=link.get("archive_rewrites"),
+            archive_rewrite_mark=link.get("archive_rewrite_mark"),
         )
     except StoreError:
         raise
@@ -318,7 +321,7 @@ def check_archive(archive: str | os.PathLike[str], wait_seconds: float = 0.0) ->
 
     No lock is taken: appends (what an ingest does all night) never touch stored
     chunks. A backfill or replacement under way is waited for (``REWRITE_GRACE_S``
-    plus ``wait_seconds``); the returned ``rewrites`` count tells a later look whether
+    plus ``wait_seconds``); the returned ``rewrite_mark`` tells a later look whether
     one committed meanwhile (:func:`check_unchanged`).
 
     Raises
@@ -358,7 +361,7 @@ def check_unchanged(plan: TimeSeriesPlan, wait_seconds: float = 0.0) -> StoreSta
     now = check_archive(plan.archive, wait_seconds)
     if now.store_id != plan.archive_store_id:
         raise StoreError(f"{plan.archive}: the archive was rebuilt since the update was planned; run the update again")
-    if now.rewrites != plan.archive_rewrites or now.n_time < plan.n_archive:
+    if now.rewrite_mark != plan.archive_rewrite_mark or now.n_time < plan.n_archive:
         raise StoreError(
             f"{plan.archive}: stored time steps were moved or replaced (a backfill or a --replace) while the update "
             "read them; run the update again (it copies from the first time block that differs)"
@@ -477,13 +480,17 @@ def plan_update(
     layout: TimeSeriesLayout | None = None,
     create: bool = True,
     window: int | None = None,
+    until: int | None = None,
 ) -> TimeSeriesPlan:
     """Find what an update must copy; create the time-series store when there is none (callers hold its writer lock).
 
     With ``create=False`` (a dry run) nothing is written: a missing time-series store
     is planned as empty (``timeseries_store_id`` empty). With ``window``, the plan
-    copies at most that many time steps (rounded up to whole time blocks) from the
-    first that differs; planning again after its commit gives the next window.
+    copies that many time steps (rounded up to whole time blocks) from the first that
+    differs, or up to the store's current end when that is further (a rewrite is never
+    cut short); planning again after its commit gives the next window. ``until``: plan
+    no further than this time index (an update's windows stop where its first plan
+    saw the archive end, rather than chase an ingest that keeps appending).
 
     Raises
     ------
@@ -492,36 +499,43 @@ def plan_update(
         was made from another archive (one line each, with the fix).
     """
     check_distinct(archive, timeseries)
+    if window is not None and window < 1:
+        raise ValueError(f"window must be at least one time step, not {window}")
     source = check_archive(archive)
     if not Store.at(timeseries).exists():
         if not create:
-            source, wanted = stable_fingerprints(archive)
+            source, wanted = stable_fingerprints(archive, stop=until)
             return TimeSeriesPlan(
                 archive=str(Path(archive).resolve()),
                 timeseries=str(Path(timeseries).resolve()),
                 archive_store_id=source.store_id,
                 timeseries_store_id="",
-                n_archive=source.n_time,
+                n_archive=len(wanted),
                 n_before=0,
                 start=0,
                 first_difference=0,
                 target_digest=digest(wanted),
-                archive_rewrites=source.rewrites,
+                archive_rewrite_mark=source.rewrite_mark,
+                archive_n_time=source.n_time,
             )
         create_timeseries_store(source, timeseries, layout)
     state = read_timeseries_state(timeseries)
+    held = state.fingerprints()
+    block = state.layout.time_block
+    span = None if window is None else math.ceil(window / block) * block
+    # after appends only, a window's plan reads the archive's ledger up to the window's end, not the archive's
+    reach = until if span is None else min(until or math.inf, (len(held) // block) * block + span)
+    source, wanted = stable_fingerprints(archive, (state.archive_rewrite_mark, held), stop=reach)
     if state.archive_store_id != source.store_id:
         raise StoreError(
             f"{timeseries}: was made from another archive (store id {state.archive_store_id}, {state.archive_path}), "
             f"not from {archive} (store id {source.store_id}); give another time-series path, or delete it to make "
             "it again from this archive"
         )
-    held = state.fingerprints()
-    source, wanted = stable_fingerprints(archive, (state.archive_rewrites, held))
     first = next((i for i, (a, b) in enumerate(zip(wanted, held, strict=False)) if a != b), min(len(wanted), len(held)))
-    block = state.layout.time_block
     start = len(wanted) if first == len(wanted) == len(held) else (first // block) * block
-    stop = len(wanted) if window is None else min(len(wanted), start + math.ceil(window / block) * block)
+    # a window never ends before the store's current end: rewritten blocks are replaced at once, never cut off
+    stop = len(wanted) if span is None else min(len(wanted), max(len(held), start + span))
     return TimeSeriesPlan(
         archive=str(Path(archive).resolve()),
         timeseries=str(Path(timeseries).resolve()),
@@ -532,20 +546,25 @@ def plan_update(
         start=start,
         first_difference=first,
         target_digest=digest(wanted[:stop]),
-        archive_rewrites=source.rewrites,
+        archive_rewrite_mark=source.rewrite_mark,
+        archive_n_time=source.n_time,
     )
 
 
 def stable_fingerprints(
-    archive: str | os.PathLike[str], known: tuple[int | None, list[str]] | None = None, attempts: int = 3
+    archive: str | os.PathLike[str],
+    known: tuple[str | None, list[str]] | None = None,
+    stop: int | None = None,
+    attempts: int = 3,
 ) -> tuple[StoreState, list[str]]:
-    """The archive's state and the fingerprint of every time index, read while no backfill or replacement commits.
+    """The archive's state and the fingerprints of its time indices ``0..stop``, read while nothing was rewritten.
 
-    ``known``: a time-series store's recorded count of the archive's rewriting commits
-    and its fingerprints. While the archive's count is still that one, nothing it held
-    then has moved or changed since, so only the fingerprints of the time steps
-    appended after them are read: an update after a night reads a night's ledger
-    entries, not a year's (one chunk per entry). Otherwise every one is read.
+    ``known``: a time-series store's recorded rewrite mark of the archive and its
+    fingerprints. While the archive's mark is still that one and its fingerprint at the
+    last known index still matches (a store restored from a backup and grown again
+    does not), nothing known has moved or changed since, so only the fingerprints after
+    the known ones are read: an update after a night reads a night's ledger entries,
+    not a year's (one chunk per entry). Otherwise every one is read.
 
     Raises
     ------
@@ -554,12 +573,16 @@ def stable_fingerprints(
     """
     source = check_archive(archive)
     for _ in range(attempts):
-        if known is not None and known[0] == source.rewrites and len(known[1]) <= source.n_time:
-            wanted = known[1] + archive_fingerprints(source, len(known[1]))
-        else:
-            wanted = archive_fingerprints(source)
+        end = source.n_time if stop is None else min(stop, source.n_time)
+        wanted = None
+        if known is not None and known[1] and known[0] == source.rewrite_mark and len(known[1]) <= end:
+            after = archive_fingerprints(source, len(known[1]) - 1, end)
+            if after[0] == known[1][-1]:
+                wanted = known[1] + after[1:]
+        if wanted is None:
+            wanted = archive_fingerprints(source, 0, end)
         now = check_archive(archive)
-        if (now.store_id, now.rewrites) == (source.store_id, source.rewrites):
+        if (now.store_id, now.rewrite_mark) == (source.store_id, source.rewrite_mark):
             return source, wanted
         source = now
     raise StoreError(
@@ -706,7 +729,7 @@ def commit_update(staged: StagedUpdate) -> TimeSeriesReceipt:
         "start": plan.start,
         "n_before": plan.n_before,
         "n_after": plan.n_archive,
-        "archive_rewrites": plan.archive_rewrites,
+        "archive_rewrite_mark": plan.archive_rewrite_mark,
         "phase": "prepared",
     }
     with disk_full_named(plan.timeseries, "committing the time-series update"):
@@ -764,22 +787,22 @@ def apply_timeseries_journal(store: str | os.PathLike[str], journal: dict) -> No
     for name in (*TIME_VARIABLES, FINGERPRINT):
         resize_along_time(group[name], journal["n_after"])
     write_time_values(group, journal["start"], json.loads((staging / VALUES_FILE).read_text()), "timeseries")
-    record_archive_rewrites(store, journal.get("archive_rewrites"))
+    record_archive_rewrite_mark(store, journal.get("archive_rewrite_mark"))
     seal_commit(store, staging, "timeseries")
 
 
-def record_archive_rewrites(store: str | os.PathLike[str], count: int | None) -> None:
-    """Note in the store's link to its archive the archive's rewrite count its content now matches.
+def record_archive_rewrite_mark(store: str | os.PathLike[str], mark: str | None) -> None:
+    """Note in the store's link to its archive the archive's rewrite mark its content now matches.
 
     The group is opened through its consolidated metadata (see
     :func:`~ovro_ingest.store.record_run`); the commit's consolidation that follows keeps it.
     """
     group = Store.at(store).open_group(mode="r+")
     link = dict(group.attrs[TIMESERIES_ATTR])
-    if count is None:
-        link.pop("archive_rewrites", None)
+    if mark is None:
+        link.pop("archive_rewrite_mark", None)
     else:
-        link["archive_rewrites"] = count
+        link["archive_rewrite_mark"] = mark
     group.attrs[TIMESERIES_ATTR] = link
 
 
@@ -836,8 +859,11 @@ def update_timeseries(
     with holding_timeseries(archive, timeseries, who, wait_seconds):
         prepare_timeseries(timeseries)
         receipts = []
-        while not (plan := plan_update(archive, timeseries, layout, window=window)).up_to_date:
+        plan = plan_update(archive, timeseries, layout, window=window)
+        until = plan.archive_n_time  # where the archive ended at the first plan: what is appended since waits
+        while not plan.up_to_date:
             receipts.append(commit_update(stage_update(plan, workers=workers, max_memory=max_memory)))
+            plan = plan_update(archive, timeseries, window=window, until=until)
         if not receipts:
             return up_to_date(plan)
         done = combined(receipts)
@@ -852,6 +878,7 @@ def combined(windows: Sequence[TimeSeriesReceipt]) -> TimeSeriesReceipt:
     return first.model_copy(
         update={
             "status": "rewritten" if any(w.status == "rewritten" for w in windows) else "appended",
+            "start": min(w.start for w in windows),
             "n_time": last.n_time,
             "time_steps_copied": sum(w.time_steps_copied for w in windows),
             "bytes_copied": sum(w.bytes_copied for w in windows),

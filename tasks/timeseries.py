@@ -20,9 +20,12 @@ from tasks.cache import TIMESERIES_COMMIT, TIMESERIES_STAGING
 
 
 @task(name="plan_timeseries", task_run_name="plan", cache_policy=NO_CACHE)
-def plan_timeseries(archive: Store, timeseries: Store) -> TimeSeriesPlan:
-    """The next window to copy, from where the time-series store first differs from the archive (created when missing)."""
-    plan = plan_update(archive, timeseries, window=WINDOW_TIME_STEPS)
+def plan_timeseries(archive: Store, timeseries: Store, until: int | None = None) -> TimeSeriesPlan:
+    """The next window to copy, from where the time-series store first differs from the archive (created when missing).
+
+    ``until``: no further than this time index (where the archive ended at the update's first plan).
+    """
+    plan = plan_update(archive, timeseries, window=WINDOW_TIME_STEPS, until=until)
     if not plan.up_to_date:
         get_run_logger().info(
             "time-series store %d time steps; copying time steps %d..%d", plan.n_before, plan.start, plan.n_archive - 1

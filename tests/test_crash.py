@@ -27,7 +27,7 @@ from ovro_ingest.failpoints import ENVIRONMENT_VARIABLE
 from ovro_ingest.handle import Store
 from ovro_ingest.health import repair_store, validate_store
 from ovro_ingest.pipeline import ingest_directory, ingest_time_step
-from ovro_ingest.store import StoreSettings
+from ovro_ingest.store import StoreSettings, read_state
 from ovro_ingest.synth import generate
 from tests.store_checks import assert_same_store, assert_time_steps_match
 
@@ -195,6 +195,21 @@ def test_sigkill_at_each_step_of_a_commit_is_rolled_forward(night, tmp_path, poi
     rerun_and_compare(store, night)
 
 
+def test_sigkill_once_a_backfill_is_marked_is_rolled_forward(night, tmp_path):
+    """A step only backfills and replacements reach: after the rewrite mark, before the commit point."""
+    store = shutil.copytree(night["half"], tmp_path / "s.zarr")
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(night["inputs"]), str(store)],
+        env={**os.environ, ENVIRONMENT_VARIABLE: "commit:counted"},
+        capture_output=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert child.returncode == -signal.SIGKILL, "the fail point must be reached"
+    assert check_after_crash(store, night["reference"]), "killed inside the commit"
+    assert read_state(store).rewrite_mark != ""
+    rerun_and_compare(store, night)
+
+
 def test_a_reader_during_an_ingest_sees_only_complete_time_steps(night, tmp_path):
     store = tmp_path / "s.zarr"
     child = subprocess.Popen(
@@ -214,7 +229,7 @@ def test_a_reader_during_an_ingest_sees_only_complete_time_steps(night, tmp_path
     assert seen - {0, 4}, f"the reader must have seen the store grow: {sorted(seen)}"
 
 
-@pytest.mark.parametrize("point", ["commit:shelved", "commit:placed"])
+@pytest.mark.parametrize("point", ["commit:shelved", "commit:placed", "commit:counted"])
 def test_zarr_format_2_backfill_interrupted_mid_move_is_rolled_forward(night, tmp_path, point):
     v2 = StoreSettings(chunk_lm=32, zarr_format=2)
     reference, store = tmp_path / "reference.zarr", tmp_path / "s.zarr"

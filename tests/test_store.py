@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 from astropy.io import fits
 from astropy.time import Time
 
@@ -14,7 +15,7 @@ from ovro_ingest.errors import StoreMismatch
 from ovro_ingest.handle import Store
 from ovro_ingest.health import validate_store
 from ovro_ingest.pipeline import ingest_directory, ingest_time_step
-from ovro_ingest.store import StoreSettings, read_state, remove_store, store_id
+from ovro_ingest.store import REWRITES_ATTR, StoreSettings, read_state, remove_store, store_id
 from tests.store_checks import assert_same_store
 
 SMALL = StoreSettings(chunk_lm=32)
@@ -165,22 +166,24 @@ def test_changed_source_files_are_kept_unless_replace_is_asked(make_data, tmp_pa
     assert_same_store(store, reference)
 
 
-def test_backfills_and_replacements_are_counted_and_appends_are_not(make_data, tmp_path):
-    """The count a lock-free reader of stored time steps (the time-series update) checks."""
+def test_backfills_and_replacements_leave_a_new_rewrite_mark_and_appends_do_not(make_data, tmp_path):
+    """The mark a lock-free reader of stored time steps (the time-series update) checks."""
     folder = make_data(time_steps=3)
     steps = discover_time_steps(folder).time_steps
     store = tmp_path / "s.zarr"
     ingest_time_step(steps[0], store, settings=SMALL)
     ingest_time_step(steps[2], store, settings=SMALL)
-    assert read_state(store).rewrites == 0
+    assert read_state(store).rewrite_mark == ""
     ingest_time_step(steps[1], store, settings=SMALL)  # a backfill: index 1 and 2 move
-    assert read_state(store).rewrites == 1
+    after_backfill = read_state(store).rewrite_mark
+    assert after_backfill != ""
     changed = next(folder.glob("20240524_050009_41MHz*.fits"))
     with fits.open(changed, mode="update") as hdul:
         hdul[0].data[0, 0, 32, 30] += 1.0  # inside the horizon (beyond it: NaN)
     receipts = ingest_directory(folder, store, settings=SMALL, replace=True)
     assert [r.status for r in receipts] == ["replaced", "already stored", "already stored"]
-    assert read_state(store).rewrites == 2
+    assert read_state(store).rewrite_mark not in ("", after_backfill)
+    assert zarr.open_group(str(store)).attrs[REWRITES_ATTR]["count"] == 2
     assert not rewrite_under_way(store)
 
 

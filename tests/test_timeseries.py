@@ -28,11 +28,8 @@ from ovro_ingest.timeseries import (
     FINGERPRINT,
     TimeSeriesLayout,
     block_strip,
-    commit_update,
     default_timeseries_path,
-    plan_update,
     read_timeseries_state,
-    stage_update,
     update_timeseries,
 )
 
@@ -247,7 +244,7 @@ def test_after_appends_an_update_reads_only_the_new_ledger_entries_of_the_archiv
     for step in steps[:6]:
         ingest_time_step(step, archive, settings=settings())
     update_timeseries(archive, timeseries, layout=LAYOUT)
-    assert read_timeseries_state(timeseries).archive_rewrites == read_state(archive).rewrites == 0
+    assert read_timeseries_state(timeseries).archive_rewrite_mark == read_state(archive).rewrite_mark == ""
     for step in steps[6:8]:
         ingest_time_step(step, archive, settings=settings())
     # the ledger entries of time steps 0-3 are not read any more: without them, they would count as changed
@@ -257,29 +254,89 @@ def test_after_appends_an_update_reads_only_the_new_ledger_entries_of_the_archiv
     assert (done.status, done.start, done.n_time) == ("appended", 4, 8)
 
 
-def test_time_steps_appended_while_an_update_copies_are_left_to_the_next_update(night, archives, tmp_path):
+def test_an_update_copies_what_the_archive_held_when_it_began_while_an_ingest_appends(
+    night, archives, tmp_path, monkeypatch
+):
+    """No lock on the archive, and no chase either: what an ingest appends meanwhile is the next update's."""
     archive, timeseries = tmp_path / "archive.zarr", tmp_path / "ts.zarr"
     steps = discover_time_steps(night).time_steps
-    for step in steps[:4]:
+    for step in steps[:2]:
         ingest_time_step(step, archive, settings=settings())
     update_timeseries(archive, timeseries, layout=LAYOUT)
-    for step in steps[4:6]:
+    for step in steps[2:8]:
         ingest_time_step(step, archive, settings=settings())
-    plan = plan_update(archive, timeseries)
-    for step in steps[6:9]:  # an ingest appends between the plan and the copy
-        ingest_time_step(step, archive, settings=settings())
-    done = commit_update(stage_update(plan))
-    assert (done.start, done.n_time, done.time_steps_copied) == (4, 6, 2)
-    got, want = xr.open_zarr(timeseries, chunks=None), xr.open_zarr(archive, chunks=None).isel(time=slice(0, 6))
+    appended = iter(steps[8:])
+
+    def an_ingest_appends(name: str, instance: str = "") -> None:
+        if name == "timeseries:pixels-staged":  # while each window is copied, one more time step is stored
+            step = next(appended, None)
+            if step is not None:
+                ingest_time_step(step, archive, settings=settings())
+
+    monkeypatch.setattr(timeseries_module, "failpoint", an_ingest_appends)
+    done = update_timeseries(archive, timeseries, window=1)  # windows of one time block (4)
+    assert (done.status, done.start, done.n_time, done.time_steps_copied) == ("appended", 0, 8, 8)
+    assert read_state(archive).n_time == 10
+    got, want = xr.open_zarr(timeseries, chunks=None), xr.open_zarr(archive, chunks=None).isel(time=slice(0, 8))
     np.testing.assert_array_equal(got["time_key"].values, want["time_key"].values)
     np.testing.assert_array_equal(got["SKY"].values.view("u4"), want["SKY"].values.view("u4"))
     assert validate_store(timeseries).ok
-    update_timeseries(archive, timeseries)
-    for step in steps[9:]:
+    monkeypatch.undo()
+    for step in steps[10:]:
         ingest_time_step(step, archive, settings=settings())
     update_timeseries(archive, timeseries)
     assert_same_as_archive(timeseries, archive)
     assert_same_as_archive(timeseries, archives[3], made_from=False)
+
+
+def test_a_rewrite_in_the_middle_is_committed_whole_and_never_cuts_the_store_short(make_data, tmp_path, monkeypatch):
+    folder = make_data(time_steps=12, n_subbands=2, size=64)
+    archive, timeseries = tmp_path / "archive.zarr", tmp_path / "ts.zarr"
+    steps = discover_time_steps(folder).time_steps
+    for step in steps[:10]:
+        ingest_time_step(step, archive, settings=settings())
+    update_timeseries(archive, timeseries, layout=LAYOUT)
+    changed = sorted(folder.glob("*.fits"))[2 * 1]  # time step 1
+    with fits.open(changed, mode="update") as hdus:
+        hdus[0].data[0, 0, 30, 31] += 1.0
+    ingest_directory(folder, archive, settings=settings(), replace=True)  # replaces 1, appends 10 and 11
+    staged = []
+
+    def disk_full_in_the_second_window(name: str, instance: str = "") -> None:
+        if name == "timeseries:pixels-staged":
+            staged.append(name)
+            if len(staged) == 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+
+    monkeypatch.setattr(timeseries_module, "failpoint", disk_full_in_the_second_window)
+    with pytest.raises(StoreError, match="no space left"):
+        update_timeseries(archive, timeseries, window=4)
+    got, want = xr.open_zarr(timeseries, chunks=None), xr.open_zarr(archive, chunks=None).isel(time=slice(0, 10))
+    assert got.sizes["time"] == 10, "the first window rewrote 0..9 at once: the store never held fewer"
+    np.testing.assert_array_equal(got["SKY"].values.view("u4"), want["SKY"].values.view("u4"))
+    assert validate_store(timeseries).ok
+    monkeypatch.undo()
+    update_timeseries(archive, timeseries, window=4)
+    assert_same_as_archive(timeseries, archive)
+
+
+def test_an_archive_restored_from_a_backup_and_grown_again_is_copied_from_where_it_differs(night, tmp_path):
+    """Same store id, same rewrite mark, other time steps at the end: the quick plan must not trust it."""
+    archive, timeseries, backup = tmp_path / "archive.zarr", tmp_path / "ts.zarr", tmp_path / "backup.zarr"
+    steps = discover_time_steps(night).time_steps
+    for step in steps[:6]:
+        ingest_time_step(step, archive, settings=settings())
+    shutil.copytree(archive, backup)
+    for step in steps[6:8]:
+        ingest_time_step(step, archive, settings=settings())
+    update_timeseries(archive, timeseries, layout=LAYOUT)
+    shutil.rmtree(archive)
+    shutil.copytree(backup, archive)  # restored: 0..5
+    for step in steps[8:10]:
+        ingest_time_step(step, archive, settings=settings())  # 8 time steps again, the last two others
+    done = update_timeseries(archive, timeseries)
+    assert (done.status, done.start, done.n_time) == ("rewritten", 4, 8)
+    assert_same_as_archive(timeseries, archive)
 
 
 def test_a_backfill_committed_while_an_update_copies_is_not_kept(night, archives, tmp_path, monkeypatch):
