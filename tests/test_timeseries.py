@@ -83,6 +83,19 @@ def assert_same_as_archive(timeseries: Path, archive: Path, made_from: bool = Tr
         assert t.attrs[STORE_ID_ATTR] != a.attrs[STORE_ID_ATTR], "a store of its own"
 
 
+def disk_full_when_staging(window: int):
+    """A fail point hook: the disk fills up once the ``window``-th window's pixels are read."""
+    staged = []
+
+    def hook(name: str, instance: str = "") -> None:
+        if name == "timeseries:pixels-staged":
+            staged.append(name)
+            if len(staged) == window:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+
+    return hook
+
+
 def sky_files(store: Path) -> dict[str, int]:
     """Every SKY chunk or shard file -> its mtime."""
     return {str(p.relative_to(store)): p.stat().st_mtime_ns for p in (store / "SKY").rglob("*") if p.is_file()}
@@ -218,15 +231,7 @@ def test_one_update_at_a_time_and_none_waits_for_an_ingest_of_the_archive(archiv
 def test_an_update_goes_window_by_window_and_a_failure_keeps_the_windows_before(archives, tmp_path, monkeypatch):
     """A night's update copies for hours: what a failure (or a crash) loses is the window it was in."""
     timeseries = tmp_path / "ts.zarr"
-    staged = []
-
-    def disk_full_in_the_second_window(name: str, instance: str = "") -> None:
-        if name == "timeseries:pixels-staged":
-            staged.append(name)
-            if len(staged) == 2:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
-
-    monkeypatch.setattr(timeseries_module, "failpoint", disk_full_in_the_second_window)
+    monkeypatch.setattr(timeseries_module, "failpoint", disk_full_when_staging(window=2))
     with pytest.raises(StoreError, match=r"ts\.zarr: no space left on its device while staging") as refused:
         update_timeseries(archives[3], timeseries, layout=LAYOUT, window=3)  # 3 rounds up to a block of 4
     assert "\n" not in str(refused.value)
@@ -300,15 +305,7 @@ def test_a_rewrite_in_the_middle_is_committed_whole_and_never_cuts_the_store_sho
     with fits.open(changed, mode="update") as hdus:
         hdus[0].data[0, 0, 30, 31] += 1.0
     ingest_directory(folder, archive, settings=settings(), replace=True)  # replaces 1, appends 10 and 11
-    staged = []
-
-    def disk_full_in_the_second_window(name: str, instance: str = "") -> None:
-        if name == "timeseries:pixels-staged":
-            staged.append(name)
-            if len(staged) == 2:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
-
-    monkeypatch.setattr(timeseries_module, "failpoint", disk_full_in_the_second_window)
+    monkeypatch.setattr(timeseries_module, "failpoint", disk_full_when_staging(window=2))
     with pytest.raises(StoreError, match="no space left"):
         update_timeseries(archive, timeseries, window=4)
     got, want = xr.open_zarr(timeseries, chunks=None), xr.open_zarr(archive, chunks=None).isel(time=slice(0, 10))
