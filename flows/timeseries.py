@@ -3,8 +3,9 @@
 The recipe: hold the time-series store's writer lock (the archive is only read, and
 ingests may append to it meanwhile), finish what an interrupted update left, then
 window by window (an hour of time steps each): plan (from the first time index where
-the two stores differ), stage the window's blocks, commit them; record the run. The ``timeseries/after-nightly`` deployment runs it
-whenever a run of ``ingest/nightly`` completes (a deployment trigger in prefect.yaml).
+the two stores differ), stage the window's blocks, commit them; record the run. The
+``timeseries/after-nightly`` deployment runs it whenever a run of ``ingest/nightly``
+completes (a deployment trigger in prefect.yaml).
 """
 
 from __future__ import annotations
