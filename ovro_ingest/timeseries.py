@@ -316,13 +316,13 @@ REWRITE_GRACE_S = 10.0
 """Seconds an update waits for a backfill or replacement under way in the archive to commit, before refusing."""
 
 
-def check_archive(archive: str | os.PathLike[str], wait_seconds: float = 0.0) -> StoreState:
+def check_archive(archive: str | os.PathLike[str]) -> StoreState:
     """The archive's committed state, read while no commit moves its stored time steps; else a one-line error.
 
     No lock is taken: appends (what an ingest does all night) never touch stored
-    chunks. A backfill or replacement under way is waited for (``REWRITE_GRACE_S``
-    plus ``wait_seconds``); the returned ``rewrite_mark`` tells a later look whether
-    one committed meanwhile (:func:`check_unchanged`).
+    chunks. A backfill or replacement under way is waited for (``REWRITE_GRACE_S``);
+    the returned ``rewrite_mark`` tells a later look whether one committed meanwhile
+    (:func:`check_unchanged`).
 
     Raises
     ------
@@ -334,7 +334,7 @@ def check_archive(archive: str | os.PathLike[str], wait_seconds: float = 0.0) ->
         raise StoreError(
             f"{archive}: no archive store here; give the path of an ovro-ingest archive (`ovro-ingest run` makes one)"
         )
-    deadline = time.monotonic() + REWRITE_GRACE_S + wait_seconds
+    deadline = time.monotonic() + REWRITE_GRACE_S
     while True:
         # a rewrite counts itself before its journal goes: no journal, then the count, then no journal again
         if not rewrite_under_way(archive):
@@ -349,7 +349,7 @@ def check_archive(archive: str | os.PathLike[str], wait_seconds: float = 0.0) ->
         time.sleep(0.1)
 
 
-def check_unchanged(plan: TimeSeriesPlan, wait_seconds: float = 0.0) -> StoreState:
+def check_unchanged(plan: TimeSeriesPlan) -> StoreState:
     """The archive's state now, when its time steps ``0..plan.n_archive`` are still what ``plan`` saw.
 
     Raises
@@ -358,7 +358,7 @@ def check_unchanged(plan: TimeSeriesPlan, wait_seconds: float = 0.0) -> StoreSta
         The archive was rebuilt, or a backfill or replacement committed since the plan
         (its stored time steps moved: whatever was read of them meanwhile may be mixed).
     """
-    now = check_archive(plan.archive, wait_seconds)
+    now = check_archive(plan.archive)
     if now.store_id != plan.archive_store_id:
         raise StoreError(f"{plan.archive}: the archive was rebuilt since the update was planned; run the update again")
     if now.rewrite_mark != plan.archive_rewrite_mark or now.n_time < plan.n_archive:
