@@ -18,7 +18,12 @@ chunks of those time steps are left out, since no run reads them), and measures 
   and the validation of an hour's time steps that ``ovro-ingest run -v`` does;
 - what a time-series update reads of the archive's ledger to plan: every time step's
   fingerprint (a first update, or one after a backfill or replacement; before 2026-12-01,
-  every update, twice), and only a night's (an update after a nightly run).
+  every update, twice), and only a night's (an update after a nightly run);
+- the whole time-series update after a night (``update_timeseries`` in a process of its
+  own, its time and peak memory): a time-series store of the same archive holding all but
+  the last night's time steps (its ledger grown the same way, its pixels left out as the
+  archive's are) brought up to date, window by window. Its plans and commits read the
+  time-series store's own ``archive_fingerprint`` column, which grows with N.
 
 Run it with::
 
@@ -46,13 +51,19 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.measure import best_of, machine  # noqa: E402
+from benchmarks.measure import best_of, machine, run_measured  # noqa: E402
 from ovro_ingest.handle import Store  # noqa: E402
 from ovro_ingest.health import validate_store  # noqa: E402
 from ovro_ingest.pipeline import ingest_directory  # noqa: E402
-from ovro_ingest.store import SMALL_TIME_VARIABLES, StoreSettings  # noqa: E402
+from ovro_ingest.store import SMALL_TIME_VARIABLES, TIMESERIES_ATTR, StoreSettings  # noqa: E402
 from ovro_ingest.synth import DEFAULT_START, generate  # noqa: E402
-from ovro_ingest.timeseries import stable_fingerprints  # noqa: E402
+from ovro_ingest.timeseries import (  # noqa: E402
+    FINGERPRINT,
+    LEDGER_VARIABLES,
+    create_timeseries_store,
+    read_timeseries_state,
+    stable_fingerprints,
+)
 
 NIGHT = 4_320
 YEAR = 365 * NIGHT
@@ -97,6 +108,49 @@ def grow_ledger(store: Store, n_from: int, n_to: int) -> None:
     store.consolidate()
 
 
+def grow_timeseries(archive: Store, path: Path, n_to: int, fingerprints: list[str]) -> None:
+    """The archive's time-series store at ``path`` (made when missing) holding the ledger of its first ``n_to`` time steps.
+
+    Grown directly, as :func:`grow_ledger` grows the archive: the per-time-step arrays
+    and the fingerprints copied, ``SKY`` resized with its chunks left out, and the
+    archive's rewrite mark recorded, so that an update trusts what it holds.
+    """
+    if not Store.at(path).exists():
+        create_timeseries_store(archive.state(), path)
+    group = Store.at(path).open_group(mode="r+", consolidated=False)
+    source = archive.open_group(consolidated=False)
+    n_from = group["time"].shape[0]
+    for name in (*LEDGER_VARIABLES, FINGERPRINT, "SKY"):
+        group[name].resize((n_to, *group[name].shape[1:]))
+    for start in range(n_from, n_to, BATCH):
+        stop = min(start + BATCH, n_to)
+        for name in LEDGER_VARIABLES:
+            group[name][start:stop] = source[name][start:stop]
+        group[FINGERPRINT][start:stop] = np.array(fingerprints[start:stop], dtype=object)
+    link = dict(group.attrs[TIMESERIES_ATTR])
+    link["archive_rewrite_mark"] = archive.state().rewrite_mark
+    group.attrs[TIMESERIES_ATTR] = link
+    Store.at(path).consolidate()
+
+
+UPDATE = "import sys; from ovro_ingest.timeseries import update_timeseries; update_timeseries(sys.argv[1], sys.argv[2])"
+"""A time-series update in a process of its own (as ``ovro-ingest timeseries`` runs it, without the CLI)."""
+
+
+def update_after_a_night(store: Store, n: int, work: Path, fingerprints: list[str]) -> dict:
+    """Time and peak memory of bringing a time-series store that lacks the last night (or half of N) up to date."""
+    behind = min(NIGHT, n // 2)
+    path = work / "year.timeseries.zarr"
+    grow_timeseries(store, path, n - behind, fingerprints)
+    measured = run_measured([sys.executable, "-c", UPDATE, str(store.path), str(path)])
+    assert measured.returncode == 0, measured.output[-2000:]
+    assert read_timeseries_state(path).n_time == n, "the update did not reach the archive's end"
+    return {
+        "timeseries_update_after_a_night_s": measured.seconds,
+        "timeseries_update_peak_gb": measured.peak_rss_bytes / 1e9,
+    }
+
+
 def measure(store: Store, n: int, work: Path) -> dict:
     """The per-run costs at ``n`` time steps, then one real time step appended (the store then holds n + 1)."""
     import xarray as xr
@@ -124,6 +178,7 @@ def measure(store: Store, n: int, work: Path) -> dict:
         "validate_an_hour_s": best_of(lambda: validate_store(store, keys_of(range(max(0, n - HOUR), n))), REPEATS),
         "timeseries_plan_every_entry_s": every_entry_s,
         "timeseries_plan_after_a_night_s": best_of(lambda: stable_fingerprints(store, known), REPEATS),
+        **update_after_a_night(store, n, work, every),
     }
     folder = work / f"next-{n}"
     generate(folder, time_steps=1, n_subbands=2, size=32, start=DEFAULT_START + timedelta(seconds=STEP_S * n))
@@ -139,16 +194,27 @@ def extrapolate(rows: list[dict]) -> dict:
     """Each cost at a year: the least-squares straight line through every N, or the mean when the cost does not grow."""
     sizes = np.array([row["time_steps"] for row in rows], dtype=float)
     year = {}
-    for key in (k for k in rows[0] if k.endswith("_s")):
+    for key in measured_keys(rows[0]):
         costs = np.array([row[key] for row in rows])
         slope, intercept = np.polyfit(sizes, costs, 1)
         year[key] = round(float(slope * YEAR + intercept if slope > 0 else costs.mean()), 3)
     return year
 
 
+def measured_keys(row: dict) -> list[str]:
+    """The measured columns of a row: seconds (``_s``) and gigabytes (``_gb``)."""
+    return [k for k in row if k.endswith(("_s", "_gb"))]
+
+
+def column_title(key: str) -> str:
+    """``validate_s`` -> ``validate s``; ``timeseries_update_peak_gb`` -> ``timeseries update peak GB``."""
+    name, unit = key.rsplit("_", 1)
+    return f"{name.replace('_', ' ')} {'GB' if unit == 'gb' else unit}"
+
+
 def markdown(report: dict) -> str:
     rows = report["rows"]
-    keys = [k for k in rows[0] if k.endswith("_s")]
+    keys = measured_keys(rows[0])
     lines = [
         "# A store as long as a year: what each run pays for the ledger",
         "",
@@ -156,7 +222,7 @@ def markdown(report: dict) -> str:
         f"Total {report['total_seconds']:.0f} s. Best of {REPEATS} for the reads; the append is one real time step "
         "(2 subbands of 32²) through the plain functions.",
         "",
-        "| N time steps | nights | " + " | ".join(k.removesuffix("_s").replace("_", " ") + " s" for k in keys) + " |",
+        "| N time steps | nights | " + " | ".join(column_title(k) for k in keys) + " |",
         "| ---: | ---: | " + " | ".join("---:" for _ in keys) + " |",
     ]
     for row in rows:
