@@ -5,7 +5,10 @@
 Writes ``--time-steps`` x ``--subbands`` synthetic all-sky planes (``ovro_ingest.synth``'s sky, noise and
 horizon) in each candidate layout (Blosc lz4, the archive's codec), then times, with the page cache warm,
 best of 3: one pixel's dynamic spectrum (all time steps, all subbands) and one image (one time step, one
-subband), both through ``xarray.open_zarr`` as a user reads them, plus the number of files. Per
+subband), both through ``xarray.open_zarr`` as a user reads them, plus the number of files.
+``--codec-pipeline zarrs`` reads and writes every candidate with zarrs' Rust codec pipeline (the
+``zarrs`` package, not a dependency of ovro-ingest: install it beside) and writes
+``timeseries_layouts_zarrs.{json,md}``, for the comparison. Per
 (time step, subband) costs grow linearly with N, so a short block gives the per-time-step numbers the
 choice needs; ``timeseries_read.py`` measures the chosen layout at N = 60, 500 and 2,000.
 Results: ``benchmarks/results/timeseries_layouts.{json,md}``.
@@ -20,6 +23,7 @@ import sys
 import tempfile
 import time
 from datetime import timedelta
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +50,8 @@ CANDIDATES = [
     ("shards (T, F, 128²) of (4, F, 32²)", (4, "F", 32, 32), ("T", "F", 128, 128)),
     ("shards (T, F, 256²) of (1, F, 64²)", (1, "F", 64, 64), ("T", "F", 256, 256)),
     ("shards (T, F, 256²) of (4, 1, 128²)", (4, 1, 128, 128), ("T", "F", 256, 256)),
+    ("shards (8, F, 256²) of (8, 2, 128²)", (8, 2, 128, 128), (8, "F", 256, 256)),
+    ("shards (8, F, 256²) of (4, 1, 256²)", (4, 1, 256, 256), (8, "F", 256, 256)),
 ]
 
 
@@ -131,7 +137,13 @@ def main() -> None:
     parser.add_argument("--time-steps", type=int, default=64)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--codec-pipeline", choices=("zarr", "zarrs"), default="zarr")
     args = parser.parse_args()
+    if args.codec_pipeline == "zarrs":
+        import zarr
+        import zarrs  # noqa: F401  (registers its pipeline)
+
+        zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"})
     data = planes(args.size, args.time_steps, args.subbands)
     work = Path(tempfile.mkdtemp(prefix="ts-layouts-", dir=args.work))
     pixel = (args.size // 2 + 37, args.size // 2 - 85)  # a pixel inside the horizon
@@ -154,11 +166,14 @@ def main() -> None:
         "size": args.size,
         "subbands": args.subbands,
         "time_steps": args.time_steps,
+        "codec_pipeline": args.codec_pipeline,
+        "zarr": version("zarr"),
         "rows": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "timeseries_layouts.json").write_text(json.dumps(report, indent=2))
-    (args.out / "timeseries_layouts.md").write_text(markdown(report))
+    name = "timeseries_layouts" + ("_zarrs" if args.codec_pipeline == "zarrs" else "")
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2))
+    (args.out / f"{name}.md").write_text(markdown(report))
     print(markdown(report))
 
 
@@ -167,7 +182,8 @@ def markdown(report: dict) -> str:
     rows, base = report["rows"], report["rows"][0]
     lines = [
         f"# Time-series layouts: {report['time_steps']} time steps x {report['subbands']} subbands of "
-        f"{report['size']}², Blosc lz4",
+        f"{report['size']}², Blosc lz4, codec pipeline: {report.get('codec_pipeline', 'zarr')}, "
+        f"zarr {report.get('zarr', '?')}",
         "",
         f"Machine: {report['machine']}. Page cache warm, best of 3, each read opens the store.",
         "plain: `xr.open_zarr(path, chunks=None)` (zarr reads, no dask); dask: `xr.open_zarr(path)`.",
