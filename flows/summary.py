@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+STATUSES = ("written", "replaced", "already stored", "failed")
+"""What can become of a time step in a run."""
+
 
 class StepOutcome(BaseModel):
     """The outcome of one time step."""
@@ -12,7 +15,8 @@ class StepOutcome(BaseModel):
     n_files: int
     n_subbands: int = 0
     status: str
-    """``written``, ``already stored`` or ``failed``."""
+    """One of :data:`STATUSES`: ``written``, ``replaced`` (stored again from changed files, ``--replace``),
+    ``already stored`` or ``failed``."""
     index: int | None = None
     bytes_written: int = 0
     seconds: float = 0.0
@@ -41,11 +45,10 @@ class IngestSummary(BaseModel):
 
     def as_dict(self) -> dict:
         """The summary for scripts (``ovro-ingest run --json``): counts by status and every time step whole."""
-        statuses = ("written", "replaced", "already stored", "failed")
         return {
             "store": self.store,
             "ok": not self.failed,
-            "counts": {status: sum(o.status == status for o in self.outcomes) for status in statuses},
+            "counts": {status: sum(o.status == status for o in self.outcomes) for status in STATUSES},
             "time_steps": [
                 {
                     "key": o.key,
@@ -63,9 +66,13 @@ class IngestSummary(BaseModel):
         }
 
     def one_line(self) -> str:
-        """E.g. ``3 time steps: 2 written, 0 already stored, 1 failed``."""
-        counts = {s: sum(o.status == s for o in self.outcomes) for s in ("written", "already stored", "failed")}
-        return f"{len(self.outcomes)} time steps: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+        """E.g. ``3 time steps: 2 written, 0 already stored, 1 failed`` (``replaced`` too, when a run replaced any).
+
+        The counts add up to the time steps of the run.
+        """
+        counts = {s: sum(o.status == s for o in self.outcomes) for s in STATUSES}
+        shown = {s: n for s, n in counts.items() if n or s != "replaced"}
+        return f"{len(self.outcomes)} time steps: " + ", ".join(f"{n} {s}" for s, n in shown.items())
 
 
 MESSAGE_FAILURES = 5
