@@ -285,12 +285,24 @@ def deliver_logs_and_events(timeout_s: float = 30) -> None:
     EventsWorker.drain_all(timeout=timeout_s)
 
 
+@contextmanager
+def prefect_api_or_exit() -> Iterator[str]:
+    """:func:`flows.server.prefect_api`; when the configured server does not answer, one line and exit code 2."""
+    from flows.server import PrefectServerUnreachable, prefect_api
+
+    try:
+        with prefect_api() as api_url:  # raises PrefectServerUnreachable before it yields, never after
+            yield api_url
+    except PrefectServerUnreachable as error:
+        errors.print(f"[red]could not start:[/] {error}", soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
 def run_flow(verbose: bool, as_json: bool = False, **parameters) -> int:
     """Run the ingest flow with ``parameters``; print the outcome; return the exit code."""
-    from flows.server import prefect_api
 
     server_lost = False
-    with prefect_api() as api_url:
+    with prefect_api_or_exit() as api_url:
         import httpx
 
         from flows.ingest import ingest
@@ -530,9 +542,8 @@ def timeseries_command(
         console.print(nothing_to_do.one_line(), soft_wrap=True)
         raise typer.Exit(0)
     configure_logging(verbose, quiet)
-    from flows.server import prefect_api
 
-    with prefect_api():
+    with prefect_api_or_exit():
         from flows.timeseries import timeseries as timeseries_flow
         from tasks.console import apply_from_environment
 

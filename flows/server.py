@@ -113,10 +113,33 @@ def stop_process_group(pid: int, timeout_s: float = 30) -> None:
             time.sleep(0.2)
 
 
+class PrefectServerUnreachable(RuntimeError):
+    """``PREFECT_API_URL`` names a Prefect server that does not answer (the message says what to do)."""
+
+
+CONFIGURED_SERVER_WAIT_S = 5.0
+"""How long a run waits for the server ``PREFECT_API_URL`` names to answer its health check (a busy one is slow)."""
+
+
 @contextlib.contextmanager
 def prefect_api() -> Iterator[str]:
-    """Yield the Prefect API URL to use: the configured one, the kept local server, or a temporary one."""
-    configured = os.environ.get("PREFECT_API_URL") or (kept_server() or {}).get("api_url")
+    """Yield the Prefect API URL to use: the configured one, the kept local server, or a temporary one.
+
+    Raises
+    ------
+    PrefectServerUnreachable
+        ``PREFECT_API_URL`` is set and no server answers there within
+        :data:`CONFIGURED_SERVER_WAIT_S` (checked before anything starts, so that the run
+        stops in one line instead of deep inside Prefect's client).
+    """
+    configured = os.environ.get("PREFECT_API_URL")
+    if configured and not answers_within(configured, CONFIGURED_SERVER_WAIT_S):
+        raise PrefectServerUnreachable(
+            f"no Prefect server answers at {configured} (PREFECT_API_URL): start it (`deployments/stand-up` starts "
+            "the operators' one), or unset PREFECT_API_URL to use the server `ovro-ingest server start` keeps, "
+            "or a temporary one"
+        )
+    configured = configured or (kept_server() or {}).get("api_url")
     if configured:
         os.environ["PREFECT_API_URL"] = configured
         yield configured
@@ -187,6 +210,16 @@ def local_server_process(log_path: str | os.PathLike[str], start_timeout_s: floa
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def answers_within(url: str, seconds: float) -> bool:
+    """True as soon as the Prefect API at ``url`` answers its health check; False when it has not after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not healthy(url):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def healthy(url: str) -> bool:
