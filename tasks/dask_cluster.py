@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -131,12 +132,14 @@ def on_dask(function: Callable[..., Result], *args, name: str) -> Result:
     """Run ``function(*args)`` on the run's Dask cluster and return its result (its exception, raised here).
 
     ``name`` labels the Dask task (the dashboard's task stream shows it). Dask runs it
-    again elsewhere if its worker dies (up to Dask's ``allowed-failures``).
+    again elsewhere if its worker dies (up to Dask's ``allowed-failures``). What the
+    domain logs meanwhile (``ovro_ingest`` loggers) goes to the logs of the Prefect task
+    run that called, in the UI (:func:`returning_errors`).
     """
     from distributed import default_client
 
     key = f"{name}-{uuid.uuid4().hex[:8]}"
-    future = default_client().submit(returning_errors, function, *args, key=key, pure=False)
+    future = default_client().submit(returning_errors, function, *args, key=key, pure=False, run_ids=calling_run())
     try:
         result, error = future.result()
     finally:
@@ -146,13 +149,68 @@ def on_dask(function: Callable[..., Result], *args, name: str) -> Result:
     return result
 
 
-def returning_errors(function: Callable[..., Result], *args) -> tuple[Result | None, Exception | None]:
+def returning_errors(
+    function: Callable[..., Result], *args, run_ids: tuple[str, str] | None = None
+) -> tuple[Result | None, Exception | None]:
     """``(function(*args), None)``, or ``(None, the exception)``: an error of the work is the task's, not Dask's.
 
     Dask would log a failed computation with its traceback on the console (and keep it
     as an erred task); the caller raises the error itself, where Prefect reports it once.
+    ``run_ids`` (flow run id, task run id) of the calling Prefect task: the ``ovro_ingest``
+    log records made meanwhile carry them, which is how Prefect's API log handler, on a
+    Dask thread outside any run context, knows which run they belong to.
     """
+    with logging_for_run(run_ids):
+        try:
+            return function(*args), None
+        except Exception as error:
+            return None, error
+
+
+def calling_run() -> tuple[str, str] | None:
+    """(flow run id, task run id) of the Prefect task run this thread is in; None outside one."""
+    from prefect.context import TaskRunContext
+
+    context = TaskRunContext.get()
+    if context is None:
+        return None
+    return str(context.task_run.flow_run_id), str(context.task_run.id)
+
+
+_working_for = threading.local()
+_factory_lock = threading.Lock()
+_factory_installed = False
+
+
+@contextmanager
+def logging_for_run(run_ids: tuple[str, str] | None) -> Iterator[None]:
+    """While in it, ``ovro_ingest`` log records made by this thread carry ``run_ids`` as ``flow_run_id``/``task_run_id``.
+
+    Prefect's API log handler takes a record's run from those attributes (Prefect's way
+    of logging for a run from outside its context) instead of warning that it has none.
+    """
+    install_run_id_factory()
+    _working_for.run_ids = run_ids
     try:
-        return function(*args), None
-    except Exception as error:
-        return None, error
+        yield
+    finally:
+        _working_for.run_ids = None
+
+
+def install_run_id_factory() -> None:
+    """Wrap the process's log record factory, once, to stamp :func:`logging_for_run`'s run ids on domain records."""
+    global _factory_installed
+    with _factory_lock:
+        if _factory_installed:
+            return
+        previous = logging.getLogRecordFactory()
+
+        def stamped(name: str, *args, **kwargs) -> logging.LogRecord:
+            record = previous(name, *args, **kwargs)
+            run_ids = getattr(_working_for, "run_ids", None)
+            if run_ids and (name == "ovro_ingest" or name.startswith("ovro_ingest.")):
+                record.flow_run_id, record.task_run_id = run_ids
+            return record
+
+        logging.setLogRecordFactory(stamped)
+        _factory_installed = True
