@@ -119,6 +119,32 @@ def test_run_exits_0_when_every_time_step_is_stored_and_1_when_one_fails(make_da
 
 
 @pytest.mark.usefixtures("prefect_server")
+def test_a_warning_from_the_dask_cluster_goes_to_its_task_runs_logs_without_prefect_noise(make_data, tmp_path):
+    from datetime import UTC, datetime
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterLevel, LogFilterTimestamp
+
+    folder, store = make_data(time_steps=1, n_subbands=2, size=32), tmp_path / "s.zarr"
+    assert ovro_ingest("run", str(folder), str(store), "--chunk-lm", "16", "--workers", "1", "-q").returncode == 0
+    changed = sorted(folder.glob("*.fits"))[0]
+    with fits.open(changed, mode="update") as hdul:
+        hdul[0].data[0, 0, 16, 16] += 1  # a pixel inside the horizon: the staging, on Dask, finds it changed
+    since = datetime.now(UTC)
+    done = ovro_ingest("run", str(folder), str(store), "--workers", "1", "-q")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{changed.name}: content differs (pixels)" in done.stdout + done.stderr
+    assert "without a flow run id" not in done.stdout + done.stderr, "no warning from Prefect's log handler"
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(level=LogFilterLevel(ge_=30), timestamp=LogFilterTimestamp(after_=since))
+        )
+        ours = [log for log in logs if f"{changed.name}: content differs (pixels)" in log.message]
+        assert len(ours) == 1 and ours[0].task_run_id is not None, logs
+        assert client.read_task_run(ours[0].task_run_id).name == "write-20240524_050009"
+
+
+@pytest.mark.usefixtures("prefect_server")
 def test_run_reports_a_missing_input_directory_in_one_line(tmp_path):
     result = ovro_ingest("run", str(tmp_path / "nowhere"), str(tmp_path / "s.zarr"), "--workers", "1", "-q")
     assert result.returncode == 2
@@ -374,6 +400,24 @@ def test_a_run_with_nothing_to_do_answers_from_the_ledger_without_prefect_or_a_s
     assert report["ok"] and report["counts"]["already stored"] == 2 and report["counts"]["written"] == 0
     assert [step["key"] for step in report["time_steps"]] == ["20240524_050009", "20240524_050019"]
     assert {p: p.stat().st_mtime_ns for p in store.rglob("*")} == before
+
+
+def test_a_run_or_update_against_a_server_that_does_not_answer_stops_in_one_line_with_exit_2(make_data, tmp_path):
+    from ovro_ingest.pipeline import ingest_directory
+    from ovro_ingest.store import StoreSettings
+
+    inputs, archive = make_data(time_steps=2), tmp_path / "s.zarr"
+    ingest_directory(inputs, archive, settings=StoreSettings(chunk_lm=32))
+    nowhere = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # e.g. after deployments/stop
+    for args, left_alone in (
+        (["run", str(inputs), str(tmp_path / "new.zarr")], tmp_path / "new.zarr"),
+        (["timeseries", str(archive), str(tmp_path / "s.timeseries.zarr")], tmp_path / "s.timeseries.zarr"),
+    ):
+        done = subprocess.run([*COMMAND, *args], capture_output=True, text=True, env=nowhere)
+        assert done.returncode == 2, done.stdout + done.stderr
+        said = done.stderr.strip().splitlines()
+        assert len(said) == 1 and "no Prefect server answers at http://127.0.0.1:9/api (PREFECT_API_URL)" in said[0]
+        assert "unset PREFECT_API_URL" in said[0] and not left_alone.exists()
 
 
 def test_server_start_keeps_a_local_server_that_runs_use_by_themselves_until_stop(make_data, tmp_path):
