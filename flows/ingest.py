@@ -314,6 +314,7 @@ def one_writer_per_server(wait_seconds: float) -> Iterator[None]:
     """
     with ExitStack() as held:
         if write_limit_exists():
+            quiet_prefects_acquisition_errors()
             try:
                 held.enter_context(
                     concurrency(
@@ -326,10 +327,40 @@ def one_writer_per_server(wait_seconds: float) -> Iterator[None]:
                 )
             except TimeoutError as error:  # only the acquisition: errors of the run itself pass through unchanged
                 raise StoreBusy(
-                    f"another ingest holds the Prefect concurrency limit {WRITE_LIMIT!r} after {wait_seconds:g} s; "
-                    "wait for it to finish, or raise --wait-for-lock"
+                    f"another ingest holds the Prefect concurrency limit {WRITE_LIMIT!r} after {wait_seconds:g} s "
+                    f"(when none is running, a run that died holds it until its lease lapses, at most "
+                    f"{WRITE_SLOT_LEASE_S:g} s after it died); wait for it to finish, or raise --wait-for-lock "
+                    f"(e.g. {WRITE_SLOT_LEASE_S + 30:g})"
                 ) from error
         yield
+
+
+class DropAcquisitionServiceErrors(logging.Filter):
+    """Drops the line Prefect's slot-acquisition service logs when an acquisition fails (a timeout, say).
+
+    The caller gets the same failure as an exception, and this run says it in one line
+    naming the limit and what to do; the service's line ("Service
+    'ConcurrencySlotAcquisitionWithLeaseService' failed to process item ...") only repeats
+    it without saying which limit.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno >= logging.ERROR
+            and str(record.msg).startswith("Service %r failed to process item")
+            and "ConcurrencySlotAcquisition" in str(record.args[0] if record.args else "")
+        )
+
+
+ACQUISITION_SERVICE_LOGGER = "prefect._internal.concurrency"
+_acquisition_errors_dropped = DropAcquisitionServiceErrors()
+
+
+def quiet_prefects_acquisition_errors() -> None:
+    """Install :class:`DropAcquisitionServiceErrors` on Prefect's service logger (once per process)."""
+    service_logger = logging.getLogger(ACQUISITION_SERVICE_LOGGER)
+    if _acquisition_errors_dropped not in service_logger.filters:
+        service_logger.addFilter(_acquisition_errors_dropped)
 
 
 def write_limit_exists() -> bool:

@@ -372,16 +372,27 @@ def test_the_prefect_concurrency_limit_keeps_a_second_writer_out(tmp_path):
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.concurrency.sync import concurrency
 
-    from flows.ingest import WRITE_LIMIT
+    from flows.ingest import ACQUISITION_SERVICE_LOGGER, WRITE_LIMIT
 
     inputs = tmp_path / "night"
     generate(inputs, time_steps=1, n_subbands=2, size=32)
     with get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=WRITE_LIMIT, limit=1))
     try:
-        with concurrency(WRITE_LIMIT, occupy=1, strict=True):  # another ingest holds the slot
-            state, error = run_ingest(input_dir=inputs, store=tmp_path / "s.zarr", wait_for_lock=1)
+        service_lines: list[logging.LogRecord] = []
+        service_logger = logging.getLogger(ACQUISITION_SERVICE_LOGGER)
+        listener = logging.Handler(logging.ERROR)
+        listener.emit = service_lines.append  # sees what passes the logger's filters, as the console would
+        service_logger.addHandler(listener)
+        try:
+            with concurrency(WRITE_LIMIT, occupy=1, strict=True):  # another ingest holds the slot
+                state, error = run_ingest(input_dir=inputs, store=tmp_path / "s.zarr", wait_for_lock=1)
+            time.sleep(1)  # Prefect's service logs its failure on its own thread
+        finally:
+            service_logger.removeHandler(listener)
         assert state.is_failed() and f"holds the Prefect concurrency limit '{WRITE_LIMIT}'" in str(error)
+        assert "a run that died holds it until its lease lapses" in str(error) and "--wait-for-lock" in str(error)
+        assert not [r.getMessage() for r in service_lines], "the failure is said once, by the run"
         assert not (tmp_path / "s.zarr").exists()
         state, summary = run_ingest(input_dir=inputs, store=tmp_path / "s.zarr")
         assert state.is_completed(), summary
