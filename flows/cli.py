@@ -155,7 +155,10 @@ def print_json(payload: dict) -> None:
 
 
 def configure_logging(verbose: bool, quiet: bool) -> None:
-    """Set Prefect's log level from -v/-q (before Prefect is imported)."""
+    """Set Prefect's log level from -v/-q, and where results go (before Prefect is imported)."""
+    from flows.server import keep_results_apart
+
+    keep_results_apart()
     level = "DEBUG" if verbose else "WARNING" if quiet else "INFO"
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", level)
     os.environ.setdefault("OVRO_INGEST_LOG_LEVEL", level)  # the domain's loggers, in every process (tasks/__init__)
@@ -819,7 +822,11 @@ def prune(
         float, typer.Option(min=1, metavar="DAYS", help="Remove files last modified more than DAYS ago.")
     ] = 30,
     results: Annotated[
-        bool, typer.Option(help="Also prune this Prefect home's result files (every flow's task results).")
+        bool,
+        typer.Option(
+            help="Also prune ovro-ingest's Prefect result files (PREFECT_HOME/ovro-ingest-results, "
+            "or PREFECT_RESULTS_LOCAL_STORAGE_PATH when set); other projects' results are left alone."
+        ),
     ] = False,
     wait_for_lock: Annotated[
         float, typer.Option(min=0, metavar="SECONDS", help="Seconds to wait when an ingest writes the store.")
@@ -830,10 +837,12 @@ def prune(
     They only speed up re-runs and retries: the store's ledger says what is stored, and a run
     that needs one again makes it again. The quick-look pictures (one per night) are kept.
     """
+    from flows.server import keep_results_apart
     from ovro_ingest.errors import IngestError
     from ovro_ingest.handle import Store
     from ovro_ingest.housekeeping import prune_files, prune_work
 
+    keep_results_apart()
     try:
         with Store.at(store).lock(who="ovro-ingest prune", wait_seconds=wait_for_lock):  # not under a running ingest
             pruned = prune_work(store, older_than)

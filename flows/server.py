@@ -29,6 +29,20 @@ def prefect_home() -> Path:
     return Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
 
 
+RESULTS_FOLDER = "ovro-ingest-results"
+
+
+def keep_results_apart() -> None:
+    """Send this process's Prefect results to ``<PREFECT_HOME>/ovro-ingest-results`` (before Prefect is imported).
+
+    Unless ``PREFECT_RESULTS_LOCAL_STORAGE_PATH`` names a folder already. A Prefect home
+    (``~/.prefect`` by default) is often shared with other projects, and what
+    ``ovro-ingest prune --results`` and a run's retention prune must be ovro-ingest's
+    results only, not every flow's in that home.
+    """
+    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(prefect_home() / RESULTS_FOLDER))
+
+
 def kept_server() -> dict | None:
     """The local server ``ovro-ingest server start`` keeps for this Prefect home, if it answers; else None."""
     try:

@@ -440,6 +440,8 @@ def test_server_start_keeps_a_local_server_that_runs_use_by_themselves_until_sto
         flows = httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json()
         assert {f["state"]["type"] for f in flows} == {"COMPLETED"} and len(flows) == 2, "the run reported to it"
         assert "View at" not in run.stdout + run.stderr or api.removesuffix("/api") in run.stdout + run.stderr
+        results = home / "ovro-ingest-results"  # apart from other projects' results in the same home
+        assert any(results.iterdir()) and not (home / "storage").exists()
     finally:
         stopped = cli("server", "stop")
     assert stopped.returncode == 0 and "stopped" in stopped.stdout

@@ -50,3 +50,14 @@ def test_the_prune_command_waits_for_no_ingest_and_says_what_it_removed(tmp_path
     assert busy.returncode == 2 and "a running ingest" in busy.stderr and old.exists(), "an ingest's files are safe"
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0 and "removed 1 files" in done.stdout and not old.exists(), done.stdout + done.stderr
+
+
+def test_prune_results_removes_ovro_ingests_result_files_and_leaves_other_projects_alone(tmp_path):
+    home = tmp_path / "prefect-home"  # a Prefect home shared with another project
+    ours, theirs = touch(home / "ovro-ingest-results" / "a", 40), touch(home / "storage" / "b", 40)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_RESULTS_LOCAL_STORAGE_PATH"}
+    env["PREFECT_HOME"] = str(home)
+    command = [str(Path(sys.executable).parent / "ovro-ingest"), "prune", str(tmp_path / "s.zarr"), "--results"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and "removed 1 files" in done.stdout, done.stdout + done.stderr
+    assert not ours.exists() and theirs.exists()
