@@ -843,6 +843,16 @@ def prune(
     from ovro_ingest.housekeeping import prune_files, prune_work
 
     keep_results_apart()
+    from ovro_ingest.timeseries import is_timeseries_store, read_timeseries_state
+
+    if is_timeseries_store(store):
+        archive = read_timeseries_state(store).archive_path
+        errors.print(
+            f"[red]prune failed:[/] {store} is a time-series store, which keeps no manifests or fixed copies; "
+            f"prune its archive: ovro-ingest prune {archive}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
     try:
         with Store.at(store).lock(who="ovro-ingest prune", wait_seconds=wait_for_lock):  # not under a running ingest
             pruned = prune_work(store, older_than)

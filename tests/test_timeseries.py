@@ -429,3 +429,7 @@ def test_the_timeseries_flow_and_command_bring_the_store_up_to_date_and_refuse_i
     assert len(lines) == 1 and "no archive store here; give the path" in lines[0]
     assert "Traceback" not in refused.stdout + refused.stderr
     assert not (tmp_path / "ts2.zarr").exists() and not (tmp_path / "nothing.zarr.lock").exists()
+
+    prune = [command[0], "prune", str(timeseries)]  # it keeps no manifests nor fixed copies: its archive does
+    pruned = subprocess.run(prune, capture_output=True, text=True, timeout=300, env=env)
+    assert pruned.returncode == 2 and f"prune its archive: ovro-ingest prune {archives[3].resolve()}" in pruned.stderr
