@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.measure import Measured, machine, run_measured  # noqa: E402
+from flows.server import RESULTS_FOLDER  # noqa: E402
 from ovro_ingest.discover import discover_time_steps  # noqa: E402
 from ovro_ingest.synth import generate  # noqa: E402
 
@@ -87,8 +88,8 @@ class Server:
         return events / sum(sizes.values())
 
     def result_files(self) -> tuple[int, int]:
-        """(count, bytes) of Prefect's result files (the local result storage)."""
-        files = [p for p in (self.home / "storage").rglob("*") if p.is_file()]
+        """(count, bytes) of Prefect's result files: its default local storage and the CLI's (``ovro-ingest-results``)."""
+        files = [p for folder in ("storage", RESULTS_FOLDER) for p in (self.home / folder).rglob("*") if p.is_file()]
         return len(files), sum(p.stat().st_size for p in files)
 
     def graph_nodes(self, flow_run_id: str) -> dict:
