@@ -46,7 +46,7 @@ import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,8 +215,16 @@ class TimeSeriesState:
         return Store.at(self.path).open_group()
 
     def fingerprints(self) -> list[str]:
-        """The archive fingerprint of every committed time index."""
+        """The archive fingerprint of every committed time index (all in memory: a year is 1.6 M strings)."""
         return [str(v) for v in self.group()[FINGERPRINT][: self.n_time]] if self.n_time else []
+
+    def fingerprint_column(self) -> FingerprintColumn:
+        """The committed fingerprints, read block by block when needed (what updates use)."""
+        return FingerprintColumn(self)
+
+    def content_digest(self) -> str:
+        """:func:`digest` of :meth:`fingerprints`, read block by block."""
+        return digest_of_blocks(self.fingerprint_column().blocks())
 
     def column(self, name: str, start: int = 0) -> list:
         """Values ``start..`` of a per-time-step array other than ``SKY``."""
@@ -303,7 +311,92 @@ def archive_fingerprints(archive: StoreState, start: int = 0, stop: int | None =
 
 def digest(fingerprints: Sequence[str]) -> str:
     """One hash of a list of fingerprints (the content of a time-series store, in brief)."""
-    return hashlib.sha256("\n".join(fingerprints).encode()).hexdigest()[:32]
+    return digest_of_blocks([fingerprints])
+
+
+def digest_of_blocks(blocks: Iterable[Sequence[str]]) -> str:
+    """:func:`digest` of the concatenation of ``blocks``, without holding it whole."""
+    hashed, first = hashlib.sha256(), True
+    for block in blocks:
+        if len(block):
+            hashed.update((("" if first else "\n") + "\n".join(block)).encode())
+            first = False
+    return hashed.hexdigest()[:32]
+
+
+FINGERPRINT_BLOCK = 65_536
+"""Fingerprints read at once from a time-series store (about 5 MB as Python strings)."""
+
+
+class FingerprintColumn:
+    """A time-series store's committed fingerprints, read block by block.
+
+    A year is 1.6 million of them, about 130 MB as Python strings: an update's plans and
+    commits need their count, the last one and their digest, none of them all at once.
+    """
+
+    def __init__(self, state: TimeSeriesState) -> None:
+        self.state = state
+
+    def __len__(self) -> int:
+        return self.state.n_time
+
+    def __getitem__(self, index: int) -> str:
+        """One fingerprint (negative indices count from the end)."""
+        position = index + len(self) if index < 0 else index
+        if not 0 <= position < len(self):
+            raise IndexError(index)
+        return str(self.state.group()[FINGERPRINT][position])
+
+    def blocks(self, stop: int | None = None) -> Iterator[list[str]]:
+        """The fingerprints ``0..stop`` (default: all), :data:`FINGERPRINT_BLOCK` at a time."""
+        stop = len(self) if stop is None else min(stop, len(self))
+        array = self.state.group()[FINGERPRINT] if stop else None
+        for start in range(0, stop, FINGERPRINT_BLOCK):
+            yield [str(v) for v in array[start : min(start + FINGERPRINT_BLOCK, stop)]]
+
+
+@dataclass(frozen=True)
+class Prefixed:
+    """Fingerprints known to begin with ``prefix`` (unchanged, not read again), followed by ``tail``."""
+
+    prefix: Sequence[str] | FingerprintColumn
+    tail: list[str]
+
+    def __len__(self) -> int:
+        return len(self.prefix) + len(self.tail)
+
+
+Fingerprints = Sequence[str] | Prefixed | FingerprintColumn
+"""An ordered run of fingerprints: a list, or one read lazily."""
+
+
+def blocks_of(fingerprints: Fingerprints, stop: int | None = None) -> Iterator[Sequence[str]]:
+    """``fingerprints[:stop]`` as consecutive blocks."""
+    stop = len(fingerprints) if stop is None else min(stop, len(fingerprints))
+    if isinstance(fingerprints, Prefixed):
+        yield from blocks_of(fingerprints.prefix, stop)
+        if stop > len(fingerprints.prefix):
+            yield fingerprints.tail[: stop - len(fingerprints.prefix)]
+    elif isinstance(fingerprints, FingerprintColumn):
+        yield from fingerprints.blocks(stop)
+    else:
+        yield fingerprints[:stop]
+
+
+def first_difference(wanted: Fingerprints, held: Fingerprints) -> int:
+    """The first index where ``wanted`` and ``held`` differ (or the shorter one's length); ``held`` block by block."""
+    limit = min(len(wanted), len(held))
+    if isinstance(wanted, Prefixed) and wanted.prefix is held:
+        return limit  # held is the known, unchanged prefix of wanted: nothing to compare
+    theirs = [f for block in blocks_of(wanted, limit) for f in block]
+    position = 0
+    for block in blocks_of(held, limit):
+        other = theirs[position : position + len(block)]
+        if list(block) != other:
+            return position + next(i for i, (a, b) in enumerate(zip(block, other, strict=True)) if a != b)
+        position += len(block)
+    return limit
 
 
 def check_distinct(archive: str | os.PathLike[str], timeseries: str | os.PathLike[str]) -> None:
@@ -520,7 +613,7 @@ def plan_update(
             )
         create_timeseries_store(source, timeseries, layout)
     state = read_timeseries_state(timeseries)
-    held = state.fingerprints()
+    held = state.fingerprint_column()  # read block by block, and only when compared or hashed
     block = state.layout.time_block
     span = None if window is None else math.ceil(window / block) * block
     # after appends only, a window's plan reads the archive's ledger up to the window's end, not the archive's
@@ -532,7 +625,7 @@ def plan_update(
             f"not from {archive} (store id {source.store_id}); give another time-series path, or delete it to make "
             "it again from this archive"
         )
-    first = next((i for i, (a, b) in enumerate(zip(wanted, held, strict=False)) if a != b), min(len(wanted), len(held)))
+    first = first_difference(wanted, held)
     start = len(wanted) if first == len(wanted) == len(held) else (first // block) * block
     # a window never ends before the store's current end: rewritten blocks are replaced at once, never cut off
     stop = len(wanted) if span is None else min(len(wanted), max(len(held), start + span))
@@ -545,7 +638,7 @@ def plan_update(
         n_before=state.n_time,
         start=start,
         first_difference=first,
-        target_digest=digest(wanted[:stop]),
+        target_digest=digest_of_blocks(blocks_of(wanted, stop)),
         archive_rewrite_mark=source.rewrite_mark,
         archive_n_time=source.n_time,
     )
@@ -553,10 +646,10 @@ def plan_update(
 
 def stable_fingerprints(
     archive: str | os.PathLike[str],
-    known: tuple[str | None, list[str]] | None = None,
+    known: tuple[str | None, Sequence[str] | FingerprintColumn] | None = None,
     stop: int | None = None,
     attempts: int = 3,
-) -> tuple[StoreState, list[str]]:
+) -> tuple[StoreState, list[str] | Prefixed]:
     """The archive's state and the fingerprints of its time indices ``0..stop``, read while nothing was rewritten.
 
     ``known``: a time-series store's recorded rewrite mark of the archive and its
@@ -564,7 +657,8 @@ def stable_fingerprints(
     last known index still matches (a store restored from a backup and grown again
     does not), nothing known has moved or changed since, so only the fingerprints after
     the known ones are read: an update after a night reads a night's ledger entries,
-    not a year's (one chunk per entry). Otherwise every one is read.
+    not a year's (one chunk per entry), and the answer is :class:`Prefixed` by the
+    known ones (not read again). Otherwise every one is read, into a list.
 
     Raises
     ------
@@ -575,10 +669,10 @@ def stable_fingerprints(
     for _ in range(attempts):
         end = source.n_time if stop is None else min(stop, source.n_time)
         wanted = None
-        if known is not None and known[1] and known[0] == source.rewrite_mark and len(known[1]) <= end:
+        if known is not None and len(known[1]) and known[0] == source.rewrite_mark and len(known[1]) <= end:
             after = archive_fingerprints(source, len(known[1]) - 1, end)
             if after[0] == known[1][-1]:
-                wanted = known[1] + after[1:]
+                wanted = Prefixed(known[1], after[1:])
         if wanted is None:
             wanted = archive_fingerprints(source, 0, end)
         now = check_archive(archive)
@@ -716,7 +810,7 @@ def commit_update(staged: StagedUpdate) -> TimeSeriesReceipt:
     plan = staged.plan
     recover_timeseries(plan.timeseries)
     state = read_timeseries_state(plan.timeseries)
-    if digest(state.fingerprints()) == plan.target_digest and state.n_time == plan.n_archive:
+    if state.n_time == plan.n_archive and state.content_digest() == plan.target_digest:
         shutil.rmtree(staged.path, ignore_errors=True)  # committed already (by the recovery above)
         return receipt(plan, staged, started)
     if state.store_id != plan.timeseries_store_id or state.n_time != plan.n_before:

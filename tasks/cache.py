@@ -29,7 +29,7 @@ from ovro_ingest.commit import staging_path
 from ovro_ingest.discover import listing_fingerprint
 from ovro_ingest.headers import planned_fixed_copy
 from ovro_ingest.store import store_id
-from ovro_ingest.timeseries import digest, read_timeseries_state
+from ovro_ingest.timeseries import read_timeseries_state
 from ovro_ingest.timeseries import staging_path as timeseries_staging
 
 
@@ -156,7 +156,7 @@ class TimeSeriesHolds(InputsAndState):
             held = read_timeseries_state(plan.timeseries)
         except Exception:
             return None
-        if held.n_time != plan.n_archive or digest(held.fingerprints()) != plan.target_digest:
+        if held.n_time != plan.n_archive or held.content_digest() != plan.target_digest:
             return None
         return [held.store_id, plan.target_digest]
 

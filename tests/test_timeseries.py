@@ -259,6 +259,32 @@ def test_after_appends_an_update_reads_only_the_new_ledger_entries_of_the_archiv
     assert (done.status, done.start, done.n_time) == ("appended", 4, 8)
 
 
+def test_an_update_never_holds_the_timeseries_stores_fingerprints_whole(night, tmp_path, monkeypatch):
+    """At a year they are 1.6 million strings: plans, commits and cache checks read them block by block."""
+    archive, timeseries = tmp_path / "archive.zarr", tmp_path / "ts.zarr"
+    steps = discover_time_steps(night).time_steps
+    for step in [*steps[:2], *steps[3:6]]:  # time step 2 comes later: a backfill
+        ingest_time_step(step, archive, settings=settings())
+    update_timeseries(archive, timeseries, layout=LAYOUT)
+    state = read_timeseries_state(timeseries)
+    monkeypatch.setattr(timeseries_module, "FINGERPRINT_BLOCK", 2)  # several blocks, the last one partial
+    assert state.content_digest() == timeseries_module.digest(state.fingerprints())
+
+    def whole(self):
+        raise AssertionError("an update read every fingerprint of the time-series store at once")
+
+    monkeypatch.setattr(timeseries_module.TimeSeriesState, "fingerprints", whole)
+    for step in steps[6:8]:  # appends: the known fingerprints are not read again
+        ingest_time_step(step, archive, settings=settings())
+    done = update_timeseries(archive, timeseries, window=2)
+    assert (done.status, done.start, done.n_time) == ("appended", 4, 7)
+    ingest_time_step(steps[2], archive, settings=settings())  # a backfill: compared block by block from index 0
+    done = update_timeseries(archive, timeseries, window=2)
+    assert (done.status, done.start, done.n_time) == ("rewritten", 0, 8)
+    monkeypatch.undo()
+    assert_same_as_archive(timeseries, archive)
+
+
 def test_an_update_copies_what_the_archive_held_when_it_began_while_an_ingest_appends(
     night, archives, tmp_path, monkeypatch
 ):
