@@ -303,7 +303,6 @@ def prefect_api_or_exit() -> Iterator[str]:
 
 def run_flow(verbose: bool, as_json: bool = False, **parameters) -> int:
     """Run the ingest flow with ``parameters``; print the outcome; return the exit code."""
-
     server_lost = False
     with prefect_api_or_exit() as api_url:
         import httpx
@@ -841,10 +840,9 @@ def prune(
     from ovro_ingest.errors import IngestError
     from ovro_ingest.handle import Store
     from ovro_ingest.housekeeping import prune_files, prune_work
-
-    keep_results_apart()
     from ovro_ingest.timeseries import is_timeseries_store, read_timeseries_state
 
+    keep_results_apart()
     if is_timeseries_store(store):
         archive = read_timeseries_state(store).archive_path
         errors.print(
