@@ -12,6 +12,10 @@ chunks of those time steps are left out, since no run reads them), and measures 
 - reading its committed state and the ``time_key`` column (every run, every hour);
 - reading the ledger entries of an hour (360 ``source_files`` entries: what an hour's
   run reads when its time steps are stored already);
+- finding a night's time keys in the store (what every run and every hour's run does
+  to skip what is stored, by bisection since 2026-12-01: before, each read the whole
+  ``time_key`` column, the column above) and the newest time step of that night (what
+  the quick look draws);
 - appending one real time step at the end (plain functions: discover, plan, stage, commit);
 - ``ovro-ingest validate`` (reads every ledger entry and looks for each entry's pixels;
   on this store it reports the left-out ``SKY`` chunks, which it has looked for all the same),
@@ -55,6 +59,7 @@ from benchmarks.measure import best_of, machine, run_measured  # noqa: E402
 from ovro_ingest.handle import Store  # noqa: E402
 from ovro_ingest.health import validate_store  # noqa: E402
 from ovro_ingest.pipeline import ingest_directory  # noqa: E402
+from ovro_ingest.quicklook import newest_of_nights  # noqa: E402
 from ovro_ingest.store import SMALL_TIME_VARIABLES, TIMESERIES_ATTR, StoreSettings  # noqa: E402
 from ovro_ingest.synth import DEFAULT_START, generate  # noqa: E402
 from ovro_ingest.timeseries import (  # noqa: E402
@@ -164,6 +169,14 @@ def measure(store: Store, n: int, work: Path) -> dict:
     def an_hours_ledger() -> None:
         store.state().values("source_files", list(range(max(0, n - HOUR), n)))
 
+    last_night = keys_of(range(max(0, n - NIGHT), n))
+
+    def a_nights_keys_located() -> None:
+        store.state().indices_of(last_night)
+
+    def a_nights_quick_look_found() -> None:
+        newest_of_nights(store.state(), last_night)
+
     started = time.perf_counter()
     _, every = stable_fingerprints(store)
     every_entry_s = time.perf_counter() - started
@@ -174,6 +187,8 @@ def measure(store: Store, n: int, work: Path) -> dict:
         "open_with_xarray_s": best_of(open_with_xarray, REPEATS),
         "state_and_time_keys_s": best_of(state_and_keys, REPEATS),
         "an_hours_ledger_s": best_of(an_hours_ledger, REPEATS),
+        "a_nights_keys_located_s": best_of(a_nights_keys_located, REPEATS),
+        "a_nights_quick_look_found_s": best_of(a_nights_quick_look_found, REPEATS),
         "validate_s": best_of(lambda: validate_store(store), repeat=1),
         "validate_an_hour_s": best_of(lambda: validate_store(store, keys_of(range(max(0, n - HOUR), n))), REPEATS),
         "timeseries_plan_every_entry_s": every_entry_s,

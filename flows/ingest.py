@@ -262,7 +262,7 @@ def claims_the_store_denies(store: Store, outcomes: dict[str, StepOutcome]) -> d
     A retried run reuses the results of its completed hours; should the store have lost
     them since (deleted or rebuilt behind the run's back), the ledger has the last word.
     """
-    held = set(store.state().column("time_key")) if store.exists() else set()
+    held = store.state().indices_of(outcomes) if store.exists() else {}
     return {
         key: outcome.model_copy(
             update={

@@ -294,7 +294,7 @@ def plan_run(
     stored, last = set(), None
     if Store.at(store).exists():
         state = Store.at(store).state()
-        stored, last = set(state.column("time_key")), (state.last() or (None,))[0]
+        stored, last = set(state.indices_of(step.key for step in steps)), (state.last() or (None,))[0]
         for step in steps:
             if step.key not in stored:
                 step.problems += store_mismatches(step, state)

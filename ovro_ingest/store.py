@@ -25,13 +25,14 @@ store holds, and readers that open the store with it (the default of
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -173,6 +174,25 @@ class StoreState:
             return []
         return [_plain(v) for v in self.group()[name].get_orthogonal_selection(np.asarray(indices))]
 
+    def indices_of(self, keys: Iterable[str]) -> dict[str, int]:
+        """The time index of each of ``keys`` that the store holds (keys it does not hold are left out).
+
+        The ``time_key`` column is in order (:func:`placement` keeps it so), so only its
+        span from the smallest to the largest of ``keys`` is read, found by bisection: a
+        night's keys in a year's store read a night's chunks and about 40 more, where the
+        whole column is 1.6 million strings (about 1.5 s and 180 MB).
+        """
+        wanted = set(keys)
+        if not wanted or self.n_time == 0:
+            return {}
+        stored = self.sorted_column("time_key")
+        first, last = bisect.bisect_left(stored, min(wanted)), bisect.bisect_right(stored, max(wanted))
+        return {key: first + i for i, key in enumerate(self.column("time_key", first, last)) if key in wanted}
+
+    def sorted_column(self, name: str) -> SortedColumn:
+        """A per-time-step array in time order (``time``, ``time_key``), read a chunk at a time: for :mod:`bisect`."""
+        return SortedColumn(self.group()[name], self.n_time)
+
     def column(self, name: str, start: int = 0, stop: int | None = None) -> list:
         """Values ``start..stop`` (default: to the end) of a per-time-step array (one read of the chunks they span)."""
         stop = self.n_time if stop is None else min(stop, self.n_time)
@@ -180,6 +200,25 @@ class StoreState:
             return []
         values = self.group()[name][start:stop]
         return [v.tolist() if isinstance(v, np.ndarray) else _plain(v) for v in values]
+
+
+class SortedColumn(Sequence):
+    """The first ``n`` values of a sorted per-time-step array, read a chunk at a time when asked (for :mod:`bisect`)."""
+
+    def __init__(self, array: zarr.Array, n: int) -> None:
+        self.array, self.n, self.chunk = array, n, array.chunks[0]
+        self.read: dict[int, list] = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        start = index - index % self.chunk
+        if start not in self.read:
+            self.read[start] = [_plain(v) for v in self.array[start : min(start + self.chunk, self.n)]]
+        return self.read[start][index - start]
 
 
 def _plain(value):
@@ -598,7 +637,7 @@ def stored_unchanged(path: str | os.PathLike[str], steps: Sequence[TimeStepFiles
     if not Store.at(path).exists() or not steps:
         return {}
     state = read_state(path)
-    index_of = {key: index for index, key in enumerate(state.column("time_key"))}
+    index_of = state.indices_of(step.key for step in steps)
     candidates = [(step, index_of[step.key]) for step in steps if step.key in index_of]
     entries = state.values("source_files", [index for _, index in candidates])
     unchanged = {}

@@ -260,6 +260,25 @@ def test_stored_unchanged_names_the_time_steps_the_store_holds_from_the_same_fil
     assert stored_unchanged(store, again) == {steps[0].key: 0, steps[2].key: 2}
 
 
+def test_the_index_of_stored_keys_is_found_reading_only_their_span_of_the_time_key_column(
+    make_data, tmp_path, monkeypatch
+):
+    """At a year the column is 1.6 million keys; a night's run looks up its own 4,320."""
+    monkeypatch.setattr("ovro_ingest.store.SMALL_TIME_CHUNK", 2)  # 9 time steps in 5 chunks of the ledger
+    folder = make_data(time_steps=9)
+    store = tmp_path / "s.zarr"
+    ingest_directory(folder, store, settings=SMALL)
+    keys = [s.key for s in discover_time_steps(folder).time_steps]
+    state = read_state(store)
+    assert state.indices_of(keys) == {key: index for index, key in enumerate(keys)}
+    unknown = ["20000101_000000", keys[3][:-1] + "1", "29991231_235959"]  # before, between and after the stored ones
+    assert state.indices_of([keys[5], *unknown, keys[2]]) == {keys[2]: 2, keys[5]: 5}
+    assert state.indices_of(unknown) == {} and state.indices_of([]) == {}
+    for chunk in ("0", "1"):  # time steps 0-3: outside the span of the last two, and off the bisection's path
+        (store / "time_key" / "c" / chunk).unlink()
+    assert state.indices_of(keys[7:]) == {keys[7]: 7, keys[8]: 8}
+
+
 def ingest_logging(folder, store, caplog, **kwargs) -> tuple[list[str], str]:
     """Ingest ``folder`` into ``store``; return the receipts' statuses and the warnings logged meanwhile."""
     import logging
