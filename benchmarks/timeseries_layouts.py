@@ -3,9 +3,10 @@
     python benchmarks/timeseries_layouts.py [--size 1024] [--subbands 10] [--time-steps 64] [--out DIR]
 
 Writes ``--time-steps`` x ``--subbands`` synthetic all-sky planes (``ovro_ingest.synth``'s sky, noise and
-horizon) in each candidate layout (Blosc lz4, the archive's codec), then times, with the page cache warm,
-best of 3: one pixel's dynamic spectrum (all time steps, all subbands) and one image (one time step, one
-subband), both through ``xarray.open_zarr`` as a user reads them, plus the number of files.
+horizon) in each candidate layout (Blosc lz4, the archive's codec, or uncompressed), then times, with the
+page cache warm, best of 3: one pixel's dynamic spectrum (all time steps, all subbands) and one image (one
+time step, one subband), both through ``xarray.open_zarr`` as a user reads them, plus the number of files
+and their bytes.
 ``--codec-pipeline zarrs`` reads and writes every candidate with zarrs' Rust codec pipeline (the
 ``zarrs`` package, not a dependency of ovro-ingest: install it beside) and writes
 ``timeseries_layouts_zarrs.{json,md}``, for the comparison. Per
@@ -33,25 +34,31 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.measure import machine  # noqa: E402
 
-# (name, inner chunk (t, f, l, m) or None, shard (t, f, l, m) or None meaning "no sharding")
+# (name, inner chunk (t, f, l, m), shard (t, f, l, m) or None meaning "no sharding", codec: "lz4" or "none")
 CANDIDATES = [
-    ("archive (1, 1, 1024²)", (1, 1, 1024, 1024), None),
-    ("chunks (2, 1, 256²)", (2, 1, 256, 256), None),
-    ("chunks (4, 1, 128²)", (4, 1, 128, 128), None),
-    ("chunks (2, F, 64²)", (2, "F", 64, 64), None),
-    ("shards (T, F, 128²) of (1, 1, 128²)", (1, 1, 128, 128), ("T", "F", 128, 128)),
-    ("shards (T, F, 256²) of (2, 1, 256²)", (2, 1, 256, 256), ("T", "F", 256, 256)),
-    ("shards (T, F, 64²) of (2, F, 64²)", (2, "F", 64, 64), ("T", "F", 64, 64)),
-    ("shards (T, F, 256²) of (2, F, 64²)", (2, "F", 64, 64), ("T", "F", 256, 256)),
-    ("shards (8, F, 256²) of (2, F, 64²) [chosen until 2026-12-01]", (2, "F", 64, 64), (8, "F", 256, 256)),
-    ("shards (8, F, 256²) of (4, F, 64²)", (4, "F", 64, 64), (8, "F", 256, 256)),
-    ("shards (8, F, 256²) of (8, F, 64²) [chosen]", (8, "F", 64, 64), (8, "F", 256, 256)),
-    ("shards (8, F, 256²) of (8, F, 32²)", (8, "F", 32, 32), (8, "F", 256, 256)),
-    ("shards (T, F, 128²) of (4, F, 32²)", (4, "F", 32, 32), ("T", "F", 128, 128)),
-    ("shards (T, F, 256²) of (1, F, 64²)", (1, "F", 64, 64), ("T", "F", 256, 256)),
-    ("shards (T, F, 256²) of (4, 1, 128²)", (4, 1, 128, 128), ("T", "F", 256, 256)),
-    ("shards (8, F, 256²) of (8, 2, 128²)", (8, 2, 128, 128), (8, "F", 256, 256)),
-    ("shards (8, F, 256²) of (4, 1, 256²)", (4, 1, 256, 256), (8, "F", 256, 256)),
+    ("archive (1, 1, 1024²)", (1, 1, 1024, 1024), None, "lz4"),
+    ("chunks (2, 1, 256²)", (2, 1, 256, 256), None, "lz4"),
+    ("chunks (4, 1, 128²)", (4, 1, 128, 128), None, "lz4"),
+    ("chunks (2, F, 64²)", (2, "F", 64, 64), None, "lz4"),
+    ("shards (T, F, 128²) of (1, 1, 128²)", (1, 1, 128, 128), ("T", "F", 128, 128), "lz4"),
+    ("shards (T, F, 256²) of (2, 1, 256²)", (2, 1, 256, 256), ("T", "F", 256, 256), "lz4"),
+    ("shards (T, F, 64²) of (2, F, 64²)", (2, "F", 64, 64), ("T", "F", 64, 64), "lz4"),
+    ("shards (T, F, 256²) of (2, F, 64²)", (2, "F", 64, 64), ("T", "F", 256, 256), "lz4"),
+    ("shards (8, F, 256²) of (2, F, 64²) [first choice]", (2, "F", 64, 64), (8, "F", 256, 256), "lz4"),
+    ("shards (8, F, 256²) of (4, F, 64²)", (4, "F", 64, 64), (8, "F", 256, 256), "lz4"),
+    ("shards (8, F, 256²) of (8, F, 64²) [second choice]", (8, "F", 64, 64), (8, "F", 256, 256), "lz4"),
+    ("shards (8, F, 256²) of (8, F, 32²)", (8, "F", 32, 32), (8, "F", 256, 256), "lz4"),
+    ("shards (T, F, 128²) of (4, F, 32²)", (4, "F", 32, 32), ("T", "F", 128, 128), "lz4"),
+    ("shards (T, F, 256²) of (1, F, 64²)", (1, "F", 64, 64), ("T", "F", 256, 256), "lz4"),
+    ("shards (T, F, 256²) of (4, 1, 128²)", (4, 1, 128, 128), ("T", "F", 256, 256), "lz4"),
+    ("shards (8, F, 256²) of (8, 2, 128²)", (8, 2, 128, 128), (8, "F", 256, 256), "lz4"),
+    ("shards (8, F, 256²) of (4, 1, 256²)", (4, 1, 256, 256), (8, "F", 256, 256), "lz4"),
+    ("shards (8, F, 256²) of (8, F, 128²)", (8, "F", 128, 128), (8, "F", 256, 256), "lz4"),
+    # uncompressed inner chunks: a reader then reads their bytes without decoding them
+    ("shards (8, F, 256²) of (8, F, 64²), uncompressed", (8, "F", 64, 64), (8, "F", 256, 256), "none"),
+    ("shards (8, F, 256²) of (8, F, 128²), uncompressed [chosen]", (8, "F", 128, 128), (8, "F", 256, 256), "none"),
+    ("shards (8, F, 256²) of (8, 2, 128²), uncompressed", (8, 2, 128, 128), (8, "F", 256, 256), "none"),
+    ("shards (16, F, 256²) of (16, 2, 128²), uncompressed", (16, 2, 128, 128), (16, "F", 256, 256), "none"),
 ]
 
 
@@ -75,7 +82,7 @@ def resolve(shape, n_time: int, n_freq: int, size: int) -> tuple[int, ...]:
     return (min(t, n_time), min(f, n_freq), 1, min(side_l, size), min(side_m, size))
 
 
-def write(path: Path, data: np.ndarray, chunks: tuple, shards: tuple | None) -> float:
+def write(path: Path, data: np.ndarray, chunks: tuple, shards: tuple | None, codec: str = "lz4") -> float:
     import zarr
     from zarr.codecs import BloscCodec
 
@@ -86,7 +93,7 @@ def write(path: Path, data: np.ndarray, chunks: tuple, shards: tuple | None) -> 
         chunks=chunks,
         shards=shards,
         dtype="float32",
-        compressors=[BloscCodec(cname="lz4", clevel=3, shuffle="shuffle")],
+        compressors=[BloscCodec(cname="lz4", clevel=3, shuffle="shuffle")] if codec == "lz4" else [],
         fill_value=np.nan,
         dimension_names=("time", "frequency", "polarization", "l", "m"),
     )
@@ -149,12 +156,12 @@ def main() -> None:
     pixel = (args.size // 2 + 37, args.size // 2 - 85)  # a pixel inside the horizon
     rows = []
     try:
-        for name, chunks, shards in CANDIDATES:
+        for name, chunks, shards, codec in CANDIDATES:
             chunks = resolve(chunks, args.time_steps, args.subbands, args.size)
             shards = resolve(shards, args.time_steps, args.subbands, args.size) if shards else None
             path = work / "candidate.zarr"
-            write_s = write(path, data, chunks, shards)
-            row = {"layout": name, "chunks": chunks, "shards": shards, "write_s": write_s}
+            write_s = write(path, data, chunks, shards, codec)
+            row = {"layout": name, "chunks": chunks, "shards": shards, "codec": codec, "write_s": write_s}
             row.update(measure(path, data, *pixel))
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -182,7 +189,7 @@ def markdown(report: dict) -> str:
     rows, base = report["rows"], report["rows"][0]
     lines = [
         f"# Time-series layouts: {report['time_steps']} time steps x {report['subbands']} subbands of "
-        f"{report['size']}², Blosc lz4, codec pipeline: {report.get('codec_pipeline', 'zarr')}, "
+        f"{report['size']}², Blosc lz4 unless uncompressed, codec pipeline: {report.get('codec_pipeline', 'zarr')}, "
         f"zarr {report.get('zarr', '?')}",
         "",
         f"Machine: {report['machine']}. Page cache warm, best of 3, each read opens the store.",
@@ -190,8 +197,8 @@ def markdown(report: dict) -> str:
         "Spectrum: one pixel, every time step and subband; image: one time step and subband; cube: one time "
         "step, every subband. In parentheses: archive time / layout time (spectrum), layout / archive (images).",
         "",
-        "| layout | spectrum plain ms | spectrum dask ms | image plain ms | image dask ms | cube plain ms | files |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| layout | spectrum plain ms | spectrum dask ms | image plain ms | image dask ms | cube plain ms | files | GB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         cells = [r["layout"]]
@@ -200,6 +207,7 @@ def markdown(report: dict) -> str:
         for key in ("image_plain_s", "image_dask_s", "cube_plain_s"):
             cells.append(f"{r[key] * 1e3:.1f} ({r[key] / base[key]:.1f}x)")
         cells.append(str(r["files"]))
+        cells.append(f"{r['bytes'] / 1e9:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

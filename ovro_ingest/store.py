@@ -124,10 +124,13 @@ class StoreSettings(BaseModel):
     )
     zarr_format: Literal[2, 3] = 3
 
-    def compressors(self) -> list:
-        """The compressor list for xarray's zarr encoding (Blosc with byte shuffle)."""
+    def compressors(self) -> list | None:
+        """The compressor list for xarray's zarr encoding (Blosc with byte shuffle); None: uncompressed.
+
+        None, not an empty list: zarr refuses a list for a format 2 array.
+        """
         if self.codec == "none":
-            return []
+            return None
         if self.zarr_format == 3:
             from zarr.codecs import BloscCodec
 

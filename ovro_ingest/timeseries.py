@@ -50,6 +50,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import xarray as xr
@@ -98,22 +99,32 @@ warnings.filterwarnings("ignore", message="The specified chunks separate the sto
 
 
 class TimeSeriesLayout(BaseModel):
-    """How the time-series store's ``SKY`` is chunked (fixed when it is created).
+    """How the time-series store's ``SKY`` is chunked and stored (fixed when it is created).
 
     Zarr format 3 (the default): shards of ``time_block`` time steps x every subband x
     ``shard_lm``² pixels (one file each), made of inner chunks of ``chunk_time`` time
-    steps x every subband x ``chunk_lm``² pixels, the unit a reader decodes. Zarr format
+    steps x every subband x ``chunk_lm``² pixels, the unit a reader reads. Zarr format
     2 has no sharding: plain chunks of ``time_block`` x every subband x ``plain_chunk_lm``².
-    Sizes larger than the image are cut to the image.
+    Sizes larger than the image are cut to the image. ``codec``: uncompressed chunks
+    (``"none"``), which a reader takes as they are on disk, or the archive's codec.
+    The default is the layout measured best (README, "The time-series store").
     """
 
     model_config = ConfigDict(frozen=True)
 
     time_block: int = Field(8, ge=1, description="Time steps per shard (format 3) or chunk (format 2).")
     chunk_time: int = Field(8, ge=1, description="Time steps per inner chunk (format 3; at most time_block).")
-    chunk_lm: int = Field(64, ge=8, description="Pixels along l and m per inner chunk (format 3).")
+    chunk_lm: int = Field(128, ge=8, description="Pixels along l and m per inner chunk (format 3).")
     shard_lm: int = Field(256, ge=8, description="Pixels along l and m per shard (format 3).")
     plain_chunk_lm: int = Field(128, ge=8, description="Pixels along l and m per chunk (format 2).")
+    codec: Literal["none", "archive"] = Field(
+        "none", description="SKY's codec: none (uncompressed) or the archive's (Blosc lz4 unless it has another)."
+    )
+
+    @classmethod
+    def recorded(cls, layout: dict) -> TimeSeriesLayout:
+        """The layout a store recorded. Stores made before 2026-12-01 recorded no codec: theirs is the archive's."""
+        return cls.model_validate({"codec": "archive", **layout})
 
     def sky_chunks(self, shape: Sequence[int], zarr_format: int) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
         """(chunks, shards) of ``SKY`` for a store of ``shape`` = (time, frequency, polarization, l, m)."""
@@ -280,7 +291,7 @@ def read_timeseries_state(path: str | os.PathLike[str]) -> TimeSeriesState:
             archive_store_id=link["archive_store_id"],
             archive_path=link["archive"],
             n_time=group["time"].shape[0],
-            layout=TimeSeriesLayout.model_validate(link["layout"]),
+            layout=TimeSeriesLayout.recorded(link["layout"]),
             zarr_format=group.metadata.zarr_format,
             archive_rewrite_mark=link.get("archive_rewrite_mark"),
         )
@@ -503,7 +514,7 @@ def create_timeseries_store(
             RUNS_ATTR: [],
         }
     )
-    encoding = timeseries_encoding(template, archive, chunks, shards)
+    encoding = timeseries_encoding(template, archive, layout, chunks, shards)
     building = target.with_name(f".{target.name}.creating-{identity[:8]}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -530,7 +541,9 @@ def create_timeseries_store(
 FINGERPRINT_DESCRIPTION = "hash of the archive's time key, time and source_files at this time index"
 
 
-def timeseries_encoding(template: xr.Dataset, archive: StoreState, chunks: tuple, shards: tuple | None) -> dict:
+def timeseries_encoding(
+    template: xr.Dataset, archive: StoreState, layout: TimeSeriesLayout, chunks: tuple, shards: tuple | None
+) -> dict:
     """Encoding of every variable with a time dimension: ``SKY`` by the layout, the ledger in large time chunks."""
     fmt = archive.settings.zarr_format
     key_encoding = {"name": "default", "separator": "/"} if fmt == 3 else {"name": "v2", "separator": "."}
@@ -543,7 +556,7 @@ def timeseries_encoding(template: xr.Dataset, archive: StoreState, chunks: tuple
     encoding["SKY"] = {
         "chunks": chunks,
         "dtype": "float32",
-        "compressors": archive.settings.compressors(),
+        "compressors": None if layout.codec == "none" else archive.settings.compressors(),
         "chunk_key_encoding": key_encoding,
         "_FillValue": np.float32("nan"),
     }
@@ -894,9 +907,7 @@ def apply_timeseries_journal(store: str | os.PathLike[str], journal: dict) -> No
     root, staging = Path(store), Path(journal["staging"])
     shelf = staging / "shelf"
     fmt = Store.at(root).open_group(consolidated=False).metadata.zarr_format
-    layout = TimeSeriesLayout.model_validate(
-        Store.at(root).open_group(consolidated=False).attrs[TIMESERIES_ATTR]["layout"]
-    )
+    layout = TimeSeriesLayout.recorded(Store.at(root).open_group(consolidated=False).attrs[TIMESERIES_ATTR]["layout"])
     first_block = journal["start"] // layout.time_block
     before = range(first_block, math.ceil(journal["n_before"] / layout.time_block))
     after = range(first_block, math.ceil(journal["n_after"] / layout.time_block))

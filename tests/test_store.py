@@ -105,14 +105,17 @@ def test_removing_a_store_gives_the_next_one_a_new_identity(make_data, tmp_path)
     assert store_id(store) not in (None, first)
 
 
-def test_zarr_format_2_and_zstd_are_available(make_data, tmp_path):
+@pytest.mark.parametrize("codec", ["zstd", "none"])
+def test_zarr_format_2_and_every_codec_are_available(make_data, tmp_path, codec):
     folder = make_data(time_steps=2)
-    ingest_directory(folder, tmp_path / "v2.zarr", settings=StoreSettings(chunk_lm=32, zarr_format=2, codec="zstd"))
-    ingest_directory(folder, tmp_path / "v3.zarr", settings=SMALL)
+    ingest_directory(folder, tmp_path / "v2.zarr", settings=StoreSettings(chunk_lm=32, zarr_format=2, codec=codec))
+    ingest_directory(folder, tmp_path / "v3.zarr", settings=StoreSettings(chunk_lm=32, codec=codec))
     assert (tmp_path / "v2.zarr" / ".zmetadata").is_file()
     np.testing.assert_array_equal(
         xr.open_zarr(tmp_path / "v2.zarr")["SKY"].values, xr.open_zarr(tmp_path / "v3.zarr")["SKY"].values
     )
+    compressed = [bool(zarr.open_group(str(tmp_path / f"v{f}.zarr"), mode="r")["SKY"].compressors) for f in (2, 3)]
+    assert compressed == [codec != "none"] * 2
 
 
 def test_time_steps_staged_in_parallel_give_the_same_store_as_one_at_a_time(make_data, tmp_path):
