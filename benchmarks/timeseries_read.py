@@ -13,8 +13,9 @@ first N time steps (hard links again), then, each in its own process measured by
 - **build**: ``ovro-ingest timeseries`` of that archive into a new time-series store (plain
   functions, no Prefect server: ``update_timeseries``);
 - **floor**: a plain read-and-rewrite of the same bytes: the archive's ``SKY`` read and
-  written into a new Zarr array with the archive's own chunks and codec by dask with the
-  same threads (no rechunking);
+  written into a new Zarr array with the archive's own chunks and the time-series
+  store's codec (uncompressed since 2026-12-01 07:00, the archive's before) by dask
+  with the same threads (no rechunking);
 
 then, page cache warm, best of 3, each read opening the store with ``xr.open_zarr``
 (``chunks=None`` for the time-series store, as the README advises; the archive also with
@@ -126,10 +127,12 @@ FLOOR = """
 import json, sys, time
 import dask, dask.array as da, zarr
 from ovro_ingest.store import read_state
+from ovro_ingest.timeseries import TimeSeriesLayout
 state = read_state(sys.argv[1])
 sky = state.group()["SKY"]
+codec = None if TimeSeriesLayout().codec == "none" else state.settings.compressors()  # the time-series store's
 target = zarr.create_array(sys.argv[2], shape=sky.shape, chunks=sky.chunks, dtype=sky.dtype,
-                           compressors=state.settings.compressors(), fill_value=float("nan"))
+                           compressors=codec, fill_value=float("nan"))
 started = time.perf_counter()
 with dask.config.set(scheduler="threads", num_workers=2):
     da.store(da.from_zarr(sky), target, lock=False)

@@ -631,8 +631,9 @@ def stored_unchanged(path: str | os.PathLike[str], steps: Sequence[TimeStepFiles
 
     "These very files": the ledger lists the same file names with the same size and
     modification time (a file left out of its time step, e.g. for its beam, by name);
-    the folder does not matter, so a moved night is the same night. Reads the
-    ``time_key`` column and one ledger chunk per candidate, never a file's pixels. A
+    the folder does not matter, so a moved night is the same night. Finds the
+    candidates' indices (:meth:`StoreState.indices_of`) and reads one ledger chunk per
+    candidate, never a file's pixels. A
     time step whose files differ only in mtime (a copied night) is not listed: its
     staging task compares the files with what the store holds
     (:func:`ovro_ingest.identity.source_differences`) before writing anything.
@@ -693,7 +694,16 @@ def placement(state: StoreState, key: str, time_mjd: float) -> Placement:
         return state.n_time, "append"
     keys, times = state.column("time_key"), np.asarray(state.column("time"))
     if key in keys:
-        return keys.index(key), "stored"
+        index = keys.index(key)
+        before = times[index - 1] if index > 0 else -np.inf
+        after = times[index + 1] if index + 1 < state.n_time else np.inf
+        if not before < time_mjd < after:  # stored again (--replace), it would break the order of the time axis
+            raise StoreError(
+                f"time step {key}: its DATE-OBS (MJD {time_mjd:.8f}) is not between those of the stored time steps "
+                f"before and after it ({keys[max(index - 1, 0)]}, {keys[min(index + 1, state.n_time - 1)]}), "
+                "though its file names place it there; check the DATE-OBS of its files"
+            )
+        return index, "stored"
     by_time, by_key = int(np.searchsorted(times, time_mjd)), int(np.searchsorted(keys, key))
     if by_time < state.n_time and times[by_time] == time_mjd:
         raise StoreError(

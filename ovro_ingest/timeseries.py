@@ -43,6 +43,7 @@ import logging
 import math
 import os
 import shutil
+import threading
 import time
 import uuid
 import warnings
@@ -709,7 +710,11 @@ ZARR_CONCURRENCY = 2
 An uncompressed shard is written from two copies of its bytes (its inner chunks', then
 the shard's); ten at once per dask thread took the build of 10 subbands of 1024² to a
 peak of 1.17-1.36 GB, two to 0.79 GB, and no slower: the copy is bound by the cores.
+zarr's configuration is the process's: other zarr work in the process meanwhile gets
+it too (the ``timeseries`` flow and command run updates in a process of their own).
 """
+ONE_STAGING_AT_A_TIME = threading.Lock()
+"""Stagings in one process take turns, so that each restores zarr's configuration as it found it."""
 
 
 def dask_chunks(
@@ -769,10 +774,14 @@ class TimeRange:
         self.dtype, self.ndim = array.dtype, array.ndim
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        """``key``: one slice per axis (what dask asks for), the first one in the range's own indices."""
+        """``key``: one forward slice per axis (what dask asks for), the first one in the range's own indices."""
+        if not (isinstance(key, tuple) and key and all(isinstance(k, slice) for k in key)):
+            raise TypeError(f"a time range is read with one slice per axis, not {key!r}")
         along_time, *rest = key
         first, last, step = along_time.indices(self.shape[0])
-        return self.array[(slice(self.start + first, self.start + last, step), *rest)]
+        if step != 1:
+            raise ValueError(f"a time range is read in order, one time step after the other, not with step {step}")
+        return self.array[(slice(self.start + first, self.start + max(first, last)), *rest)]
 
 
 def stage_update(plan: TimeSeriesPlan, workers: int = 2, max_memory: int = DEFAULT_MAX_MEMORY) -> StagedUpdate:
@@ -817,6 +826,7 @@ def stage_update(plan: TimeSeriesPlan, workers: int = 2, max_memory: int = DEFAU
             )
             region = (slice(plan.start, plan.n_archive),)
             with (
+                ONE_STAGING_AT_A_TIME,
                 dask.config.set(scheduler="threads", num_workers=workers),
                 zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}),
             ):

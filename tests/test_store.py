@@ -169,6 +169,22 @@ def test_changed_source_files_are_kept_unless_replace_is_asked(make_data, tmp_pa
     assert_same_store(store, reference)
 
 
+def test_a_replacement_whose_date_obs_would_break_the_time_order_is_refused(make_data, tmp_path):
+    """Its key keeps its place; a DATE-OBS past the next time step's would leave ``time`` out of order."""
+    from ovro_ingest.errors import StoreError
+
+    folder = make_data(time_steps=3)
+    store = tmp_path / "s.zarr"
+    ingest_directory(folder, store, settings=SMALL)
+    before = xr.open_zarr(store)["time"].values.copy()
+    for path in folder.glob("20240524_050009_*.fits"):  # the first time step, now observed after the second
+        fits.setval(path, "DATE-OBS", value="2024-05-24T05:00:24.0")
+    step = discover_time_steps(folder).time_steps[0]
+    with pytest.raises(StoreError, match=r"20240524_050009: its DATE-OBS .* is not between those of the stored"):
+        ingest_time_step(step, store, settings=SMALL, replace=True)
+    np.testing.assert_array_equal(xr.open_zarr(store)["time"].values, before)
+
+
 def test_backfills_and_replacements_leave_a_new_rewrite_mark_and_appends_do_not(make_data, tmp_path):
     """The mark a lock-free reader of stored time steps (the time-series update) checks."""
     folder = make_data(time_steps=3)
@@ -278,7 +294,9 @@ def test_the_index_of_stored_keys_is_found_reading_only_their_span_of_the_time_k
     assert state.indices_of([keys[5], *unknown, keys[2]]) == {keys[2]: 2, keys[5]: 5}
     assert state.indices_of(unknown) == {} and state.indices_of([]) == {}
     for chunk in ("0", "1"):  # time steps 0-3: outside the span of the last two, and off the bisection's path
-        (store / "time_key" / "c" / chunk).unlink()
+        (store / "time_key" / "c" / chunk).write_bytes(b"not a chunk")  # reading it raises (a missing one would not)
+    with pytest.raises(Exception):  # noqa: B017 (zarr's decoding error, whichever it is)
+        state.column("time_key")
     assert state.indices_of(keys[7:]) == {keys[7]: 7, keys[8]: 8}
 
 
