@@ -13,9 +13,11 @@ first N time steps (hard links again), then, each in its own process measured by
 - **build**: ``ovro-ingest timeseries`` of that archive into a new time-series store (plain
   functions, no Prefect server: ``update_timeseries``);
 - **floor**: a plain read-and-rewrite of the same bytes: the archive's ``SKY`` read and
-  written into a new Zarr array with the archive's own chunks and the time-series
-  store's codec (uncompressed since 2026-12-01 07:00, the archive's before) by dask
-  with the same threads (no rechunking);
+  written into a new Zarr array with the archive's own chunks and codec by dask with the
+  same threads (no rechunking). The time-series store is uncompressed since 2026-12-01;
+  a floor written uncompressed took the same time at N = 60 and 500 (7.3 and 58.5 s,
+  against 7.2 and 57.9 s compressed: reading the archive is the floor's cost) and does
+  not fit a 73 GB disk at N = 2,000 (84 GB);
 
 then, page cache warm, best of 3, each read opening the store with ``xr.open_zarr``
 (``chunks=None`` for the time-series store, as the README advises; the archive also with
@@ -127,12 +129,10 @@ FLOOR = """
 import json, sys, time
 import dask, dask.array as da, zarr
 from ovro_ingest.store import read_state
-from ovro_ingest.timeseries import TimeSeriesLayout
 state = read_state(sys.argv[1])
 sky = state.group()["SKY"]
-codec = None if TimeSeriesLayout().codec == "none" else state.settings.compressors()  # the time-series store's
 target = zarr.create_array(sys.argv[2], shape=sky.shape, chunks=sky.chunks, dtype=sky.dtype,
-                           compressors=codec, fill_value=float("nan"))
+                           compressors=state.settings.compressors(), fill_value=float("nan"))
 started = time.perf_counter()
 with dask.config.set(scheduler="threads", num_workers=2):
     da.store(da.from_zarr(sky), target, lock=False)
@@ -220,6 +220,7 @@ def run(args: argparse.Namespace) -> dict:
             floor = measured(FLOOR, str(archive), str(work / f"floor-{n_time}.zarr"))
             shutil.rmtree(work / f"floor-{n_time}.zarr")  # before the build: the disk holds one copy at a time
             build = measured(BUILD, str(archive), str(timeseries))
+            os.sync()  # the build's writeback is done before the reads (it slowed N = 60's, which follow it closely)
             track = tracked_pixels(archive, n_time, pixel)
             on_archive = reads(archive, pixel, track, None)
             on_timeseries = reads(timeseries, pixel, track, on_archive["answers"])
