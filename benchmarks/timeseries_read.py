@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> dict:
             floor = measured(FLOOR, str(archive), str(work / f"floor-{n_time}.zarr"))
             shutil.rmtree(work / f"floor-{n_time}.zarr")  # before the build: the disk holds one copy at a time
             build = measured(BUILD, str(archive), str(timeseries))
-            os.sync()  # the build's writeback is done before the reads (it slowed N = 60's, which follow it closely)
+            os.sync()  # the reads never overlap the build's writeback (it did not explain the slower images at N = 60)
             track = tracked_pixels(archive, n_time, pixel)
             on_archive = reads(archive, pixel, track, None)
             on_timeseries = reads(timeseries, pixel, track, on_archive["answers"])
