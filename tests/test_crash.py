@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import shutil
 import signal
 import subprocess
@@ -210,23 +211,50 @@ def test_sigkill_once_a_backfill_is_marked_is_rolled_forward(night, tmp_path):
     rerun_and_compare(store, night)
 
 
+STEP_BY_STEP = """
+import sys
+from ovro_ingest.discover import discover_time_steps
+from ovro_ingest.pipeline import ingest_time_step
+from ovro_ingest.store import StoreSettings
+for count, step in enumerate(discover_time_steps(sys.argv[1]).time_steps, start=1):
+    ingest_time_step(step, sys.argv[2], settings=StoreSettings(chunk_lm=32))
+    print("committed", count, flush=True)
+    sys.stdin.readline()  # the reader looks at the store before the next commit starts
+"""
+
+
 def test_a_reader_during_an_ingest_sees_only_complete_time_steps(night, tmp_path):
+    """The reader polls while each commit runs; between commits the child waits, so growth is always seen."""
     store = tmp_path / "s.zarr"
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(night["inputs"]), str(store)],
+        [sys.executable, "-c", STEP_BY_STEP, str(night["inputs"]), str(store)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parent.parent,
     )
-    seen = set()
+    seen, reads_during_commits = [], 0
     while child.poll() is None:
-        if Store.at(store).exists():
-            view = xr.open_zarr(store)  # one consistent view: its metadata is read once
-            seen.add(view.sizes["time"])
+        if select.select([child.stdout], [], [], 0)[0]:
+            line = child.stdout.readline()
+            if not line:
+                break
+            committed = int(line.split()[1])
+            view = xr.open_zarr(store)
+            assert view.sizes["time"] == committed, "a commit that reported done must be visible"
             assert_time_steps_match(view, night["reference"])
+            seen.append(committed)
+            child.stdin.write("next\n")
+            child.stdin.flush()
+        elif Store.at(store).exists():
+            view = xr.open_zarr(store)  # one consistent view: its metadata is read once
+            assert_time_steps_match(view, night["reference"])
+            reads_during_commits += 1
+    child.stdin.close()
     child.stdout.close()
-    assert child.returncode == 0
-    assert seen - {0, 4}, f"the reader must have seen the store grow: {sorted(seen)}"
+    assert child.wait() == 0
+    assert seen == [1, 2, 3, 4], seen
+    assert reads_during_commits > 0, "the reader must have read while the ingest was writing"
 
 
 @pytest.mark.parametrize("point", ["commit:shelved", "commit:placed", "commit:counted"])
