@@ -114,7 +114,7 @@ class TimeSeriesLayout(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     time_block: int = Field(8, ge=1, description="Time steps per shard (format 3) or chunk (format 2).")
-    chunk_time: int = Field(8, ge=1, description="Time steps per inner chunk (format 3; at most time_block).")
+    chunk_time: int = Field(4, ge=1, description="Time steps per inner chunk (format 3; at most time_block).")
     chunk_lm: int = Field(128, ge=8, description="Pixels along l and m per inner chunk (format 3).")
     shard_lm: int = Field(256, ge=8, description="Pixels along l and m per shard (format 3).")
     plain_chunk_lm: int = Field(128, ge=8, description="Pixels along l and m per chunk (format 2).")
