@@ -185,7 +185,10 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
         two_deployments_and_the_cli_race_for_one_store(tmp_path, cli, api)
     finally:
         down = subprocess.run([REPO / "deployments" / "stop"], env=env, capture_output=True, text=True, timeout=400)
-    assert "stopped the worker" in down.stdout and "stopped the server" in down.stdout, "both stop on SIGTERM"
+    worker_log = (ops / "worker.log").read_text()[-6000:] if (ops / "worker.log").exists() else ""
+    assert "stopped the worker" in down.stdout and "stopped the server" in down.stdout, (
+        f"both stop on SIGTERM: {down.stdout}\nthe worker's log ends with (thread stacks if it was killed):\n{worker_log}"
+    )
     assert not list(ops.glob("*.pid"))
 
 
