@@ -56,7 +56,12 @@ CANDIDATES = [
     ("shards (8, F, 256²) of (8, F, 128²)", (8, "F", 128, 128), (8, "F", 256, 256), "lz4"),
     # uncompressed inner chunks: a reader then reads their bytes without decoding them
     ("shards (8, F, 256²) of (8, F, 64²), uncompressed", (8, "F", 64, 64), (8, "F", 256, 256), "none"),
-    ("shards (8, F, 256²) of (8, F, 128²), uncompressed [third choice]", (8, "F", 128, 128), (8, "F", 256, 256), "none"),
+    (
+        "shards (8, F, 256²) of (8, F, 128²), uncompressed [third choice]",
+        (8, "F", 128, 128),
+        (8, "F", 256, 256),
+        "none",
+    ),
     ("shards (8, F, 256²) of (4, F, 128²), uncompressed [chosen]", (4, "F", 128, 128), (8, "F", 256, 256), "none"),
     ("shards (8, F, 256²) of (2, F, 128²), uncompressed", (2, "F", 128, 128), (8, "F", 256, 256), "none"),
     ("shards (8, F, 256²) of (8, 2, 128²), uncompressed", (8, 2, 128, 128), (8, "F", 256, 256), "none"),
