@@ -234,25 +234,30 @@ def test_a_reader_during_an_ingest_sees_only_complete_time_steps(night, tmp_path
         cwd=Path(__file__).resolve().parent.parent,
     )
     seen, reads_during_commits = [], 0
-    while child.poll() is None:
-        if select.select([child.stdout], [], [], 0)[0]:
-            line = child.stdout.readline()
-            if not line:
-                break
-            committed = int(line.split()[1])
-            view = xr.open_zarr(store)
-            assert view.sizes["time"] == committed, "a commit that reported done must be visible"
-            assert_time_steps_match(view, night["reference"])
-            seen.append(committed)
-            child.stdin.write("next\n")
-            child.stdin.flush()
-        elif Store.at(store).exists():
-            view = xr.open_zarr(store)  # one consistent view: its metadata is read once
-            assert_time_steps_match(view, night["reference"])
-            reads_during_commits += 1
-    child.stdin.close()
-    child.stdout.close()
-    assert child.wait() == 0
+    try:
+        while child.poll() is None:
+            if select.select([child.stdout], [], [], 0)[0]:
+                line = child.stdout.readline()
+                if not line:
+                    break
+                committed = int(line.split()[1])
+                view = xr.open_zarr(store)
+                assert view.sizes["time"] == committed, "a commit that reported done must be visible"
+                assert_time_steps_match(view, night["reference"])
+                seen.append(committed)
+                child.stdin.write("next\n")
+                child.stdin.flush()
+            elif Store.at(store).exists():
+                view = xr.open_zarr(store)  # one consistent view: its metadata is read once
+                assert_time_steps_match(view, night["reference"])
+                reads_during_commits += 1
+        child.stdin.close()
+        assert child.wait(timeout=120) == 0
+    finally:
+        if child.poll() is None:  # a failed check must not leave the child waiting for its next line
+            child.kill()
+            child.wait()
+        child.stdout.close()
     assert seen == [1, 2, 3, 4], seen
     assert reads_during_commits > 0, "the reader must have read while the ingest was writing"
 
