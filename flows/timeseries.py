@@ -15,7 +15,6 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 
-from ovro_ingest.commit import clear_staging
 from ovro_ingest.handle import Store
 from ovro_ingest.store import record_run
 from ovro_ingest.timeseries import (
@@ -26,6 +25,7 @@ from ovro_ingest.timeseries import (
     holding_timeseries,
     prepare_timeseries,
     run_record,
+    settle_timeseries,
     up_to_date,
 )
 from tasks.timeseries import commit_timeseries, plan_timeseries, stage_timeseries
@@ -78,9 +78,9 @@ def timeseries(
         while not plan.up_to_date:
             windows.append(commit_timeseries(stage_timeseries(plan, workers or 2, memory)))
             plan = plan_timeseries(archive, timeseries, until=until)
+        settle_timeseries(timeseries)
         if windows:
             done = combined(windows)
-            clear_staging(timeseries)
             record_run(timeseries, {**run_record(who, done), "flow_run_id": str(run.id)})
         else:
             done = up_to_date(plan)

@@ -478,7 +478,24 @@ def seal_commit(store: str | os.PathLike[str], staging: Path, failpoint_prefix: 
     store.consolidate()
     failpoint(f"{failpoint_prefix}:consolidated")
     store.journal.unlink(missing_ok=True)
-    shutil.rmtree(staging, ignore_errors=True)
+    discard_staging(staging, failpoint_prefix)
+
+
+def discard_staging(staging: Path, failpoint_prefix: str) -> None:
+    """Remove a committed staging directory: first renamed as partial, so that a crash midway never leaves it complete.
+
+    A complete staging is kept by the next run for reuse (:func:`clear_staging`); one
+    whose time steps are already committed would never be reused, and would stay. Only
+    the rename right after the journal's removal is left unguarded (microseconds,
+    against the removal of a whole staging).
+    """
+    doomed = staging.with_name(f"{staging.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        staging.rename(doomed)
+    except FileNotFoundError:
+        return
+    failpoint(f"{failpoint_prefix}:discarding")
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def recover(store: str | os.PathLike[str]) -> bool:

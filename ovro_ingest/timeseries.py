@@ -989,6 +989,17 @@ def prepare_timeseries(store: str | os.PathLike[str]) -> None:
         clear_staging(store)
 
 
+def settle_timeseries(store: str | os.PathLike[str]) -> None:
+    """After an update that brought the store up to date (writer lock held): drop every staging.
+
+    Nothing is left to stage then, so a complete staging can only be stale: a crash
+    between a commit and the removal of its staging (:func:`~ovro_ingest.commit.discard_staging`)
+    or a window staged for an update that a later one planned differently. Kept, a
+    window's staging (an hour of pixels) would never be reused nor removed.
+    """
+    clear_staging(store, keep_complete=False)
+
+
 # ---------------------------------------------------------------- the whole update
 
 
@@ -1025,10 +1036,10 @@ def update_timeseries(
         while not plan.up_to_date:
             receipts.append(commit_update(stage_update(plan, workers=workers, max_memory=max_memory)))
             plan = plan_update(archive, timeseries, window=window, until=until)
+        settle_timeseries(timeseries)
         if not receipts:
             return up_to_date(plan)
         done = combined(receipts)
-        clear_staging(timeseries)
         record_run(timeseries, run_record(who, done))
         return done
 

@@ -42,8 +42,10 @@ FAILPOINTS = (
     "commit:wrote-time",
     "commit:wrote-time_key",
     "commit:consolidated",
+    "commit:discarding",  # committed, its journal gone: the staging is being removed
     "record:written",  # after the last commit, the run is recorded in the store's attributes
 )
+JOURNALED = {point for point in FAILPOINTS if point.startswith("commit:")} - {"commit:discarding"}
 CHILD = """
 import sys
 from ovro_ingest.pipeline import ingest_directory
@@ -144,6 +146,7 @@ def rerun_and_compare(store: Path, night: dict[str, Path], settings: StoreSettin
     ingest_directory(night["inputs"], store, settings=settings, workers=2)
     report = validate_store(store)
     assert report.ok, report.problems
+    assert not Store.at(store).staging_root.exists(), "a committed time step's staging must not stay"
     assert_same_store(store, night["reference"])
 
 
@@ -192,7 +195,7 @@ def test_sigkill_at_each_step_of_a_commit_is_rolled_forward(night, tmp_path, poi
     )
     assert child.returncode == -signal.SIGKILL, "the fail point must be reached"
     interrupted = check_after_crash(store, night["reference"])
-    assert interrupted == point.startswith("commit:")
+    assert interrupted == (point in JOURNALED)
     rerun_and_compare(store, night)
 
 

@@ -19,6 +19,7 @@ from astropy.io import fits
 from ovro_ingest import timeseries as timeseries_module
 from ovro_ingest.discover import discover_time_steps
 from ovro_ingest.errors import StoreBusy, StoreError
+from ovro_ingest.handle import Store
 from ovro_ingest.health import repair_store, validate_store
 from ovro_ingest.lock import writer_lock
 from ovro_ingest.pipeline import ingest_directory, ingest_time_step
@@ -164,6 +165,24 @@ def test_a_rerun_changes_nothing(archives, tmp_path):
     assert again.status == "up to date" and again.time_steps_copied == 0
     assert sky_files(timeseries) == before
     assert xr.open_zarr(timeseries).attrs[RUNS_ATTR] == runs, "a no-op update leaves no trace"
+
+
+def stale_complete_staging(timeseries: Path) -> Path:
+    """What a crash right after a commit, before its staging was removed, leaves: a complete staging, never reused."""
+    staging = Store.at(timeseries).staging_root / "update-0-000000000000"
+    (staging / "SKY").mkdir(parents=True)
+    (staging / "values.json").write_text("{}")
+    return staging
+
+
+def test_an_update_drops_a_stale_complete_staging_even_when_up_to_date(archives, tmp_path):
+    timeseries = tmp_path / "ts.zarr"
+    update_timeseries(archives[3], timeseries, layout=LAYOUT)
+    stale_complete_staging(timeseries)
+    again = update_timeseries(archives[3], timeseries)
+    assert again.status == "up to date"
+    assert not Store.at(timeseries).staging_root.exists()
+    assert validate_store(timeseries).ok
 
 
 def test_an_append_copies_only_the_last_partial_block_and_the_new_time_steps(night, archives, tmp_path):
@@ -493,6 +512,9 @@ def test_the_timeseries_flow_and_command_bring_the_store_up_to_date_and_refuse_i
     assert_same_as_archive(timeseries, archives[3])
     runs = xr.open_zarr(timeseries).attrs[RUNS_ATTR]
     assert len(runs) == 1 and runs[0]["flow_run_id"]
+    stale_complete_staging(timeseries)  # the flow, too, drops it when there is nothing to copy
+    assert timeseries_flow(archive=str(archives[3]), timeseries=str(timeseries)).status == "up to date"
+    assert not Store.at(timeseries).staging_root.exists()
 
     command = [str(Path(sys.executable).parent / "ovro-ingest"), "timeseries", str(archives[3]), str(timeseries)]
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
