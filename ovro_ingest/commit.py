@@ -494,6 +494,8 @@ def discard_staging(staging: Path, failpoint_prefix: str) -> None:
         staging.rename(doomed)
     except FileNotFoundError:
         return
+    except OSError:  # the commit is done whatever happens here: remove it where it is
+        doomed = staging
     failpoint(f"{failpoint_prefix}:discarding")
     shutil.rmtree(doomed, ignore_errors=True)
 
