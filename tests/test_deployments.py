@@ -190,7 +190,7 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
     # Prefect 3.9's worker sometimes loses its own shutdown (deployments/stop): killed idle, it loses no run
     worker_stopped = "stopped the worker" in down.stdout or "killed the idle worker" in down.stdout
     assert worker_stopped and "stopped the server" in down.stdout, (
-        f"both stop on SIGTERM: {down.stdout}\nthe worker's log ends with (thread stacks if it was killed):\n{worker_log}"
+        f"both stop (the worker on SIGTERM, or killed idle): {down.stdout}\nthe worker's log ends with (thread stacks if it was killed):\n{worker_log}"
     )
     assert not list(ops.glob("*.pid"))
 
