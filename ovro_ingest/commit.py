@@ -339,7 +339,7 @@ def commit_time_step(store: str | os.PathLike[str], staged: StagedTimeStep) -> A
     index, where = placement(state, staged.key, staged.time_mjd)
     if where == "stored" and (staged.status != "staged to replace" or not staging.exists()):
         # stored meanwhile, e.g. by the recovery above when a killed worker's commit is retried
-        shutil.rmtree(staging, ignore_errors=True)
+        discard_staging(staging, "commit")
         return receipt("already stored", index)
     if not staging.exists():
         raise StoreError(f"{staging}: the staged time step {staged.key} is gone; run the ingest again")
@@ -478,6 +478,7 @@ def seal_commit(store: str | os.PathLike[str], staging: Path, failpoint_prefix: 
     store.consolidate()
     failpoint(f"{failpoint_prefix}:consolidated")
     store.journal.unlink(missing_ok=True)
+    failpoint(f"{failpoint_prefix}:forgotten")
     discard_staging(staging, failpoint_prefix)
 
 
@@ -485,9 +486,10 @@ def discard_staging(staging: Path, failpoint_prefix: str) -> None:
     """Remove a committed staging directory: first renamed as partial, so that a crash midway never leaves it complete.
 
     A complete staging is kept by the next run for reuse (:func:`clear_staging`); one
-    whose time steps are already committed would never be reused, and would stay. Only
-    the rename right after the journal's removal is left unguarded (microseconds,
-    against the removal of a whole staging).
+    whose time steps are already committed would never be reused, and would stay. The
+    moment between the journal's removal and the rename is left to the next run's
+    :func:`drop_committed_stagings` (the archive's; the time-series store's update
+    drops every staging once it is up to date).
     """
     doomed = staging.with_name(f"{staging.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
@@ -511,6 +513,43 @@ def recover(store: str | os.PathLike[str]) -> bool:
     logger.warning("finishing the interrupted commit of time step %s", journal["key"])
     apply_journal(store, journal)
     return True
+
+
+def drop_committed_stagings(store: str | os.PathLike[str]) -> list[Path]:
+    """Remove complete stagings of time steps the store already holds from their files (writer lock held).
+
+    A kill in the moment between a commit's journal removal and its staging's rename
+    (:func:`discard_staging`) leaves a complete staging whose chunks the commit moved
+    into the store (its ``source_files`` entry reads as the fill value ``""``); one
+    between a redundant staging's check and its rename leaves one staged from the very
+    files the store holds. No later run would reuse such a staging (the time step is
+    stored) or remove it (it is complete): they are removed here. A staging from other
+    files is a replacement not yet committed, and kept. Call after :func:`recover`.
+    Reads each staging's ``values.json`` and ``source_files`` and the store's ledger
+    entries of their keys (:meth:`StoreState.indices_of`), never pixels.
+    """
+    root = Store.at(store).staging_root
+    staged = [read_staged_entry(p) for p in root.iterdir()] if root.exists() else []
+    staged = [entry for entry in staged if entry is not None]
+    if not staged:
+        return []
+    state = read_state(store)
+    index_of = state.indices_of(key for _, key, _ in staged)
+    held = [(path, files) for path, key, files in staged if key in index_of]
+    stored = state.values("source_files", [index_of[key] for _, key, _ in staged if key in index_of])
+    doomed = [path for (path, files), entry in zip(held, stored, strict=True) if files in ("", entry)]
+    for path in doomed:
+        discard_staging(path, "sweep")
+    return doomed
+
+
+def read_staged_entry(staging: Path) -> tuple[Path, str, str] | None:
+    """A complete staging's (path, time key, ``source_files`` entry); None when incomplete or unreadable (left as it is)."""
+    try:
+        key = json.loads((staging / VALUES_FILE).read_text())["time_key"]
+        return staging, key, str(zarr.open_array(str(staging / "source_files"), mode="r")[0])
+    except (OSError, ValueError, KeyError, TypeError):  # zarr's errors are ValueErrors or OSErrors
+        return None
 
 
 def clear_staging(store: str | os.PathLike[str], keep_complete: bool = True) -> list[Path]:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ovro_ingest.combine import combine_frequencies
-from ovro_ingest.commit import clear_staging, commit_time_step, recover, write_time_step
+from ovro_ingest.commit import clear_staging, commit_time_step, drop_committed_stagings, recover, write_time_step
 from ovro_ingest.discover import discover_time_steps
 from ovro_ingest.errors import IngestError
 from ovro_ingest.handle import Store
@@ -81,12 +81,14 @@ def create_store_for_night(
 def prepare_store(store: str | os.PathLike[str]) -> None:
     """Before a run writes (writer lock held): finish an interrupted commit, drop half-written staging.
 
-    Also removes what an interrupted create or rebuild left beside the store.
+    Also drops stagings of time steps already committed (:func:`drop_committed_stagings`)
+    and removes what an interrupted create or rebuild left beside the store.
     """
     for leftover in leftovers_beside(store):
         shutil.rmtree(leftover, ignore_errors=True)
     if Store.at(store).exists():
         recover(store)
+        drop_committed_stagings(store)
         clear_staging(store)
 
 

@@ -42,10 +42,11 @@ FAILPOINTS = (
     "commit:wrote-time",
     "commit:wrote-time_key",
     "commit:consolidated",
+    "commit:forgotten",  # committed, its journal gone, its staging not yet renamed
     "commit:discarding",  # committed, its journal gone: the staging is being removed
     "record:written",  # after the last commit, the run is recorded in the store's attributes
 )
-JOURNALED = {point for point in FAILPOINTS if point.startswith("commit:")} - {"commit:discarding"}
+JOURNALED = {point for point in FAILPOINTS if point.startswith("commit:")} - {"commit:forgotten", "commit:discarding"}
 CHILD = """
 import sys
 from ovro_ingest.pipeline import ingest_directory

@@ -1,6 +1,8 @@
 """append_to_zarr (plain functions): exact pixels, time order, idempotence, backfill, grid checks."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,12 +11,13 @@ import zarr
 from astropy.io import fits
 from astropy.time import Time
 
-from ovro_ingest.commit import rewrite_under_way
+from ovro_ingest.commit import commit_time_step, rewrite_under_way, write_time_step
 from ovro_ingest.discover import discover_time_steps
-from ovro_ingest.errors import StoreMismatch
+from ovro_ingest.errors import StoreError, StoreMismatch
+from ovro_ingest.failpoints import ENVIRONMENT_VARIABLE
 from ovro_ingest.handle import Store
 from ovro_ingest.health import validate_store
-from ovro_ingest.pipeline import ingest_directory, ingest_time_step
+from ovro_ingest.pipeline import ingest_directory, ingest_time_step, plan_time_step, prepare_store
 from ovro_ingest.store import REWRITES_ATTR, StoreSettings, read_state, remove_store, store_id
 from tests.store_checks import assert_same_store
 
@@ -169,9 +172,41 @@ def test_changed_source_files_are_kept_unless_replace_is_asked(make_data, tmp_pa
     assert_same_store(store, reference)
 
 
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_a_committed_time_steps_leftover_staging_is_dropped_and_a_pending_replacements_is_kept(
+    make_data, tmp_path, monkeypatch, zarr_format
+):
+    """What a kill between a commit's journal removal and its staging's rename leaves is swept by the next run."""
+    folder = make_data(time_steps=2)
+    store = tmp_path / "s.zarr"
+    first, second = discover_time_steps(folder).time_steps
+    ingest_time_step(first, store, settings=StoreSettings(chunk_lm=32, zarr_format=zarr_format))
+    committed = write_time_step(store, plan_time_step(second))
+    redundant = shutil.copytree(committed.path, tmp_path / "aside")  # staged from the files the store will hold
+    monkeypatch.setenv(ENVIRONMENT_VARIABLE, "commit:forgotten=ENOSPC")  # stops there, as a kill would
+    with pytest.raises(StoreError, match="no space left"):
+        commit_time_step(store, committed)
+    monkeypatch.delenv(ENVIRONMENT_VARIABLE)
+    assert (Path(committed.path) / "values.json").exists(), "the commit left its emptied staging complete"
+    redundant = shutil.move(redundant, Path(committed.path).with_name(f"{second.key}-copy"))
+    changed = next(folder.glob(f"{first.key}_41MHz*.fits"))
+    with fits.open(changed, mode="update") as hdul:
+        hdul[0].data[0, 0, 1, 1] = 99.0
+    (first_again,) = [s for s in discover_time_steps(folder).time_steps if s.key == first.key]
+    pending = write_time_step(store, plan_time_step(first_again), replace=True)
+    assert pending.status == "staged to replace"
+
+    prepare_store(store)
+
+    assert not Path(committed.path).exists(), "the staging of a committed time step must go"
+    assert not Path(redundant).exists(), "a staging from the files the store holds must go"
+    assert Path(pending.path).exists(), "a replacement staged but not committed is kept for the next attempt"
+    assert validate_store(store).ok
+    assert read_state(store).n_time == 2
+
+
 def test_a_replacement_whose_date_obs_would_break_the_time_order_is_refused(make_data, tmp_path):
     """Its key keeps its place; a DATE-OBS past the next time step's would leave ``time`` out of order."""
-    from ovro_ingest.errors import StoreError
 
     folder = make_data(time_steps=3)
     store = tmp_path / "s.zarr"
@@ -333,7 +368,6 @@ def test_a_copied_or_moved_night_is_already_stored_without_a_warning(make_data, 
 
 
 def test_a_really_changed_file_is_named_with_what_differs(make_data, tmp_path, caplog):
-    import shutil
 
     folder, store = make_data(time_steps=3, n_subbands=2), tmp_path / "s.zarr"
     ingest_directory(folder, store, settings=SMALL)

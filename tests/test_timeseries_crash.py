@@ -53,6 +53,7 @@ FAILPOINTS = (
     "timeseries:wrote-time",
     "timeseries:wrote-archive_fingerprint",
     "timeseries:consolidated",
+    "timeseries:forgotten",  # committed, its journal gone, its staging not yet renamed
     "timeseries:discarding",  # committed, its journal gone: the staging is being removed
     "record:written",  # the run record, after the commit
 )
