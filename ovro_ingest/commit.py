@@ -535,9 +535,9 @@ def drop_committed_stagings(store: str | os.PathLike[str]) -> list[Path]:
         return []
     state = read_state(store)
     index_of = state.indices_of(key for _, key, _ in staged)
-    held = [(path, files) for path, key, files in staged if key in index_of]
-    stored = state.values("source_files", [index_of[key] for _, key, _ in staged if key in index_of])
-    doomed = [path for (path, files), entry in zip(held, stored, strict=True) if files in ("", entry)]
+    held = [(path, key, files) for path, key, files in staged if key in index_of]
+    stored = state.values("source_files", [index_of[key] for _, key, _ in held])
+    doomed = [path for (path, _, files), entry in zip(held, stored, strict=True) if files in ("", entry)]
     for path in doomed:
         discard_staging(path, "sweep")
     return doomed

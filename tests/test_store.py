@@ -207,7 +207,6 @@ def test_a_committed_time_steps_leftover_staging_is_dropped_and_a_pending_replac
 
 def test_a_replacement_whose_date_obs_would_break_the_time_order_is_refused(make_data, tmp_path):
     """Its key keeps its place; a DATE-OBS past the next time step's would leave ``time`` out of order."""
-
     folder = make_data(time_steps=3)
     store = tmp_path / "s.zarr"
     ingest_directory(folder, store, settings=SMALL)
@@ -368,7 +367,6 @@ def test_a_copied_or_moved_night_is_already_stored_without_a_warning(make_data, 
 
 
 def test_a_really_changed_file_is_named_with_what_differs(make_data, tmp_path, caplog):
-
     folder, store = make_data(time_steps=3, n_subbands=2), tmp_path / "s.zarr"
     ingest_directory(folder, store, settings=SMALL)
     copy = shutil.copytree(folder, tmp_path / "copy", copy_function=shutil.copy)  # new mtimes
