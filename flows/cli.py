@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -440,17 +439,15 @@ def run(
 
 
 def warm_up_store_creation() -> None:
-    """Import what creating a new store needs (astropy, xradio) in a background thread, while Prefect starts.
+    """Import xradio, which creating a new store needs, in a background thread while Prefect starts.
 
-    About 1.5 s of imports run on the other core instead of delaying the first write.
+    About 2 s of imports run on the other core instead of delaying the first write. astropy
+    is imported here, in the main thread, first: the run needs it anyway, and astropy must not
+    be imported by two threads at once (see ``import_xradio_in_background``).
     """
+    from ovro_ingest.load import import_xradio_in_background
 
-    def work() -> None:
-        from ovro_ingest.load import import_xradio_in_background
-
-        import_xradio_in_background()
-
-    threading.Thread(target=work, name="warm-up", daemon=True).start()
+    import_xradio_in_background()
 
 
 def answer_without_a_run(input_dir: Path, store: Path, keys: list[str] | None, fixed_dir: Path | None):

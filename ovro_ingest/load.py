@@ -54,6 +54,12 @@ def import_xradio_in_background() -> None:
     Its import takes 1-2 s of CPU (xradio builds its schema classes); started early, it runs
     on the other core while the run starts, instead of delaying the store's creation and so
     the first write. A later import waits for this one.
+
+    The thread imports xradio and dask only, never astropy: this module has imported every
+    astropy module xradio uses (a test checks it) in the caller's thread. astropy's
+    configuration items find their module through ``inspect.getmodule``, which is not
+    thread-safe, so astropy imported by two threads at once can fail ("Cannot automatically
+    determine get_config module"; seen in CI).
     """
     threading.Thread(target=xradio_open_image, name="import-xradio", daemon=True).start()
 

@@ -2,6 +2,8 @@
 
 import math
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -109,3 +111,18 @@ def test_header_facts_equal_what_xradio_reads(make_data, real_image):
         assert image.frequency_hz == float(dataset["frequency"].values[0])
         assert image.polarizations == tuple(str(p) for p in dataset["polarization"].values)
         assert image.beam_rad == tuple(float(v) for v in dataset["BEAM_FIT_PARAMS_SKY"].values.reshape(-1, 3)[0])
+
+
+def test_xradio_imported_in_the_background_imports_no_astropy_module_of_its_own():
+    """The background import of xradio must not import astropy: astropy's config items are not thread-safe to import."""
+    probe = (
+        "import sys\n"
+        "import ovro_ingest.load as load\n"
+        "before = {name for name in sys.modules if name.split('.')[0] == 'astropy'}\n"
+        "load.xradio_open_image()\n"
+        "assert 'xradio.image' in sys.modules\n"
+        "print(sorted({name for name in sys.modules if name.split('.')[0] == 'astropy'} - before))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", f"xradio imports astropy modules ovro_ingest.load does not: {result.stdout}"
