@@ -337,7 +337,7 @@ def main() -> None:
     counts, tiny, large_size, large_steps, chunk = [20, 500, 2000], 64, 4096, 10, 1024
     if args.quick:
         # 12 large time steps: the one-more-time-step cost (12 against 3) stands above a busy machine's noise
-        counts, tiny, large_size, large_steps, chunk = [2, 4, 8], 32, 128, 12, 64
+        counts, tiny, large_size, large_steps, chunk = [2, 4], 32, 128, 12, 64
     started, load_before = time.perf_counter(), os.getloadavg()
     shutil.rmtree(args.work, ignore_errors=True)
     home = args.work / "prefect"
