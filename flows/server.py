@@ -43,18 +43,18 @@ def keep_results_apart() -> None:
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(prefect_home() / RESULTS_FOLDER))
 
 
-def kept_server() -> dict | None:
-    """The local server ``ovro-ingest server start`` keeps for this Prefect home, if it answers; else None."""
+def kept_server(home: Path | None = None) -> dict | None:
+    """The local server ``ovro-ingest server start`` keeps for Prefect home ``home`` (this one), if it answers; else None."""
     try:
-        server = json.loads((prefect_home() / KEPT_SERVER_FILE).read_text())
+        server = json.loads(((home or prefect_home()) / KEPT_SERVER_FILE).read_text())
         os.kill(server["pid"], 0)
     except (OSError, ValueError, KeyError):
         return None
     return server if healthy(server["api_url"]) else None
 
 
-def start_kept_server(port: int | None = None, timeout_s: float = 180) -> dict:
-    """Start a local Prefect server (127.0.0.1, this Prefect home's SQLite) that outlives this process.
+def start_kept_server(port: int | None = None, timeout_s: float = 180, home: Path | None = None) -> dict:
+    """Start a local Prefect server (127.0.0.1, the SQLite of Prefect home ``home``, by default this one) that outlives this process.
 
     Returns its record (pid, API URL, UI URL, log); an already running one is returned as it is.
 
@@ -63,10 +63,10 @@ def start_kept_server(port: int | None = None, timeout_s: float = 180) -> dict:
     RuntimeError
         The server did not answer within ``timeout_s`` (its log says why).
     """
-    running = kept_server()
+    running = kept_server(home)
     if running:
         return running
-    home = prefect_home()
+    home = home or prefect_home()
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log = home / "ovro-ingest-server.log"
@@ -97,9 +97,9 @@ def start_kept_server(port: int | None = None, timeout_s: float = 180) -> dict:
     return server
 
 
-def stop_kept_server(timeout_s: float = 30) -> dict | None:
-    """Stop the kept local server of this Prefect home; return its record (None when none was running)."""
-    record = prefect_home() / KEPT_SERVER_FILE
+def stop_kept_server(timeout_s: float = 30, home: Path | None = None) -> dict | None:
+    """Stop the kept local server of Prefect home ``home`` (this one); return its record (None when none was running)."""
+    record = (home or prefect_home()) / KEPT_SERVER_FILE
     try:
         server = json.loads(record.read_text())
     except (OSError, ValueError):

@@ -1,11 +1,23 @@
-"""Shared test setup: a private Prefect home, a real local Prefect server, synthetic data.
+"""Shared test setup: a private Prefect home, one real local Prefect server, synthetic data, test selection.
 
 Prefect reads its settings when first imported, so the environment is set here,
 before any test module imports it.
+
+Markers (declared in pyproject.toml; see the docs' testing page):
+
+- ``stack``: what the newest stack (zarr, numcodecs, numpy, xarray, xradio, astropy) could
+  change; CI's second pass runs only these. Every test gets it unless its module or the
+  test itself is marked ``orchestration``; a test of an ``orchestration`` module that also
+  reads or writes through the stack is marked ``stack`` itself.
+- ``orchestration``: checks Prefect, the CLI, the operator's scripts or the benchmarks,
+  and reaches stores only through code that ``stack`` tests check.
+- ``slow(seconds)``: takes that long in CI; the slow tests start first, spread over the
+  test workers, so that the workers finish together.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -19,6 +31,14 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ.pop("PREFECT_API_URL", None)
 
+SESSION_VARIABLE = "OVRO_INGEST_TEST_SESSION"
+"""The folder a test session's processes share (its Prefect server's home and record): made by the first
+process, inherited by pytest-xdist's workers; any other pytest (one a test starts, say) makes its own."""
+if not os.environ.get("PYTEST_XDIST_WORKER") or not os.environ.get(SESSION_VARIABLE):
+    os.environ[SESSION_VARIABLE] = tempfile.mkdtemp(prefix="ovro-ingest-tests-session-")
+SESSION = Path(os.environ[SESSION_VARIABLE])
+SERVER_HOME = SESSION / "prefect-server"
+
 REPO = Path(__file__).resolve().parent.parent
 REAL_IMAGE = REPO.parent / "shared" / "data" / "ovro-lwa" / "test_image.fits"
 """Where CI keeps a real OVRO-LWA image (a WSClean all-sky ``*-I-image.fits``), beside the clone."""
@@ -27,23 +47,81 @@ REAL_IMAGE_VARIABLE = "OVRO_INGEST_REAL_IMAGE"
 SERVER_START_TIMEOUT_S = 180
 
 
+def session_server_url() -> str:
+    """The API URL of the test session's one Prefect server, started by whichever worker asks first.
+
+    The server is ``ovro-ingest server start``'s kept server (flows/server.py) for a Prefect
+    home of the session's own; a file lock makes the other workers wait for it instead of
+    starting a second one. The session's first process stops it (``pytest_unconfigure``).
+    """
+    from flows.server import start_kept_server
+
+    with open(SESSION / "server.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return start_kept_server(timeout_s=SERVER_START_TIMEOUT_S, home=SERVER_HOME)["api_url"]
+
+
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
-    """A real Prefect server (SQLite, 127.0.0.1) for the whole session; yields its API URL."""
-    from flows.server import local_server_process
+    """The session's real Prefect server (SQLite, 127.0.0.1), shared by every test worker; yields its API URL."""
+    url = session_server_url()
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with local_server_process(PREFECT_HOME / "server.log", SERVER_START_TIMEOUT_S) as url:
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+    os.environ["PREFECT_API_URL"] = url  # for Dask worker processes and CLI subprocesses
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        from prefect.logging.handlers import APILogWorker
 
-        os.environ["PREFECT_API_URL"] = url  # for Dask worker processes and CLI subprocesses
-        try:
-            with temporary_settings(updates={PREFECT_API_URL: url}):
-                yield url
-        finally:
-            from prefect.logging.handlers import APILogWorker
+        APILogWorker.drain_all(timeout=10)
+        os.environ.pop("PREFECT_API_URL", None)
 
-            APILogWorker.drain_all(timeout=10)
-            os.environ.pop("PREFECT_API_URL", None)
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by the markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test not marked ``orchestration`` ``stack``."""
+    for item in items:
+        if item.get_closest_marker("orchestration") is None:
+            item.add_marker(pytest.mark.stack)
+
+
+@pytest.hookimpl(tryfirst=True)  # after ``-m`` and ``-k`` selected, before pytest-xdist reads the order
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the slow tests first, spread over the test workers."""
+    items = session.items
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        items[:] = spread_slow_tests_first(items, workers)
+
+
+def spread_slow_tests_first(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    """Reorder ``items`` so that each worker's share, as pytest-xdist's worksteal cuts it, starts with slow tests.
+
+    Worksteal hands the first ``n // workers`` items to the first worker, and so on, and
+    later moves queued tests from a busy worker's tail to an idle one; a running test
+    cannot move, so the slow ones are dealt out first, the slowest to the least loaded share
+    (by their ``slow(seconds)``). The order must not depend on anything but the items:
+    every worker collects and orders them alike.
+    """
+    slow = sorted(
+        (item for item in items if item.get_closest_marker("slow")),
+        key=lambda item: -item.get_closest_marker("slow").args[0],
+    )
+    shares: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    loads = [0.0] * workers
+    for item in slow:
+        lightest = loads.index(min(loads))
+        shares[lightest].append(item)
+        loads[lightest] += item.get_closest_marker("slow").args[0]
+    rest = iter(item for item in items if not item.get_closest_marker("slow"))
+    remaining = len(items)
+    for index, share in enumerate(shares):
+        size = remaining // (workers - index)  # what worksteal sends this worker
+        share.extend(next(rest) for _ in range(max(0, size - len(share))))
+        remaining -= len(share)
+    shares[-1].extend(rest)
+    return [item for share in shares for item in share]
 
 
 @pytest.fixture
@@ -86,3 +164,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     import shutil
 
     shutil.rmtree(PREFECT_HOME, ignore_errors=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """In the session's first process, after every worker ended: stop the session's Prefect server, remove its folder."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    import shutil
+
+    from flows.server import stop_kept_server
+
+    stop_kept_server(home=SERVER_HOME)
+    shutil.rmtree(SESSION, ignore_errors=True)

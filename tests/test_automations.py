@@ -16,6 +16,8 @@ import pytest
 from flows.automations import crash_silent_runs, watch_for_silent_runs
 from tests.test_ingest_flow import flow_run_events
 
+pytestmark = pytest.mark.orchestration
+
 FLOW = """
 import sys, time
 from prefect import flow
@@ -47,6 +49,7 @@ def state_of(api: str, run_id: str) -> dict:
     return httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]
 
 
+@pytest.mark.slow(90)
 @pytest.mark.usefixtures("prefect_server")
 def test_a_run_whose_process_dies_is_marked_crashed_and_a_live_run_is_not(prefect_server):
     flow_name = f"watched-{uuid.uuid4().hex[:8]}"  # only this test's runs are watched

@@ -5,9 +5,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.orchestration
 
+
+@pytest.mark.slow(70)
 def test_ingest_speed_benchmark_runs_on_tiny_data_and_reports_every_measurement(prefect_server, tmp_path):
     command = [sys.executable, str(REPO / "benchmarks" / "ingest_speed.py"), "--quick", "--api-url", prefect_server]
     command += ["--out", str(tmp_path / "results"), "--work", str(tmp_path / "work")]
@@ -24,6 +29,7 @@ def test_ingest_speed_benchmark_runs_on_tiny_data_and_reports_every_measurement(
     assert not (tmp_path / "work").exists(), "the data and stores are removed"
 
 
+@pytest.mark.slow(40)
 def test_timeseries_benchmark_runs_on_tiny_data_and_checks_every_answer_against_the_archive(tmp_path):
     command = [sys.executable, str(REPO / "benchmarks" / "timeseries_read.py"), "--quick"]
     command += ["--out", str(tmp_path / "results"), "--work", str(tmp_path)]
@@ -38,6 +44,7 @@ def test_timeseries_benchmark_runs_on_tiny_data_and_checks_every_answer_against_
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("ts-bench-")], "the data and stores are removed"
 
 
+@pytest.mark.slow(90)
 def test_night_scale_benchmark_runs_on_tiny_data_and_reports_every_measure_of_a_night(tmp_path):
     command = [sys.executable, str(REPO / "benchmarks" / "night_scale.py"), "--quick"]
     command += ["--out", str(tmp_path / "results"), "--work", str(tmp_path / "work")]
@@ -58,6 +65,7 @@ def test_night_scale_benchmark_runs_on_tiny_data_and_reports_every_measure_of_a_
     assert not (tmp_path / "work").exists(), "the data and stores are removed"
 
 
+@pytest.mark.slow(16)
 def test_year_ledger_benchmark_runs_on_tiny_data_and_appends_at_every_size(tmp_path):
     command = [sys.executable, str(REPO / "benchmarks" / "year_ledger.py"), "--quick"]
     command += ["--out", str(tmp_path / "results"), "--work", str(tmp_path)]

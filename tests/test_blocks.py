@@ -11,6 +11,8 @@ from blocks import IngestSettings
 from flows.request import resolve_request
 from ovro_ingest.handle import Store
 
+pytestmark = pytest.mark.orchestration
+
 
 def settings(tmp_path, **changes) -> IngestSettings:
     values = {"input_root": str(tmp_path / "nights"), "store": str(tmp_path / "archive.zarr"), **changes}

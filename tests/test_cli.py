@@ -18,6 +18,8 @@ import pytest
 import xarray as xr
 from astropy.io import fits
 
+pytestmark = pytest.mark.orchestration
+
 COMMAND = [str(Path(sys.executable).parent / "ovro-ingest")]
 
 
@@ -34,10 +36,19 @@ EVERY_COMMAND = (
 def test_version_and_help_on_every_command():
     from ovro_ingest import __version__
 
-    assert ovro_ingest("--version").stdout.strip() == f"ovro-ingest {__version__}"
+    assert ovro_ingest("--version").stdout.strip() == f"ovro-ingest {__version__}", "the installed command answers"
     for command in EVERY_COMMAND:
-        result = ovro_ingest(*command, "--help")
-        assert result.returncode == 0 and "Usage" in result.stdout, result.stderr
+        result = help_of(command)
+        assert result.exit_code == 0 and "Usage" in result.stdout, result.output
+
+
+def help_of(command: list[str]):
+    """``ovro-ingest <command> --help`` on a 200-column terminal, in this process (the typer app the command runs)."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    return CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"}, prog_name="ovro-ingest")
 
 
 TYPE_NAMES = re.compile(r"<(list\[|bool|str|int|float|path|text|integer|file|directory|datetime)\b", re.IGNORECASE)
@@ -46,10 +57,8 @@ TYPE_NAMES = re.compile(r"<(list\[|bool|str|int|float|path|text|integer|file|dir
 
 def test_help_shows_no_internal_type_names():
     for command in EVERY_COMMAND:
-        result = subprocess.run(
-            [*COMMAND, *command, "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}
-        )
-        assert result.returncode == 0, result.stderr
+        result = help_of(command)
+        assert result.exit_code == 0, result.output
         assert not TYPE_NAMES.search(result.stdout), f"{command}: {TYPE_NAMES.findall(result.stdout)}\n{result.stdout}"
 
 
@@ -100,6 +109,7 @@ def test_synth_start_sets_the_night(tmp_path):
     assert not (tmp_path / "n4").exists()
 
 
+@pytest.mark.slow(16)
 @pytest.mark.usefixtures("prefect_server")
 def test_run_exits_0_when_every_time_step_is_stored_and_1_when_one_fails(make_data, tmp_path):
     folder = make_data(time_steps=2, n_subbands=2, size=32)
@@ -118,6 +128,7 @@ def test_run_exits_0_when_every_time_step_is_stored_and_1_when_one_fails(make_da
     assert xr.open_zarr(store).sizes["time"] == 2
 
 
+@pytest.mark.slow(16)
 @pytest.mark.usefixtures("prefect_server")
 def test_a_warning_from_the_dask_cluster_goes_to_its_task_runs_logs_without_prefect_noise(make_data, tmp_path):
     from datetime import UTC, datetime
@@ -151,6 +162,7 @@ def test_run_reports_a_missing_input_directory_in_one_line(tmp_path):
     assert f"ingest failed: input directory '{tmp_path / 'nowhere'}' does not exist" in result.stderr
 
 
+@pytest.mark.stack
 @pytest.mark.usefixtures("prefect_server")
 def test_run_ingests_the_real_ovro_lwa_image(real_image, tmp_path):
     folder = tmp_path / "real"
@@ -164,6 +176,7 @@ def test_run_ingests_the_real_ovro_lwa_image(real_image, tmp_path):
     assert ds["frequency"].values[0] == 68511474.609375
 
 
+@pytest.mark.slow(29)
 def test_demo_runs_with_no_prefect_server_configured(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
     env["COLUMNS"] = "80"  # a narrow terminal: no path the user copies is broken across lines
@@ -215,6 +228,7 @@ def test_run_fails_fast_naming_the_writer_that_holds_the_store(make_data, tmp_pa
     assert not (tmp_path / "s.zarr").exists()
 
 
+@pytest.mark.slow(20)
 @pytest.mark.usefixtures("prefect_server")
 def test_sigkill_of_the_flow_process_mid_run_then_a_rerun_gives_the_uninterrupted_store(make_data, tmp_path):
     from ovro_ingest.health import validate_store
@@ -402,6 +416,7 @@ def test_a_run_with_nothing_to_do_answers_from_the_ledger_without_prefect_or_a_s
     assert {p: p.stat().st_mtime_ns for p in store.rglob("*")} == before
 
 
+@pytest.mark.slow(19)
 def test_a_run_or_update_against_a_server_that_does_not_answer_stops_in_one_line_with_exit_2(make_data, tmp_path):
     from ovro_ingest.pipeline import ingest_directory
     from ovro_ingest.store import StoreSettings
@@ -420,6 +435,7 @@ def test_a_run_or_update_against_a_server_that_does_not_answer_stops_in_one_line
         assert "unset PREFECT_API_URL" in said[0] and not left_alone.exists()
 
 
+@pytest.mark.slow(34)
 def test_server_start_keeps_a_local_server_that_runs_use_by_themselves_until_stop(make_data, tmp_path):
     home = tmp_path / "prefect-home"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}

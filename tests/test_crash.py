@@ -151,6 +151,7 @@ def rerun_and_compare(store: Path, night: dict[str, Path], settings: StoreSettin
     assert_same_store(store, night["reference"])
 
 
+@pytest.mark.slow(31)
 def test_sigkill_at_random_moments_never_corrupts_and_the_rerun_completes_the_store(night, tmp_path):
     rng = random.Random(20261126)
     zygote = Zygote()

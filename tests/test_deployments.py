@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 import xarray as xr
 from pydantic import TypeAdapter
 
@@ -22,6 +23,8 @@ from flows.automations import AUTOMATION_NAME
 from flows.server import free_port
 from ovro_ingest.synth import DEFAULT_START, generate
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.orchestration
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
@@ -87,6 +90,7 @@ def deployment_run(env: dict, *args: str, watch: bool = True) -> tuple[str, subp
     return match.group(1), result
 
 
+@pytest.mark.slow(150)
 def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_path):
     port, ops, nights, store = free_port(), tmp_path / "ops", tmp_path / "nights", tmp_path / "archive.zarr"
     yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()

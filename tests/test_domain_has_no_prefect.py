@@ -4,7 +4,11 @@ import pkgutil
 import subprocess
 import sys
 
+import pytest
+
 import ovro_ingest
+
+pytestmark = pytest.mark.orchestration
 
 
 def test_importing_every_domain_module_does_not_import_prefect():

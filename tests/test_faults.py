@@ -61,6 +61,7 @@ def night(tmp_path) -> tuple[Path, Path]:
     return folder, reference
 
 
+@pytest.mark.slow(19)
 @pytest.mark.usefixtures("prefect_server")
 def test_a_full_disk_fails_the_time_steps_it_hits_in_one_line_and_a_rerun_with_space_completes(night, tmp_path):
     folder, reference = night
@@ -89,6 +90,8 @@ def test_a_full_disk_fails_the_time_steps_it_hits_in_one_line_and_a_rerun_with_s
             subprocess.run(["umount", "-l", str(small)], check=False)
 
 
+@pytest.mark.slow(40)
+@pytest.mark.orchestration
 def test_losing_the_prefect_server_mid_run_leaves_a_valid_store_and_a_rerun_completes(
     tmp_path, monkeypatch, prefect_server
 ):
@@ -128,6 +131,7 @@ def test_losing_the_prefect_server_mid_run_leaves_a_valid_store_and_a_rerun_comp
     assert_same_store(store, reference)
 
 
+@pytest.mark.orchestration
 @pytest.mark.usefixtures("prefect_server")
 def test_an_error_in_a_task_or_inside_a_dask_worker_reaches_the_prefect_api_with_its_message_intact(
     tmp_path, monkeypatch

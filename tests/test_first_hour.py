@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.orchestration
+
 REPO = Path(__file__).resolve().parent.parent
 USES_REAL_IMAGE = """
 from astropy.io import fits
@@ -66,6 +68,7 @@ def shrunk(line: str) -> list[str]:
     return [SMALLER.get(words[i - 1], word) if i else word for i, word in enumerate(words)]
 
 
+@pytest.mark.slow(30)
 @pytest.mark.usefixtures("prefect_server")
 def test_following_the_readme_appends_a_later_night_and_leaves_the_clone_clean(tmp_path):
     clone = tmp_path / "clone"

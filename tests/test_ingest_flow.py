@@ -26,7 +26,7 @@ from ovro_ingest.pipeline import ingest_directory
 from ovro_ingest.store import StoreSettings
 from ovro_ingest.synth import DEFAULT_START, generate
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.orchestration]
 
 
 def run_ingest(**parameters):
@@ -70,6 +70,7 @@ def snapshot(store: Path) -> dict[Path, tuple[int, int]]:
     return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in store.rglob("*") if p.is_file()}
 
 
+@pytest.mark.stack
 def test_flow_ingests_both_naming_conventions_exactly(tmp_path):
     inputs = tmp_path / "night"
     generate(inputs, time_steps=2, n_subbands=3, size=64, naming="legacy")
@@ -367,17 +368,21 @@ def test_every_run_publishes_a_table_a_summary_and_a_quick_look_picture(tmp_path
     assert base64.b64decode(embedded)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_prefect_concurrency_limit_keeps_a_second_writer_out(tmp_path):
+def test_the_prefect_concurrency_limit_keeps_a_second_writer_out(tmp_path, monkeypatch):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.concurrency.sync import concurrency
 
-    from flows.ingest import ACQUISITION_SERVICE_LOGGER, WRITE_LIMIT
+    import flows.ingest
+    from flows.ingest import ACQUISITION_SERVICE_LOGGER
 
+    # a limit of this test's own: the session's server is shared with ingests of other tests
+    limit = f"{flows.ingest.WRITE_LIMIT}-{tmp_path.name}"
+    monkeypatch.setattr(flows.ingest, "WRITE_LIMIT", limit)
     inputs = tmp_path / "night"
     generate(inputs, time_steps=1, n_subbands=2, size=32)
     with get_client(sync_client=True) as client:
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=WRITE_LIMIT, limit=1))
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit, limit=1))
     try:
         service_lines: list[logging.LogRecord] = []
         service_logger = logging.getLogger(ACQUISITION_SERVICE_LOGGER)
@@ -385,12 +390,12 @@ def test_the_prefect_concurrency_limit_keeps_a_second_writer_out(tmp_path):
         listener.emit = service_lines.append  # sees what passes the logger's filters, as the console would
         service_logger.addHandler(listener)
         try:
-            with concurrency(WRITE_LIMIT, occupy=1, strict=True):  # another ingest holds the slot
+            with concurrency(limit, occupy=1, strict=True):  # another ingest holds the slot
                 state, error = run_ingest(input_dir=inputs, store=tmp_path / "s.zarr", wait_for_lock=1)
             time.sleep(1)  # Prefect's service logs its failure on its own thread
         finally:
             service_logger.removeHandler(listener)
-        assert state.is_failed() and f"holds the Prefect concurrency limit '{WRITE_LIMIT}'" in str(error)
+        assert state.is_failed() and f"holds the Prefect concurrency limit '{limit}'" in str(error)
         assert "a run that died holds it until its lease lapses" in str(error) and "--wait-for-lock" in str(error)
         assert not [r.getMessage() for r in service_lines], "the failure is said once, by the run"
         assert not (tmp_path / "s.zarr").exists()
@@ -398,7 +403,7 @@ def test_the_prefect_concurrency_limit_keeps_a_second_writer_out(tmp_path):
         assert state.is_completed(), summary
     finally:
         with get_client(sync_client=True) as client:
-            client.delete_global_concurrency_limit_by_name(WRITE_LIMIT)
+            client.delete_global_concurrency_limit_by_name(limit)
 
 
 def test_without_the_concurrency_limit_a_run_warns_of_nothing_the_operator_must_act_on(tmp_path, caplog):

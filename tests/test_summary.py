@@ -1,6 +1,10 @@
 """The run summary's one line and its counts: they add up to the run's time steps."""
 
+import pytest
+
 from flows.summary import STATUSES, IngestSummary, StepOutcome
+
+pytestmark = pytest.mark.orchestration
 
 
 def summary_of(*statuses: str) -> IngestSummary:

@@ -137,6 +137,7 @@ def test_sigkill_at_each_step_of_an_update_is_rolled_forward_and_the_rerun_compl
     rerun_and_compare(timeseries, case)
 
 
+@pytest.mark.slow(40)
 def test_sigkill_at_random_moments_never_corrupts_and_the_rerun_completes(stores, tmp_path):
     rng = random.Random(20261130)
     durations = []
