@@ -15,11 +15,11 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from ovro_ingest.combine import SAME_CHANNEL_TOLERANCE_HZ, integration_problem
+from ovro_ingest.combine import integration_problem
 from ovro_ingest.discover import discover_time_steps
 from ovro_ingest.errors import IngestError, file_boundary
 from ovro_ingest.facts import beams_table, header_facts
@@ -34,10 +34,12 @@ from ovro_ingest.headers import (
 )
 from ovro_ingest.load import name_time_offset_s
 from ovro_ingest.models import SourceFile, SpatialGrid
-from ovro_ingest.store import merge_channels
+from ovro_ingest.store import SAME_CHANNEL_TOLERANCE_HZ, merge_channels
 
 if TYPE_CHECKING:
     from ovro_ingest.store import StoreState
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -169,9 +171,9 @@ def audit_time_step(
         step.problems.append(f"time step {key}: no file with a valid beam")
     counts = Counter(f.subband for f in files)
     step.problems += [f"time step {key}: {n} files for subband {label}" for label, n in counts.items() if n > 1]
-    by_frequency = sorted((f for f in usable if f.frequency_hz is not None), key=lambda f: f.frequency_hz)
-    for lower, upper in itertools.pairwise(by_frequency):
-        if upper.frequency_hz - lower.frequency_hz < SAME_CHANNEL_TOLERANCE_HZ and lower.subband != upper.subband:
+    by_frequency = sorted(((f.frequency_hz, f) for f in usable if f.frequency_hz is not None), key=lambda p: p[0])
+    for (lower_hz, lower), (upper_hz, upper) in itertools.pairwise(by_frequency):
+        if upper_hz - lower_hz < SAME_CHANNEL_TOLERANCE_HZ and lower.subband != upper.subband:
             step.problems.append(f"time step {key}: two files for one frequency: {lower.path} and {upper.path}")
     step.missing_subbands = sorted(labels - set(counts), key=lambda label: int(label.removesuffix("MHz")))
     if step.missing_subbands:
@@ -221,7 +223,7 @@ def audit_directory(input_dir: str | os.PathLike[str], keep_bad_checksums: bool 
     )
 
 
-def most_common(values: list):
+def most_common(values: list[T | None]) -> T | None:
     """The most common of the values that are not None (the first seen of equals), or None."""
     counts = Counter(v for v in values if v is not None)
     return counts.most_common(1)[0][0] if counts else None
@@ -250,7 +252,9 @@ def store_mismatches(step: TimeStepAudit, state: StoreState) -> list[str]:
     A pixel grid (frame included), SPECSYS, polarizations or a frequency other than the store's.
     """
     problems = []
-    for f in (f for f in step.files if f.error is None and f.grid is not None):
+    for f in step.files:
+        if f.error is not None or f.grid is None:
+            continue
         if not f.grid.matches(state.grid):
             problems.append(
                 f"{f.path}: pixel grid {f.grid.describe()} differs from the store's {state.grid.describe()}"
@@ -310,14 +314,14 @@ def plan_run(
         else:
             action = "backfill" if last is not None and step.key < last else "append"
         gap = None
-        if cadence and index and times[index] is not None and times[index - 1] is not None:
-            delta = times[index] - times[index - 1]
+        if cadence and index and (now := times[index]) is not None and (before := times[index - 1]) is not None:
+            delta = now - before
             gap = delta * 86400.0 if delta > 1.5 * cadence else None
         planned.append(PlannedStep(audit=step, action=action, gap_s=gap))
     return planned
 
 
-def file_as_dict(audit: FileAudit) -> dict:
+def file_as_dict(audit: FileAudit) -> dict[str, Any]:
     """One file of an audit as JSON-able values (SI units: Hz, MJD)."""
     return {
         "path": audit.path,
@@ -330,7 +334,7 @@ def file_as_dict(audit: FileAudit) -> dict:
     }
 
 
-def time_step_as_dict(step: TimeStepAudit) -> dict:
+def time_step_as_dict(step: TimeStepAudit) -> dict[str, Any]:
     """One time step of an audit as JSON-able values; ``verdict`` is ``"ok"`` or ``"would fail"``."""
     return {
         "key": step.key,
@@ -344,7 +348,7 @@ def time_step_as_dict(step: TimeStepAudit) -> dict:
     }
 
 
-def report_as_dict(report: AuditReport) -> dict:
+def report_as_dict(report: AuditReport) -> dict[str, Any]:
     """The audit as one JSON-able document (``ovro-ingest audit --json``).
 
     Every time step is one entry of ``time_steps`` with its whole ``key`` and a
@@ -365,7 +369,9 @@ def report_as_dict(report: AuditReport) -> dict:
 PLAN_ACTIONS = ("append", "backfill", "already stored", "would fail")
 
 
-def plan_as_dict(input_dir: str | os.PathLike[str], store: str | os.PathLike[str], planned: list[PlannedStep]) -> dict:
+def plan_as_dict(
+    input_dir: str | os.PathLike[str], store: str | os.PathLike[str], planned: list[PlannedStep]
+) -> dict[str, Any]:
     """What a run would do, as one JSON-able document (``ovro-ingest run --dry-run --json``).
 
     Every time step is one entry of ``time_steps`` with its whole ``key`` and an

@@ -33,12 +33,14 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import zarr
 from zarr.codecs import TransposeCodec
 from zarr.core.sync import sync
@@ -56,6 +58,8 @@ from ovro_ingest.store import (
     STAGED_VARIABLES,
     TIME_VARIABLES,
     StoreState,
+    array_of,
+    attributes,
     check_fits_store,
     placement,
     read_state,
@@ -95,7 +99,9 @@ def time_step_key(zarr_format: int, index: int, suffix: str = "") -> str:
     return f"c/{index}{suffix}" if zarr_format == 3 else f"{index}{suffix}"
 
 
-def move_time_step(source: Path, source_index: int, target: Path, target_index: int, suffixes: list[str], fmt: int):
+def move_time_step(
+    source: Path, source_index: int, target: Path, target_index: int, suffixes: list[str], fmt: int
+) -> None:
     """Move the chunks of one time step from array folder ``source`` to ``target`` (renames only)."""
     for suffix in suffixes:
         move_if_present(
@@ -246,7 +252,7 @@ STAGING_THREADS = 2
 """Chunks of a time step transposed and compressed at once (Blosc and the copies release the GIL)."""
 
 
-def stage_subband(pool: ThreadPoolExecutor, sky: zarr.Array, path: str, channel: int) -> int:
+def stage_subband(pool: ThreadPoolExecutor, sky: zarr.Array[Any], path: str, channel: int) -> int:
     """Write one image into channel ``channel`` of the staged ``SKY``, chunk by chunk; return its bytes.
 
     Each chunk is cut from the memory-mapped file straight into its own C-ordered
@@ -265,10 +271,10 @@ def stage_subband(pool: ThreadPoolExecutor, sky: zarr.Array, path: str, channel:
         ]
         for done in pending:  # the memory map stays open until every chunk is written
             done.result()
-    return planes.shape[0] * n_l * n_m * 4
+    return int(planes.shape[0] * n_l * n_m * 4)
 
 
-def keeps_fits_order(sky: zarr.Array) -> bool:
+def keeps_fits_order(sky: zarr.Array[Any]) -> bool:
     """True when ``SKY``'s chunks keep FITS order (the transpose codec of :data:`FITS_ORDER`, format 3 stores
     created since 2026-11-30): its blocks then go in as FITS has them, untransposed."""
     if sky.metadata.zarr_format != 3:
@@ -276,14 +282,26 @@ def keeps_fits_order(sky: zarr.Array) -> bool:
     return any(isinstance(c, TransposeCodec) and tuple(c.order) == FITS_ORDER for c in sky.metadata.codecs)
 
 
-def write_chunk(sky: zarr.Array, channel: int, polarization: int, cut, plane, l_range: slice, m_range: slice) -> None:
+Cut = Callable[[npt.NDArray[Any], slice, slice], npt.NDArray[np.float32]]
+"""Cuts one store chunk out of a FITS plane (m, l): :func:`sky_block` or :func:`fits_order_block`."""
+
+
+def write_chunk(
+    sky: zarr.Array[Any],
+    channel: int,
+    polarization: int,
+    cut: Cut,
+    plane: npt.NDArray[Any],
+    l_range: slice,
+    m_range: slice,
+) -> None:
     """Write one chunk of a FITS plane, cut out by ``cut`` (:func:`sky_block` or :func:`fits_order_block`)."""
     block = cut(plane, l_range, m_range)
     failpoint("stage:chunk")
     sky[0:1, channel : channel + 1, polarization : polarization + 1, l_range, m_range] = block[None, None, None]
 
 
-def staging_array(state: StoreState, staging: Path, name: str) -> zarr.Array:
+def staging_array(state: StoreState, staging: Path, name: str) -> zarr.Array[Any]:
     """A one-time-step copy of the store's array ``name`` in ``staging`` (its metadata, time length 1).
 
     Every chunk is written, even an all-NaN one, so that ``validate`` can check each
@@ -344,7 +362,7 @@ def commit_time_step(store: str | os.PathLike[str], staged: StagedTimeStep) -> A
     if not staging.exists():
         raise StoreError(f"{staging}: the staged time step {staged.key} is gone; run the ingest again")
     values = json.loads((staging / VALUES_FILE).read_text())
-    journal = {
+    journal: dict[str, Any] = {
         "key": staged.key,
         "staging": str(staging),
         "index": index,
@@ -364,7 +382,7 @@ def commit_time_step(store: str | os.PathLike[str], staged: StagedTimeStep) -> A
     return receipt("replaced" if journal["mode"] == "replace" else "written", index)
 
 
-def apply_journal(store: str | os.PathLike[str], journal: dict) -> None:
+def apply_journal(store: str | os.PathLike[str], journal: dict[str, Any]) -> None:
     """Carry out (or finish) the commit a journal describes; every step may be repeated safely.
 
     Phases: ``prepared`` -> move the chunks the commit displaces onto a shelf in the
@@ -400,20 +418,20 @@ def apply_journal(store: str | os.PathLike[str], journal: dict) -> None:
     n_after = n_before + 1 if insert else n_before
     group = store.open_group(mode="r+", consolidated=False)
     for name in TIME_VARIABLES:
-        resize_along_time(group[name], n_after)
+        resize_along_time(array_of(group, name), n_after)
     write_time_values(group, index, journal["values"], "commit")
     if rewrites_stored_steps(journal):
         count_rewrite(store)
     seal_commit(store, staging, "commit")
 
 
-def rewrites_stored_steps(journal: dict) -> bool:
+def rewrites_stored_steps(journal: dict[str, Any]) -> bool:
     """True for a commit that moves or replaces stored time steps (a backfill or a replacement), not an append.
 
     A journal that does not say (unreadable, or from an older version) counts as one.
     """
     try:
-        return journal["mode"] == "replace" or journal["index"] < journal["n_before"]
+        return bool(journal["mode"] == "replace" or journal["index"] < journal["n_before"])
     except (KeyError, TypeError):
         return True
 
@@ -427,7 +445,7 @@ def count_rewrite(store: Store) -> None:
     journal records the commit twice, which only makes a reader copy again.
     """
     group = store.open_group(mode="r+")
-    count = int((group.attrs.get(REWRITES_ATTR) or {}).get("count", 0))
+    count = int((attributes(group).get(REWRITES_ATTR) or {}).get("count", 0))
     group.attrs[REWRITES_ATTR] = {"count": count + 1, "last": uuid.uuid4().hex}
     failpoint("commit:counted")
 
@@ -450,7 +468,7 @@ def rewrite_under_way(store: str | os.PathLike[str]) -> bool:
     return journal.get("kind") != "timeseries" and rewrites_stored_steps(journal)
 
 
-def resize_along_time(array: zarr.Array, n_time: int) -> bool:
+def resize_along_time(array: zarr.Array[Any], n_time: int) -> bool:
     """Grow or shrink a per-time-step array to ``n_time`` entries; True when its length changed.
 
     Without listing the array's chunks (zarr would, to delete the cut ones; callers
@@ -462,10 +480,10 @@ def resize_along_time(array: zarr.Array, n_time: int) -> bool:
     return True
 
 
-def write_time_values(group: zarr.Group, start: int, values: dict[str, list], failpoint_prefix: str) -> None:
+def write_time_values(group: zarr.Group, start: int, values: dict[str, list[Any]], failpoint_prefix: str) -> None:
     """Write the small per-time-step values of a commit from time index ``start`` on, one array at a time."""
     for name, column in values.items():
-        array = group[name]
+        array = array_of(group, name)
         if column:
             stop = start + len(column)
             array[start:stop] = np.array(column, dtype=object if array.dtype.kind in "OTU" else float)
@@ -529,8 +547,8 @@ def drop_committed_stagings(store: str | os.PathLike[str]) -> list[Path]:
     entries of their keys (:meth:`StoreState.indices_of`), never pixels.
     """
     root = Store.at(store).staging_root
-    staged = [read_staged_entry(p) for p in root.iterdir()] if root.exists() else []
-    staged = [entry for entry in staged if entry is not None]
+    entries = [read_staged_entry(p) for p in root.iterdir()] if root.exists() else []
+    staged = [entry for entry in entries if entry is not None]
     if not staged:
         return []
     state = read_state(store)

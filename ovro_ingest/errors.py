@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Self
 
 
 class IngestError(Exception):
@@ -30,7 +31,7 @@ class BadInputFile(IngestError):
         self.fix = fix
         super().__init__(f"{path}: {problem}; {fix}")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Self], tuple[str, str, str]]:
         # rebuilt from its parts when it crosses a process boundary (Dask, Prefect results)
         return type(self), (self.path, self.problem, self.fix)
 

@@ -302,9 +302,10 @@ def polarizations_of(header: fits.Header, wcs: WCS, path: str) -> tuple[str, ...
         raise BadInputFile(path, "has no STOKES axis", "add a STOKES axis (CTYPE4='STOKES')")
     values = stokes.pixel_to_world_values(np.arange(axis_length(header, wcs, 1)))
     names = [STOKES_NAMES.get(round(float(v))) for v in np.atleast_1d(values)]
-    if None in names:
+    known = [name for name in names if name is not None]
+    if len(known) < len(names):
         raise BadInputFile(path, f"has unknown STOKES values {list(np.atleast_1d(values))}", "fix its STOKES axis")
-    return tuple(names)
+    return tuple(known)
 
 
 def beam_of(
@@ -320,7 +321,8 @@ def beam_of(
     problem = beam_problem(header)
     if problem is not None:
         return None, problem
-    return tuple(float(np.deg2rad(float(header[k]))) for k in ("BMAJ", "BMIN", "BPA")), None
+    major, minor, angle = (float(np.deg2rad(float(header[k]))) for k in ("BMAJ", "BMIN", "BPA"))
+    return (major, minor, angle), None
 
 
 def beam_problem(header: fits.Header) -> str | None:

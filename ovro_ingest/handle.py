@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import zarr
 from pydantic import BaseModel, ConfigDict
@@ -93,7 +93,7 @@ class Store(BaseModel):
         """True when a Zarr store (format 2 or 3) is there."""
         return (self.path / "zarr.json").is_file() or (self.path / ".zmetadata").is_file()
 
-    def open_group(self, mode: str = "r", consolidated: bool = True) -> zarr.Group:
+    def open_group(self, mode: Literal["r", "r+", "a", "w", "w-"] = "r", consolidated: bool = True) -> zarr.Group:
         """The store's root group; ``consolidated``: as readers see it, committed time steps only."""
         return zarr.open_group(str(self.path), mode=mode, use_consolidated=consolidated)
 

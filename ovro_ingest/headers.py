@@ -216,7 +216,7 @@ def precision_notes(header: fits.Header) -> list[str]:
 
 def is_scaled(header: fits.Header) -> bool:
     """True for integer pixels or pixels with BSCALE/BZERO (the store holds float32 physical values)."""
-    return header["BITPIX"] > 0 or header.get("BSCALE", 1.0) != 1.0 or header.get("BZERO", 0.0) != 0.0
+    return bool(header["BITPIX"] > 0 or header.get("BSCALE", 1.0) != 1.0 or header.get("BZERO", 0.0) != 0.0)
 
 
 def to_primary(header: fits.Header, in_extension: bool) -> list[str]:
@@ -421,7 +421,7 @@ def reusable_fixed_copy(path: Path, source: SourceFile) -> bool:
     if not path.is_file():
         return False
     try:
-        return fits.getval(path, FINGERPRINT_KEYWORD) == source_fingerprint(source)
+        return bool(fits.getval(path, FINGERPRINT_KEYWORD) == source_fingerprint(source))
     except (OSError, KeyError):
         return False
 

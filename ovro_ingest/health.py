@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,10 +28,14 @@ from ovro_ingest.store import (
     STAGED_VARIABLES,
     TIME_VARIABLES,
     StoreState,
+    array_of,
     is_ovro_ingest_group,
     leftovers_beside,
     read_state,
 )
+
+if TYPE_CHECKING:
+    from ovro_ingest.timeseries import TimeSeriesState
 
 
 @dataclass
@@ -94,7 +99,7 @@ def validate_store(path: str | os.PathLike[str], time_keys: Collection[str] | No
     return report
 
 
-def check_metadata_is_current(state: StoreState, report: HealthReport) -> None:
+def check_metadata_is_current(state: StoreState | TimeSeriesState, report: HealthReport) -> None:
     """Each array's own metadata must agree with the consolidated metadata (the commit record)."""
     consolidated = state.group()
     actual = Store.at(state.path).open_group(consolidated=False)
@@ -103,17 +108,19 @@ def check_metadata_is_current(state: StoreState, report: HealthReport) -> None:
         report.problems.append("the consolidated metadata does not list the store's arrays; `ovro-ingest repair`")
         return
     for name in sorted(names):
-        if actual[name].shape != consolidated[name].shape:
+        shape, committed = array_of(actual, name).shape, array_of(consolidated, name).shape
+        if shape != committed:
             report.problems.append(
-                f"{name}: shape {actual[name].shape} differs from the committed {consolidated[name].shape} "
+                f"{name}: shape {shape} differs from the committed {committed} "
                 "(an uncommitted append); `ovro-ingest repair` rolls it back"
             )
     for name in TIME_VARIABLES:
-        if consolidated[name].shape[0] != state.n_time:
-            report.problems.append(f"{name}: {consolidated[name].shape[0]} time steps, `time` has {state.n_time}")
+        n_time = array_of(consolidated, name).shape[0]
+        if n_time != state.n_time:
+            report.problems.append(f"{name}: {n_time} time steps, `time` has {state.n_time}")
 
 
-def check_time_axis(state: StoreState, report: HealthReport) -> None:
+def check_time_axis(state: StoreState | TimeSeriesState, report: HealthReport) -> None:
     """Time and time keys strictly increase; every time step has a version and a ledger entry."""
     times, keys = np.asarray(state.column("time")), state.column("time_key")
     if np.any(~np.isfinite(times)) or np.any(np.diff(times) <= 0):
@@ -199,7 +206,7 @@ def roll_back_to_committed(
     store = Store.at(path)
     actual = store.open_group(mode="r+", consolidated=False)
     for name in time_variables:
-        if resize_along_time(actual[name], n_time):
+        if resize_along_time(array_of(actual, name), n_time):
             actions.append(f"{name}: rolled back to {n_time} time steps")
     for name, n_committed in chunked.items():
         for index, paths in sorted(uncommitted_chunks(store.path / name, zarr_format, n_committed).items()):
@@ -230,10 +237,11 @@ def restore_consolidated_metadata(path: str | os.PathLike[str]) -> bool:
     except (ValueError, KeyError):  # zarr 3.1: ValueError when the record is missing (format 2 and 3)
         pass
     actual = Store.at(path).open_group(mode="r+", consolidated=False)
-    n_time = min(actual[name].shape[0] for name in TIME_VARIABLES)
+    n_time = min(array_of(actual, name).shape[0] for name in TIME_VARIABLES)
     for name in TIME_VARIABLES:
-        if actual[name].shape[0] != n_time:
-            actual[name].resize((n_time, *actual[name].shape[1:]))
+        array = array_of(actual, name)
+        if array.shape[0] != n_time:
+            array.resize((n_time, *array.shape[1:]))
     Store.at(path).consolidate()
     return True
 

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import zarr
 
 from ovro_ingest.load import sky_block, sky_planes
 from ovro_ingest.models import SubbandImage, TimeStepPlan
-from ovro_ingest.store import StoreState, channel_indices
+from ovro_ingest.store import StoreState, array_of, channel_indices, read_array
 
 MAX_NAMED = 5
 """Differences named in one message; the rest are counted."""
@@ -81,7 +83,7 @@ def source_differences(state: StoreState, index: int, plan: TimeStepPlan) -> lis
 
 
 def header_differences(
-    state: StoreState, index: int, plan: TimeStepPlan, stored: dict[str, dict], touched: list[SubbandImage]
+    state: StoreState, index: int, plan: TimeStepPlan, stored: dict[str, dict[str, Any]], touched: list[SubbandImage]
 ) -> list[str]:
     """What the store took from the headers of ``touched`` files and that differs now."""
     if plan.grid != state.grid:
@@ -98,7 +100,7 @@ def header_differences(
     if differences:  # the channels below are only known for the stored frequencies
         return differences
     channels = dict(zip((s.file.source.name for s in plan.subbands), channel_indices(state, plan), strict=True))
-    beams = np.asarray(state.group()["BEAM_FIT_PARAMS_SKY"][index])
+    beams = read_array(state.group(), "BEAM_FIT_PARAMS_SKY", index)
     for subband in touched:
         name = subband.file.source.name
         beam = np.full(3, np.nan) if subband.beam_rad is None else np.asarray(subband.beam_rad)
@@ -112,7 +114,7 @@ def header_differences(
 def pixel_differences(state: StoreState, index: int, plan: TimeStepPlan, touched: list[SubbandImage]) -> list[str]:
     """``"<name>: content differs (pixels)"`` for each of ``touched`` whose pixels are not the stored ones, bit for bit."""
     channels = dict(zip((s.file.source.name for s in plan.subbands), channel_indices(state, plan), strict=True))
-    sky = state.group()["SKY"]
+    sky = array_of(state.group(), "SKY")
     return [
         f"{s.file.source.name}: content differs (pixels)"
         for s in touched
@@ -120,7 +122,7 @@ def pixel_differences(state: StoreState, index: int, plan: TimeStepPlan, touched
     ]
 
 
-def same_pixels(sky, index: int, channel: int, path: str) -> bool:
+def same_pixels(sky: zarr.Array[Any], index: int, channel: int, path: str) -> bool:
     """True when ``SKY[index, channel]`` holds the pixels of the readable file ``path`` bit for bit.
 
     Chunk by chunk, each cut from the memory-mapped file exactly as staging cuts it

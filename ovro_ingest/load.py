@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
 from astropy.io import fits
 from astropy.time import Time
@@ -34,7 +36,7 @@ class _ErrorsOnly(logging.Filter):
         return record.levelno >= logging.ERROR
 
 
-def xradio_open_image():
+def xradio_open_image() -> Callable[..., xr.Dataset]:
     """xradio's ``open_image``, imported on first use, hushing warnings it logs on the root logger about optional MSv2 backends.
 
     A filter on the root logger, not its level: another thread may be setting up logging meanwhile.
@@ -45,7 +47,7 @@ def xradio_open_image():
         from xradio.image import open_image
     finally:
         root.removeFilter(hush)
-    return open_image
+    return cast("Callable[..., xr.Dataset]", open_image)  # xradio publishes no types
 
 
 def import_xradio_in_background() -> None:
@@ -70,7 +72,7 @@ def open_subband(path: str) -> xr.Dataset:
 
 
 @contextmanager
-def sky_planes(path: str) -> Iterator[np.ndarray]:
+def sky_planes(path: str) -> Iterator[npt.NDArray[Any]]:
     """The pixels of a readable image, memory-mapped, as FITS orders them: (polarization, m, l), big-endian.
 
     ``SKY[p, l, m] == planes[p, m, l]``, exactly what xradio's ``open_image`` gives
@@ -84,7 +86,7 @@ def sky_planes(path: str) -> Iterator[np.ndarray]:
         yield data[0] if stokes_third else data[:, 0]
 
 
-def sky_block(plane: np.ndarray, l_range: slice, m_range: slice) -> np.ndarray:
+def sky_block(plane: npt.NDArray[Any], l_range: slice, m_range: slice) -> npt.NDArray[np.float32]:
     """``SKY[l_range, m_range]`` of one FITS plane (m, l), as a new C-ordered float32 array."""
     part = plane[m_range, l_range]
     block = np.empty(part.shape[::-1], dtype=np.float32)
@@ -92,7 +94,7 @@ def sky_block(plane: np.ndarray, l_range: slice, m_range: slice) -> np.ndarray:
     return block
 
 
-def fits_order_block(plane: np.ndarray, l_range: slice, m_range: slice) -> np.ndarray:
+def fits_order_block(plane: npt.NDArray[Any], l_range: slice, m_range: slice) -> npt.NDArray[np.float32]:
     """``SKY[l_range, m_range]`` of one FITS plane (m, l): a little-endian float32 copy in FITS order, seen as (l, m).
 
     For a store whose ``SKY`` chunks keep FITS order (:data:`ovro_ingest.store.FITS_ORDER`):
@@ -106,7 +108,7 @@ TRANSPOSE_TILE = 256
 """Side of the tiles :func:`transpose_into` copies: 256² float32 tiles (256 KiB) stay in the CPU cache."""
 
 
-def transpose_into(plane: np.ndarray, out: np.ndarray) -> None:
+def transpose_into(plane: npt.NDArray[Any], out: npt.NDArray[Any]) -> None:
     """``out[:] = plane.T`` (converting to ``out``'s dtype), tile by tile.
 
     A plain ``np.ascontiguousarray(plane.T)`` of a 4096² image strides through memory
@@ -123,7 +125,8 @@ def transpose_into(plane: np.ndarray, out: np.ndarray) -> None:
 def name_time_offset_s(key: str, time_mjd: float) -> float:
     """DATE-OBS minus the file name's time stamp (``YYYYMMDD_HHMMSS``), in seconds."""
     named = Time(datetime.strptime(key, "%Y%m%d_%H%M%S").replace(tzinfo=UTC), scale="utc")
-    return (time_mjd - named.mjd) * 86400.0
+    offset_s: float = (time_mjd - named.mjd) * 86400.0  # astropy publishes no types
+    return offset_s
 
 
 def load_subband(readable: ReadableFile) -> SubbandImage:

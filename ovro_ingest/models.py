@@ -13,6 +13,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -122,7 +123,7 @@ class SpatialGrid(Record):
 
     @model_validator(mode="before")
     @classmethod
-    def _from_cdelt(cls, data):
+    def _from_cdelt(cls, data: Any) -> Any:
         """Stores written before the full transform was recorded hold ``cdelt_deg`` (a diagonal matrix)."""
         if isinstance(data, dict) and "cdelt_deg" in data and "pixel_matrix_deg" not in data:
             data = dict(data)

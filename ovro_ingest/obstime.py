@@ -88,7 +88,7 @@ def time_scale(header: fits.Header, path: str) -> str:
     value = str(header.get("TIMESYS", "UTC")).strip().upper() or "UTC"
     match = _TIMESYS.fullmatch(value)
     name = match["scale"] if match else value
-    scale = FITS_DEPRECATED_SCALES.get(name, name.lower())
+    scale: str = FITS_DEPRECATED_SCALES.get(name, name.lower())  # astropy publishes no types
     if scale in (*ASTROPY_SCALES, "gps"):
         return scale
     if scale == "local":

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from ovro_ingest.combine import combine_frequencies
 from ovro_ingest.commit import clear_staging, commit_time_step, drop_committed_stagings, recover, write_time_step
@@ -152,7 +153,7 @@ def ingest_plans(
         return receipts
 
 
-def run_record(who: str, source: str, receipts: Sequence[AppendReceipt]) -> dict:
+def run_record(who: str, source: str, receipts: Sequence[AppendReceipt]) -> dict[str, Any]:
     """What the store remembers of an ingest run."""
     statuses = sorted({r.status for r in receipts})
     return {

@@ -22,13 +22,19 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 from astropy.time import Time
 
 from ovro_ingest.handle import Store
 from ovro_ingest.sky import wcs_from_text
-from ovro_ingest.store import StoreState, read_state
+from ovro_ingest.store import StoreState, array_of, read_array, read_state
+
+if TYPE_CHECKING:
+    from astropy.wcs import WCS
+    from matplotlib.figure import Figure
 
 QUICKLOOK_DIR = "quicklook"
 """In the runs' working folder (``<store>.work``): one picture per night."""
@@ -64,7 +70,8 @@ class QuickLook:
 
 def night_of(time_mjd: float) -> str:
     """The UTC date (``YYYY-MM-DD``) of an MJD (UTC) time."""
-    return Time(time_mjd, format="mjd", scale="utc").strftime("%Y-%m-%d")
+    night: str = Time(time_mjd, format="mjd", scale="utc").strftime("%Y-%m-%d")  # astropy publishes no types
+    return night
 
 
 def picture_path(work_dir: str | os.PathLike[str], night: str) -> Path:
@@ -138,7 +145,7 @@ def quicklook(store: str | os.PathLike[str], time_index: int, path: str | os.Pat
 class ShownStep:
     """What the picture of one time step needs from the store (read with zarr: no xarray or dask overhead)."""
 
-    plane: np.ndarray
+    plane: npt.NDArray[np.float32]
     """``SKY`` of the shown channel, (l, m) float32."""
     time_mjd: float
     time_key: str
@@ -151,24 +158,26 @@ class ShownStep:
 def read_shown_step(store: str | os.PathLike[str], time_index: int) -> ShownStep:
     """Read the middle channel with data of time step ``time_index`` and its facts, through the consolidated metadata."""
     group = Store.at(store).open_group()
-    n_time = group["time"].shape[0]
+    n_time = array_of(group, "time").shape[0]
     if not -n_time <= time_index < n_time:
         raise IndexError(f"time_index {time_index} is out of range: the store has {n_time} time steps")
     index = time_index % n_time
-    channel = middle_channel_with_data(np.asarray(group["frequency_header"][index]))
-    units = group["SKY"].attrs.get("units")
+    channel = middle_channel_with_data(read_array(group, "frequency_header", index))
+    units = array_of(group, "SKY").attrs.get("units")
     return ShownStep(
-        plane=np.asarray(group["SKY"][index, channel, 0], dtype=np.float32),
-        time_mjd=float(group["time"][index]),
-        time_key=str(group["time_key"][index]),
-        frequency_hz=float(group["frequency"][channel]),
-        label=str(group["frequency_label"][channel]),
-        wcs_text=str(group["wcs_header"][index]),
+        plane=np.asarray(read_array(group, "SKY", (index, channel, 0)), dtype=np.float32),
+        time_mjd=float(read_array(group, "time", index)),
+        time_key=str(read_array(group, "time_key", index)),
+        frequency_hz=float(read_array(group, "frequency", channel)),
+        label=str(read_array(group, "frequency_label", channel)),
+        wcs_text=str(read_array(group, "wcs_header", index)),
         units=units if isinstance(units, str) else "",
     )
 
 
-def quicklook_figure(store: str | os.PathLike[str], time_index: int, path: str | os.PathLike[str]):
+def quicklook_figure(
+    store: str | os.PathLike[str], time_index: int, path: str | os.PathLike[str]
+) -> tuple[Figure, QuickLook]:
     """The quick-look figure of one time step and its description (see :func:`quicklook`); the caller closes it."""
     from astropy import units
     from astropy.visualization import AsinhStretch, AsymmetricPercentileInterval, ImageNormalize
@@ -229,13 +238,13 @@ def quicklook_figure(store: str | os.PathLike[str], time_index: int, path: str |
     return figure, look
 
 
-def middle_channel_with_data(frequency_header: np.ndarray) -> int:
+def middle_channel_with_data(frequency_header: npt.NDArray[np.float64]) -> int:
     """The middle one of the channels that hold an image (a finite header frequency) at a time step."""
     have_data = np.flatnonzero(np.isfinite(frequency_header))
     return int(have_data[len(have_data) // 2]) if have_data.size else len(frequency_header) // 2
 
 
-def binned(plane: np.ndarray, factor: int) -> np.ndarray:
+def binned(plane: npt.NDArray[np.float32], factor: int) -> npt.NDArray[np.float32]:
     """``plane`` averaged over ``factor`` x ``factor`` blocks (edges that do not fill a block dropped).
 
     Averaging, not picking every n-th pixel: a point source of a few pixels is never
@@ -246,10 +255,11 @@ def binned(plane: np.ndarray, factor: int) -> np.ndarray:
         return plane
     n_l, n_m = (size // factor * factor for size in plane.shape)
     blocks = plane[:n_l, :n_m].reshape(n_l // factor, factor, n_m // factor, factor)
-    return blocks.mean(axis=(1, 3), dtype=np.float32)
+    mean: npt.NDArray[np.float32] = blocks.mean(axis=(1, 3), dtype=np.float32)
+    return mean
 
 
-def horizon_box(wcs) -> tuple[tuple[float, float], tuple[float, float]]:
+def horizon_box(wcs: WCS) -> tuple[tuple[float, float], tuple[float, float]]:
     """Pixel limits (x, y) of the horizon (l² + m² = 1) of a zenith-centred SIN image, just inside it.
 
     0.1% inside, so that every point of the frame has a sky position (at the horizon
@@ -260,12 +270,12 @@ def horizon_box(wcs) -> tuple[tuple[float, float], tuple[float, float]]:
     return (centre_x - radius_x, centre_x + radius_x), (centre_y - radius_y, centre_y + radius_y)
 
 
-def is_sin(wcs) -> bool:
+def is_sin(wcs: WCS) -> bool:
     """True for the SIN projection (OVRO-LWA's), whose sky ends at l² + m² = 1 around the reference pixel."""
     return str(wcs.wcs.ctype[0]).endswith("-SIN")
 
 
-def shows_whole_horizon(shape: tuple[int, int], wcs) -> bool:
+def shows_whole_horizon(shape: tuple[int, int], wcs: WCS) -> bool:
     """True when a SIN image of ``shape`` (rows, columns) holds its whole horizon: an all-sky image."""
     if not is_sin(wcs):
         return False
@@ -273,7 +283,7 @@ def shows_whole_horizon(shape: tuple[int, int], wcs) -> bool:
     return x0 >= -1.0 and y0 >= -1.0 and x1 <= shape[1] and y1 <= shape[0]  # a pixel of slack
 
 
-def inside_horizon(shape: tuple[int, int], wcs) -> np.ndarray:
+def inside_horizon(shape: tuple[int, int], wcs: WCS) -> npt.NDArray[np.bool_]:
     """Boolean (rows, columns) mask of the pixels above the horizon of a zenith-centred SIN image."""
     (x0, x1), (y0, y1) = horizon_box(wcs)
     y, x = np.ogrid[: shape[0], : shape[1]]

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
@@ -41,7 +43,7 @@ def checked_time_index(dataset: xr.Dataset, time_index: int) -> int:
     return int(time_index) % n_time
 
 
-def checked_pixel_index(dataset: xr.Dataset, dim: str, index) -> np.ndarray:
+def checked_pixel_index(dataset: xr.Dataset, dim: str, index: npt.ArrayLike) -> npt.NDArray[Any]:
     """``index`` (a pixel index along ``dim``, ``"l"`` or ``"m"``, or an array of them) as an array, checked.
 
     Fractional indices are positions between pixel centres; anything outside the
@@ -87,7 +89,9 @@ def wcs_from_text(text: str) -> WCS:
         return WCS(header)
 
 
-def pixel_to_radec(dataset: xr.Dataset, time_index: int, l_index, m_index) -> tuple[np.ndarray, np.ndarray]:
+def pixel_to_radec(
+    dataset: xr.Dataset, time_index: int, l_index: npt.ArrayLike, m_index: npt.ArrayLike
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """RA and Dec of pixels ``(l_index, m_index)`` of ``SKY`` at one time step, in degrees.
 
     Parameters
@@ -119,7 +123,7 @@ def pixel_to_radec(dataset: xr.Dataset, time_index: int, l_index, m_index) -> tu
     return wrapped_ra(np.asarray(ra)), np.asarray(dec)
 
 
-def wrapped_ra(ra: np.ndarray) -> np.ndarray:
+def wrapped_ra(ra: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Right ascension in [0, 360) degrees (WCSLIB returns it near CRVAL1, which may be negative); NaN kept."""
     wrapped = np.mod(ra, 360.0)
     # the remainder of a tiny negative angle rounds to 360.0 itself

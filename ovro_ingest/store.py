@@ -35,9 +35,10 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
+import numpy.typing as npt
 import zarr
 from pydantic import BaseModel, ConfigDict, Field
 from zarr.codecs import TransposeCodec
@@ -124,7 +125,7 @@ class StoreSettings(BaseModel):
     )
     zarr_format: Literal[2, 3] = 3
 
-    def compressors(self) -> list | None:
+    def compressors(self) -> list[Any] | None:
         """The compressor list for xarray's zarr encoding (Blosc with byte shuffle); None: uncompressed.
 
         None, not an empty list: zarr refuses a list for a format 2 array.
@@ -147,7 +148,7 @@ class StoreState:
     path: Path
     store_id: str
     n_time: int
-    frequencies_hz: np.ndarray
+    frequencies_hz: npt.NDArray[np.float64]
     polarizations: list[str]
     grid: SpatialGrid
     settings: StoreSettings
@@ -165,17 +166,21 @@ class StoreState:
         if self.n_time == 0:
             return None
         group = self.group()
-        return str(group["time_key"][self.n_time - 1]), float(group["time"][self.n_time - 1])
+        return (
+            str(read_array(group, "time_key", self.n_time - 1)),
+            float(read_array(group, "time", self.n_time - 1)),
+        )
 
-    def value(self, name: str, index: int):
+    def value(self, name: str, index: int) -> Any:
         """One value of a small per-time-step array (one chunk read)."""
-        return _plain(self.group()[name][index])
+        return _plain(read_array(self.group(), name, index))
 
-    def values(self, name: str, indices: Sequence[int]) -> list:
+    def values(self, name: str, indices: Sequence[int]) -> list[Any]:
         """Values at ``indices`` of a per-time-step array, read in one call (zarr fetches the chunks concurrently)."""
         if not indices:
             return []
-        return [_plain(v) for v in self.group()[name].get_orthogonal_selection(np.asarray(indices))]
+        selected = array_of(self.group(), name).get_orthogonal_selection(np.asarray(indices))
+        return [_plain(v) for v in np.asarray(selected)]
 
     def indices_of(self, keys: Iterable[str]) -> dict[str, int]:
         """The time index of each of ``keys`` that the store holds (keys it does not hold are left out).
@@ -194,37 +199,72 @@ class StoreState:
 
     def sorted_column(self, name: str) -> SortedColumn:
         """A per-time-step array in time order (``time``, ``time_key``), read a chunk at a time: for :mod:`bisect`."""
-        return SortedColumn(self.group()[name], self.n_time)
+        return SortedColumn(array_of(self.group(), name), self.n_time)
 
-    def column(self, name: str, start: int = 0, stop: int | None = None) -> list:
+    def column(self, name: str, start: int = 0, stop: int | None = None) -> list[Any]:
         """Values ``start..stop`` (default: to the end) of a per-time-step array (one read of the chunks they span)."""
         stop = self.n_time if stop is None else min(stop, self.n_time)
         if stop <= start:
             return []
-        values = self.group()[name][start:stop]
+        values = read_array(self.group(), name, slice(start, stop))
         return [v.tolist() if isinstance(v, np.ndarray) else _plain(v) for v in values]
 
 
-class SortedColumn(Sequence):
+class SortedColumn(Sequence[Any]):
     """The first ``n`` values of a sorted per-time-step array, read a chunk at a time when asked (for :mod:`bisect`)."""
 
-    def __init__(self, array: zarr.Array, n: int) -> None:
+    def __init__(self, array: zarr.Array[Any], n: int) -> None:
         self.array, self.n, self.chunk = array, n, array.chunks[0]
-        self.read: dict[int, list] = {}
+        self.read: dict[int, list[Any]] = {}
 
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, index: int):
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):  # Sequence's signature has it; bisect never asks
+            raise TypeError("a sorted column is read one index at a time, not sliced")
         if not 0 <= index < self.n:
             raise IndexError(index)
         start = index - index % self.chunk
         if start not in self.read:
-            self.read[start] = [_plain(v) for v in self.array[start : min(start + self.chunk, self.n)]]
+            self.read[start] = [_plain(v) for v in np.asarray(self.array[start : min(start + self.chunk, self.n)])]
         return self.read[start][index - start]
 
 
-def _plain(value):
+def array_of(group: zarr.Group, name: str) -> zarr.Array[Any]:
+    """The array ``name`` of ``group`` (zarr types ``group[name]`` as an array or a group).
+
+    Raises
+    ------
+    KeyError
+        ``group`` has no member ``name``.
+    StoreError
+        ``name`` is a group, where the store's layout has an array.
+    """
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise StoreError(
+            f"{group.store_path}/{name}: is a Zarr group where an array belongs; the store is damaged, "
+            "check it with `ovro-ingest validate`"
+        )
+    return node
+
+
+def read_array(group: zarr.Group, name: str, selection: int | slice | tuple[int | slice, ...]) -> npt.NDArray[Any]:
+    """``group[name][selection]``, the NumPy array zarr reads (0-d for one element; zarr types it as any array-like)."""
+    return np.asarray(array_of(group, name)[selection])
+
+
+def attributes(node: zarr.Group | zarr.Array[Any]) -> dict[str, Any]:
+    """The attributes of ``node`` as a plain dict of JSON values (zarr types each as its recursive ``JSON`` union)."""
+    return dict(node.attrs)
+
+
+def _plain(value: object) -> Any:
     """A numpy scalar as a plain Python value (for JSON)."""
     if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
         return value.item()
@@ -246,7 +286,7 @@ def read_state(path: str | os.PathLike[str]) -> StoreState:
     """Read the committed state of a store: shapes and identity, no per-time-step values."""
     try:
         group = Store.at(path).open_group()
-        attrs = dict(group.attrs)
+        attrs = attributes(group)
         if STORE_ID_ATTR not in attrs:
             raise StoreError(
                 f"{path}: not an ovro-ingest store (no {STORE_ID_ATTR} attribute); choose another store path"
@@ -259,9 +299,9 @@ def read_state(path: str | os.PathLike[str]) -> StoreState:
         return StoreState(
             path=Path(path),
             store_id=attrs[STORE_ID_ATTR],
-            n_time=group["time"].shape[0],
-            frequencies_hz=group["frequency"][:],
-            polarizations=[str(p) for p in group["polarization"][:]],
+            n_time=array_of(group, "time").shape[0],
+            frequencies_hz=read_array(group, "frequency", slice(None)),
+            polarizations=[str(p) for p in read_array(group, "polarization", slice(None))],
             grid=SpatialGrid.model_validate(attrs[GRID_ATTR]),
             settings=StoreSettings.model_validate(attrs[SETTINGS_ATTR]),
             spectral_frame=attrs.get(SPECTRAL_FRAME_ATTR),
@@ -290,7 +330,8 @@ def is_ovro_ingest_group(path: str | os.PathLike[str]) -> bool:
 def store_id(path: str | os.PathLike[str]) -> str | None:
     """The store's identity (a UUID written at creation), or None when there is no store."""
     store = Store.at(path)
-    return store.open_group().attrs.get(STORE_ID_ATTR) if store.exists() else None
+    identity: str | None = attributes(store.open_group()).get(STORE_ID_ATTR) if store.exists() else None
+    return identity
 
 
 def frequency_grid(plans: Sequence[TimeStepPlan]) -> list[tuple[float, str]]:
@@ -426,7 +467,7 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
-def record_run(path: str | os.PathLike[str], run: dict) -> None:
+def record_run(path: str | os.PathLike[str], run: dict[str, Any]) -> None:
     """Append ``run`` (who, when, parameters) to the store's list of ingest runs (callers hold the writer lock).
 
     The group is opened through its consolidated metadata, so that the new attributes
@@ -435,12 +476,12 @@ def record_run(path: str | os.PathLike[str], run: dict) -> None:
     (a store no reader can open until the next consolidation).
     """
     group = Store.at(path).open_group(mode="r+")
-    runs = list(group.attrs.get(RUNS_ATTR, []))
+    runs = list(attributes(group).get(RUNS_ATTR, []))
     group.attrs[RUNS_ATTR] = [*runs, {**run, "software": software_versions()}]
     failpoint("record:written")
 
 
-def encoding_for(dataset: xr.Dataset, settings: StoreSettings) -> dict:
+def encoding_for(dataset: xr.Dataset, settings: StoreSettings) -> dict[str, dict[str, Any]]:
     """Chunking, compression and chunk-key layout of every variable with a time dimension.
 
     Format 3 keys chunks with ``/``, so that one time step of an array is one directory
@@ -450,7 +491,7 @@ def encoding_for(dataset: xr.Dataset, settings: StoreSettings) -> dict:
     key_encoding = (
         {"name": "default", "separator": "/"} if settings.zarr_format == 3 else {"name": "v2", "separator": "."}
     )
-    encoding: dict[str, dict] = {
+    encoding: dict[str, dict[str, Any]] = {
         name: {"chunks": (SMALL_TIME_CHUNK, *dataset[name].shape[1:]), "chunk_key_encoding": key_encoding}
         for name in SMALL_TIME_VARIABLES
     }
@@ -529,7 +570,8 @@ def create_store(
         )
         group = zarr.open_group(str(building), mode="r+", use_consolidated=False)
         for name in TIME_VARIABLES:
-            group[name].resize((0, *group[name].shape[1:]))
+            array = array_of(group, name)
+            array.resize((0, *array.shape[1:]))
         zarr.consolidate_metadata(str(building))
         if target.exists():
             target.rmdir()
@@ -653,7 +695,7 @@ def stored_unchanged(path: str | os.PathLike[str], steps: Sequence[TimeStepFiles
     return unchanged
 
 
-def time_step_values(plan: TimeStepPlan, state: StoreState, channels: list[int]) -> dict[str, object]:
+def time_step_values(plan: TimeStepPlan, state: StoreState, channels: list[int]) -> dict[str, Any]:
     """The values of every per-time-step array except ``SKY`` for ``plan`` (JSON-able)."""
     beams = np.full((len(state.frequencies_hz), len(state.polarizations), 3), np.nan)
     for subband, channel in zip(plan.subbands, channels, strict=True):

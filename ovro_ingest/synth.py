@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 from astropy.io import fits
 
 OVRO_LATITUDE_DEG = 37.2398
@@ -138,7 +139,7 @@ class SkyModel:
         self.l_axis = -coords
         self.m_axis = coords
 
-    def image(self, when: datetime, subband: Subband, index: int) -> np.ndarray:
+    def image(self, when: datetime, subband: Subband, index: int) -> npt.NDArray[np.float32]:
         """The (m, l) pixel array, FITS order (rows = DEC axis), float32."""
         size = self.size
         ghz = subband.centre_hz / 60e6
@@ -148,7 +149,7 @@ class SkyModel:
         # diffuse band: a tilted ridge whose orientation turns with sidereal time
         angle = math.radians(zenith_ra_deg(when))
         ridge = ll * math.cos(angle) + mm * math.sin(angle)
-        diffuse = (200.0 * ghz**-2.5) * np.exp(-(ridge * ridge) / 0.02, dtype=np.float32)
+        diffuse: npt.NDArray[np.float32] = (200.0 * ghz**-2.5) * np.exp(-(ridge * ridge) / 0.02, dtype=np.float32)
         rng = np.random.default_rng([self.seed, index, int(subband.centre_hz)])
         image = diffuse + rng.standard_normal((size, size), dtype=np.float32) * np.float32(2.0 * ghz**-1.0)
         self._add_sources(image, when, subband)

@@ -51,9 +51,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
 import zarr
 from pydantic import BaseModel, ConfigDict, Field
@@ -82,10 +83,16 @@ from ovro_ingest.store import (
     TIME_VARIABLES,
     TIMESERIES_ATTR,
     StoreState,
+    array_of,
+    attributes,
     leftovers_beside,
+    read_array,
     read_state,
     record_run,
 )
+
+if TYPE_CHECKING:
+    from ovro_ingest.health import HealthReport
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +130,7 @@ class TimeSeriesLayout(BaseModel):
     )
 
     @classmethod
-    def recorded(cls, layout: dict) -> TimeSeriesLayout:
+    def recorded(cls, layout: dict[str, Any]) -> TimeSeriesLayout:
         """The layout a store recorded. Stores made before 2026-12-01 recorded no codec: theirs is the archive's."""
         return cls.model_validate({"codec": "archive", **layout})
 
@@ -218,7 +225,7 @@ class TimeSeriesState:
     archive_path: str
     n_time: int
     layout: TimeSeriesLayout
-    zarr_format: int
+    zarr_format: Literal[2, 3]
     archive_rewrite_mark: str | None = None
     """The archive's rewrite mark when this store was last updated (None: not recorded)."""
 
@@ -228,7 +235,7 @@ class TimeSeriesState:
 
     def fingerprints(self) -> list[str]:
         """The archive fingerprint of every committed time index (all in memory: a year is 1.6 M strings)."""
-        return [str(v) for v in self.group()[FINGERPRINT][: self.n_time]] if self.n_time else []
+        return [str(v) for v in read_array(self.group(), FINGERPRINT, slice(self.n_time))] if self.n_time else []
 
     def fingerprint_column(self) -> FingerprintColumn:
         """The committed fingerprints, read block by block when needed (what updates use)."""
@@ -238,11 +245,12 @@ class TimeSeriesState:
         """:func:`digest` of :meth:`fingerprints`, read block by block."""
         return digest_of_blocks(self.fingerprint_column().blocks())
 
-    def column(self, name: str, start: int = 0) -> list:
+    def column(self, name: str, start: int = 0) -> list[Any]:
         """Values ``start..`` of a per-time-step array other than ``SKY``."""
         if self.n_time <= start:
             return []
-        return [v.tolist() if isinstance(v, np.ndarray) else v for v in self.group()[name][start : self.n_time]]
+        values = read_array(self.group(), name, slice(start, self.n_time))
+        return [v.tolist() if isinstance(v, np.ndarray) else v for v in values]
 
     @property
     def n_blocks(self) -> int:
@@ -280,7 +288,7 @@ def read_timeseries_state(path: str | os.PathLike[str]) -> TimeSeriesState:
     """
     try:
         group = Store.at(path).open_group()
-        attrs = dict(group.attrs)
+        attrs = attributes(group)
         link = attrs.get(TIMESERIES_ATTR)
         if link is None:
             raise StoreError(
@@ -291,7 +299,7 @@ def read_timeseries_state(path: str | os.PathLike[str]) -> TimeSeriesState:
             store_id=attrs[STORE_ID_ATTR],
             archive_store_id=link["archive_store_id"],
             archive_path=link["archive"],
-            n_time=group["time"].shape[0],
+            n_time=array_of(group, "time").shape[0],
             layout=TimeSeriesLayout.recorded(link["layout"]),
             zarr_format=group.metadata.zarr_format,
             archive_rewrite_mark=link.get("archive_rewrite_mark"),
@@ -358,14 +366,16 @@ class FingerprintColumn:
         position = index + len(self) if index < 0 else index
         if not 0 <= position < len(self):
             raise IndexError(index)
-        return str(self.state.group()[FINGERPRINT][position])
+        return str(read_array(self.state.group(), FINGERPRINT, position))
 
     def blocks(self, stop: int | None = None) -> Iterator[list[str]]:
         """The fingerprints ``0..stop`` (default: all), :data:`FINGERPRINT_BLOCK` at a time."""
         stop = len(self) if stop is None else min(stop, len(self))
-        array = self.state.group()[FINGERPRINT] if stop else None
+        if not stop:
+            return
+        array = array_of(self.state.group(), FINGERPRINT)
         for start in range(0, stop, FINGERPRINT_BLOCK):
-            yield [str(v) for v in array[start : min(start + FINGERPRINT_BLOCK, stop)]]
+            yield [str(v) for v in np.asarray(array[start : min(start + FINGERPRINT_BLOCK, stop)])]
 
 
 @dataclass(frozen=True)
@@ -522,7 +532,8 @@ def create_timeseries_store(
         template.to_zarr(building, mode="w-", zarr_format=fmt, consolidated=True, encoding=encoding, compute=True)
         group = zarr.open_group(str(building), mode="r+", use_consolidated=False)
         for name in (*TIME_VARIABLES, FINGERPRINT):
-            sync(group[name]._async_array.resize((0, *group[name].shape[1:]), False))
+            array = array_of(group, name)
+            sync(array._async_array.resize((0, *array.shape[1:]), False))
         shutil.rmtree(building / "SKY" / "c", ignore_errors=True)  # the template's pixels are not kept
         for stray in (building / "SKY").glob("0.*"):
             stray.unlink()
@@ -543,12 +554,16 @@ FINGERPRINT_DESCRIPTION = "hash of the archive's time key, time and source_files
 
 
 def timeseries_encoding(
-    template: xr.Dataset, archive: StoreState, layout: TimeSeriesLayout, chunks: tuple, shards: tuple | None
-) -> dict:
+    template: xr.Dataset,
+    archive: StoreState,
+    layout: TimeSeriesLayout,
+    chunks: tuple[int, ...],
+    shards: tuple[int, ...] | None,
+) -> dict[str, dict[str, Any]]:
     """Encoding of every variable with a time dimension: ``SKY`` by the layout, the ledger in large time chunks."""
     fmt = archive.settings.zarr_format
     key_encoding = {"name": "default", "separator": "/"} if fmt == 3 else {"name": "v2", "separator": "."}
-    encoding: dict[str, dict] = {
+    encoding: dict[str, dict[str, Any]] = {
         name: {"chunks": (SMALL_TIME_CHUNK, *template[name].shape[1:]), "chunk_key_encoding": key_encoding}
         for name in (*LEDGER_VARIABLES, FINGERPRINT)
         if name in template.data_vars
@@ -611,17 +626,17 @@ def plan_update(
     source = check_archive(archive)
     if not Store.at(timeseries).exists():
         if not create:
-            source, wanted = stable_fingerprints(archive, stop=until)
+            source, every = stable_fingerprints(archive, stop=until)
             return TimeSeriesPlan(
                 archive=str(Path(archive).resolve()),
                 timeseries=str(Path(timeseries).resolve()),
                 archive_store_id=source.store_id,
                 timeseries_store_id="",
-                n_archive=len(wanted),
+                n_archive=len(every),
                 n_before=0,
                 start=0,
                 first_difference=0,
-                target_digest=digest(wanted),
+                target_digest=digest(every),
                 archive_rewrite_mark=source.rewrite_mark,
                 archive_n_time=source.n_time,
             )
@@ -631,7 +646,7 @@ def plan_update(
     block = state.layout.time_block
     span = None if window is None else math.ceil(window / block) * block
     # after appends only, a window's plan reads the archive's ledger up to the window's end, not the archive's
-    reach = until if span is None else min(until or math.inf, (len(held) // block) * block + span)
+    reach = until if span is None else int(min(until or math.inf, (len(held) // block) * block + span))
     source, wanted = stable_fingerprints(archive, (state.archive_rewrite_mark, held), stop=reach)
     if state.archive_store_id != source.store_id:
         raise StoreError(
@@ -658,6 +673,17 @@ def plan_update(
     )
 
 
+@overload
+def stable_fingerprints(
+    archive: str | os.PathLike[str], known: None = None, stop: int | None = None, attempts: int = 3
+) -> tuple[StoreState, list[str]]: ...
+@overload
+def stable_fingerprints(
+    archive: str | os.PathLike[str],
+    known: tuple[str | None, Sequence[str] | FingerprintColumn],
+    stop: int | None = None,
+    attempts: int = 3,
+) -> tuple[StoreState, list[str] | Prefixed]: ...
 def stable_fingerprints(
     archive: str | os.PathLike[str],
     known: tuple[str | None, Sequence[str] | FingerprintColumn] | None = None,
@@ -682,7 +708,7 @@ def stable_fingerprints(
     source = check_archive(archive)
     for _ in range(attempts):
         end = source.n_time if stop is None else min(stop, source.n_time)
-        wanted = None
+        wanted: list[str] | Prefixed | None = None
         if known is not None and len(known[1]) and known[0] == source.rewrite_mark and len(known[1]) <= end:
             after = archive_fingerprints(source, len(known[1]) - 1, end)
             if after[0] == known[1][-1]:
@@ -718,7 +744,7 @@ ONE_STAGING_AT_A_TIME = threading.Lock()
 
 
 def dask_chunks(
-    archive_sky: zarr.Array, staged: zarr.Array, layout: TimeSeriesLayout, workers: int, max_memory: int
+    archive_sky: zarr.Array[Any], staged: zarr.Array[Any], layout: TimeSeriesLayout, workers: int, max_memory: int
 ) -> tuple[int, ...]:
     """Chunks of the dask array that copies the archive: each holds whole shards (or format-2 chunks) of the target.
 
@@ -766,14 +792,14 @@ class TimeRange:
         The time indices seen as ``0..stop - start``.
     """
 
-    def __init__(self, array: zarr.Array, start: int, stop: int) -> None:
+    def __init__(self, array: zarr.Array[Any], start: int, stop: int) -> None:
         if not 0 <= start <= stop <= array.shape[0]:
             raise ValueError(f"time range {start}..{stop} is outside the array's {array.shape[0]} time steps")
         self.array, self.start = array, start
         self.shape = (stop - start, *array.shape[1:])
         self.dtype, self.ndim = array.dtype, array.ndim
 
-    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+    def __getitem__(self, key: tuple[slice, ...]) -> npt.NDArray[Any]:
         """``key``: one forward slice per axis (what dask asks for), the first one in the range's own indices."""
         if not (isinstance(key, tuple) and key and all(isinstance(k, slice) for k in key)):
             raise TypeError(f"a time range is read with one slice per axis, not {key!r}")
@@ -781,7 +807,7 @@ class TimeRange:
         first, last, step = along_time.indices(self.shape[0])
         if step != 1:
             raise ValueError(f"a time range is read in order, one time step after the other, not with step {step}")
-        return self.array[(slice(self.start + first, self.start + max(first, last)), *rest)]
+        return np.asarray(self.array[(slice(self.start + first, self.start + max(first, last)), *rest)])
 
 
 def stage_update(plan: TimeSeriesPlan, workers: int = 2, max_memory: int = DEFAULT_MAX_MEMORY) -> StagedUpdate:
@@ -816,8 +842,8 @@ def stage_update(plan: TimeSeriesPlan, workers: int = 2, max_memory: int = DEFAU
     try:
         with disk_full_named(plan.timeseries, "staging the time-series update"):
             staged = staging_sky(state, partial, plan.n_archive)
-            sky = source.group()["SKY"]
-            pixels = da.from_array(
+            sky = array_of(source.group(), "SKY")
+            pixels = da.from_array(  # type: ignore[no-untyped-call]  # dask's from_array has no annotations
                 TimeRange(sky, plan.start, plan.n_archive),
                 chunks=dask_chunks(sky, staged, state.layout, workers, max_memory),
                 name=f"archive-sky-{plan.start}-{plan.n_archive}-{uuid.uuid4().hex[:8]}",
@@ -830,7 +856,9 @@ def stage_update(plan: TimeSeriesPlan, workers: int = 2, max_memory: int = DEFAU
                 dask.config.set(scheduler="threads", num_workers=workers),
                 zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}),
             ):
-                da.store(pixels, staged, regions=region, lock=False)
+                # dask annotates store()'s targets as ArrayLike, but takes any array with numpy-style __setitem__ (as its
+                # docstring says), such as this zarr array
+                da.store(pixels, staged, regions=region, lock=False)  # type: ignore[arg-type]
             failpoint("timeseries:pixels-staged")
             values = {name: source.column(name, plan.start, plan.n_archive) for name in LEDGER_VARIABLES}
             values[FINGERPRINT] = archive_fingerprints(source, plan.start, plan.n_archive)
@@ -849,7 +877,7 @@ def staging_path(plan: TimeSeriesPlan) -> Path:
     return Store.at(plan.timeseries).staging_root / f"update-{plan.start}-{plan.target_digest[:12]}"
 
 
-def staging_sky(state: TimeSeriesState, staging: Path, n_time: int) -> zarr.Array:
+def staging_sky(state: TimeSeriesState, staging: Path, n_time: int) -> zarr.Array[Any]:
     """A copy of the time-series ``SKY``'s metadata in ``staging``, ``n_time`` long, opened for writing."""
     fmt = state.zarr_format
     (staging / "SKY").mkdir(parents=True)
@@ -916,7 +944,7 @@ def receipt(plan: TimeSeriesPlan, staged: StagedUpdate, started: float) -> TimeS
     )
 
 
-def apply_timeseries_journal(store: str | os.PathLike[str], journal: dict) -> None:
+def apply_timeseries_journal(store: str | os.PathLike[str], journal: dict[str, Any]) -> None:
     """Carry out (or finish) the update a journal describes; every step may be repeated safely.
 
     Phases: ``prepared`` -> the store's time blocks from the update's first block on are
@@ -927,7 +955,9 @@ def apply_timeseries_journal(store: str | os.PathLike[str], journal: dict) -> No
     root, staging = Path(store), Path(journal["staging"])
     shelf = staging / "shelf"
     fmt = Store.at(root).open_group(consolidated=False).metadata.zarr_format
-    layout = TimeSeriesLayout.recorded(Store.at(root).open_group(consolidated=False).attrs[TIMESERIES_ATTR]["layout"])
+    layout = TimeSeriesLayout.recorded(
+        attributes(Store.at(root).open_group(consolidated=False))[TIMESERIES_ATTR]["layout"]
+    )
     first_block = journal["start"] // layout.time_block
     before = range(first_block, math.ceil(journal["n_before"] / layout.time_block))
     after = range(first_block, math.ceil(journal["n_after"] / layout.time_block))
@@ -946,7 +976,7 @@ def apply_timeseries_journal(store: str | os.PathLike[str], journal: dict) -> No
         failpoint("timeseries:placed")
     group = Store.at(root).open_group(mode="r+", consolidated=False)
     for name in (*TIME_VARIABLES, FINGERPRINT):
-        resize_along_time(group[name], journal["n_after"])
+        resize_along_time(array_of(group, name), journal["n_after"])
     write_time_values(group, journal["start"], json.loads((staging / VALUES_FILE).read_text()), "timeseries")
     record_archive_rewrite_mark(store, journal.get("archive_rewrite_mark"))
     seal_commit(store, staging, "timeseries")
@@ -959,7 +989,7 @@ def record_archive_rewrite_mark(store: str | os.PathLike[str], mark: str | None)
     :func:`~ovro_ingest.store.record_run`); the commit's consolidation that follows keeps it.
     """
     group = Store.at(store).open_group(mode="r+")
-    link = dict(group.attrs[TIMESERIES_ATTR])
+    link = dict(attributes(group)[TIMESERIES_ATTR])
     if mark is None:
         link.pop("archive_rewrite_mark", None)
     else:
@@ -1083,7 +1113,7 @@ def up_to_date(plan: TimeSeriesPlan) -> TimeSeriesReceipt:
     )
 
 
-def run_record(who: str, done: TimeSeriesReceipt) -> dict:
+def run_record(who: str, done: TimeSeriesReceipt) -> dict[str, Any]:
     """What the time-series store remembers of an update."""
     from datetime import UTC, datetime
 
@@ -1099,7 +1129,7 @@ def run_record(who: str, done: TimeSeriesReceipt) -> dict:
 # ---------------------------------------------------------------- validate and repair
 
 
-def validate_timeseries(path: str | os.PathLike[str]):
+def validate_timeseries(path: str | os.PathLike[str]) -> HealthReport:
     """Check a time-series store without changing it (what ``ovro-ingest validate`` runs on one).
 
     Its metadata is current and committed, every per-time-step array has one entry per
@@ -1120,7 +1150,7 @@ def validate_timeseries(path: str | os.PathLike[str]):
     if Store.at(path).journal.exists():
         report.problems.append("an interrupted update left its journal; `ovro-ingest repair` finishes it")
     check_metadata_is_current(state, report)
-    if state.group()[FINGERPRINT].shape[0] != state.n_time:
+    if array_of(state.group(), FINGERPRINT).shape[0] != state.n_time:
         report.problems.append(f"{FINGERPRINT}: not one entry per time step; `ovro-ingest repair`")
     check_time_axis(state, report)
     if any(not f for f in state.fingerprints()):
@@ -1152,7 +1182,7 @@ def block_present(state: TimeSeriesState, block: int) -> bool:
     return any(folder.glob(f"{block}.*"))
 
 
-def check_against_archive(state: TimeSeriesState, report) -> None:
+def check_against_archive(state: TimeSeriesState, report: HealthReport) -> None:
     """The recorded archive is the one the store was made from; a note says whether it is up to date."""
     if not Store.at(state.archive_path).exists():
         report.notes.append(f"its archive {state.archive_path} is not there (moved?); not compared")
@@ -1177,7 +1207,7 @@ def check_against_archive(state: TimeSeriesState, report) -> None:
         )
 
 
-def repair_timeseries(path: str | os.PathLike[str], wait_seconds: float = 0.0):
+def repair_timeseries(path: str | os.PathLike[str], wait_seconds: float = 0.0) -> HealthReport:
     """Bring a time-series store back to its last committed state (or finish its update), then validate it."""
     from ovro_ingest.health import remove_leftovers_beside, roll_back_to_committed
 
