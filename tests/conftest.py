@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 REAL_IMAGE = REPO.parent / "shared" / "data" / "ovro-lwa" / "test_image.fits"
 """Where CI keeps a real OVRO-LWA image (a WSClean all-sky ``*-I-image.fits``), beside the clone."""
 REAL_IMAGE_VARIABLE = "OVRO_INGEST_REAL_IMAGE"
-"""Names another real OVRO-LWA image for the tests that need one (see the README, "Tests with real data")."""
+"""Names another real OVRO-LWA image for the tests that need one (see docs/testing.md, "Tests with real data")."""
 SERVER_START_TIMEOUT_S = 180
 
 
