@@ -56,9 +56,15 @@ def session_server_url() -> str:
     """
     from flows.server import start_kept_server
 
-    with open(SESSION / "server.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        return start_kept_server(timeout_s=SERVER_START_TIMEOUT_S, home=SERVER_HOME)["api_url"]
+    # untraced under coverage: the server runs none of the project's code, and a tracer slows every API call
+    traced = os.environ.pop("COVERAGE_PROCESS_CONFIG", None)
+    try:
+        with open(SESSION / "server.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            return start_kept_server(timeout_s=SERVER_START_TIMEOUT_S, home=SERVER_HOME)["api_url"]
+    finally:
+        if traced is not None:
+            os.environ["COVERAGE_PROCESS_CONFIG"] = traced
 
 
 @pytest.fixture(scope="session")
