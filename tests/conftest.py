@@ -21,6 +21,7 @@ import fcntl
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -56,15 +57,34 @@ def session_server_url() -> str:
     """
     from flows.server import start_kept_server
 
-    # untraced under coverage: the server runs none of the project's code, and a tracer slows every API call
-    traced = os.environ.pop("COVERAGE_PROCESS_CONFIG", None)
+    with untraced(), open(SESSION / "server.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return start_kept_server(timeout_s=SERVER_START_TIMEOUT_S, home=SERVER_HOME)["api_url"]
+
+
+COVERAGE_VARIABLE = "COVERAGE_PROCESS_CONFIG"
+"""Set by coverage (``patch = ["subprocess"]``) for the Python processes a traced test starts to be traced too."""
+
+
+def untraced_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's environment) without coverage's setting: a process started with it runs untraced.
+
+    For processes that run none of the project's code (a Prefect server or worker) or whose
+    code other tests cover in-process (the benchmarks, the operator's scripts): a tracer slows
+    each of them by about half (the night-scale smoke run took 190 s traced, 101 s not).
+    """
+    return {k: v for k, v in (os.environ if env is None else env).items() if k != COVERAGE_VARIABLE}
+
+
+@contextmanager
+def untraced() -> Iterator[None]:
+    """Within the block, the processes this process starts run untraced (see :func:`untraced_environment`)."""
+    traced = os.environ.pop(COVERAGE_VARIABLE, None)
     try:
-        with open(SESSION / "server.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            return start_kept_server(timeout_s=SERVER_START_TIMEOUT_S, home=SERVER_HOME)["api_url"]
+        yield
     finally:
         if traced is not None:
-            os.environ["COVERAGE_PROCESS_CONFIG"] = traced
+            os.environ[COVERAGE_VARIABLE] = traced
 
 
 @pytest.fixture(scope="session")

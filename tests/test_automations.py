@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from flows.automations import crash_silent_runs, watch_for_silent_runs
+from tests.conftest import untraced_environment
 from tests.test_ingest_flow import flow_run_events
 
 pytestmark = pytest.mark.orchestration
@@ -38,7 +39,7 @@ SILENT_FOR = timedelta(seconds=HEARTBEAT_S + 30)
 
 def start_run(flow_name: str, seconds: float) -> tuple[subprocess.Popen, str]:
     """A process running a flow named ``flow_name`` for ``seconds``, heartbeats every 30 s; and its flow run id."""
-    env = {**os.environ, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}
+    env = {**untraced_environment(), "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}  # no project code
     process = subprocess.Popen(
         [sys.executable, "-c", FLOW, flow_name, str(seconds)], env=env, stdout=subprocess.PIPE, text=True
     )

@@ -1,24 +1,17 @@
-"""The benchmark script runs on tiny data (its numbers are checked by reading them, not by timed tests)."""
+"""The benchmark script runs on tiny data (its numbers are checked by reading them, not by timed tests).
+
+The scripts run untraced under coverage: they time their runs, and the code they run is what the other tests cover.
+"""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, untraced_environment
 
 pytestmark = pytest.mark.orchestration
-
-
-def untraced_environment() -> dict[str, str]:
-    """This process's environment without coverage's subprocess setting: the script runs untraced.
-
-    A benchmark times its runs (a tracer's overhead would be all it measured: the night-scale
-    smoke run took 190 s traced, 115 s not), and the code it runs is what the other tests cover.
-    """
-    return {k: v for k, v in os.environ.items() if k != "COVERAGE_PROCESS_CONFIG"}
 
 
 @pytest.mark.slow(70)

@@ -18,6 +18,8 @@ import pytest
 import xarray as xr
 from astropy.io import fits
 
+from tests.conftest import untraced_environment
+
 pytestmark = pytest.mark.orchestration
 
 COMMAND = [str(Path(sys.executable).parent / "ovro-ingest")]
@@ -238,7 +240,9 @@ def test_sigkill_of_the_flow_process_mid_run_then_a_rerun_gives_the_uninterrupte
 
     folder, store = make_data(time_steps=6, n_subbands=4, size=256), tmp_path / "s.zarr"
     run = [*COMMAND, "run", str(folder), str(store), "--chunk-lm", "64", "--workers", "2", "-q"]
-    process = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(  # untraced: a SIGKILLed process never saves coverage data
+        run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=untraced_environment()
+    )
     deadline = time.monotonic() + 300
     while not (store / ".staging").exists():  # writing has begun
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
@@ -438,7 +442,8 @@ def test_a_run_or_update_against_a_server_that_does_not_answer_stops_in_one_line
 @pytest.mark.slow(34)
 def test_server_start_keeps_a_local_server_that_runs_use_by_themselves_until_stop(make_data, tmp_path):
     home = tmp_path / "prefect-home"
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    # untraced: the kept server runs no project code (flows.server's start and stop are covered in-process)
+    env = {k: v for k, v in untraced_environment().items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(home)
 
     def cli(*args: str) -> subprocess.CompletedProcess:

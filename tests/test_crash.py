@@ -6,6 +6,8 @@ opens with only correct, committed time steps, runs the ingest again and checks
 that the result validates and equals a store built without interruption.
 Half of the trials backfill: the store already holds every other time step, so
 that the killed run inserts (the journaled path that moves committed chunks).
+The killed processes run untraced under coverage: a SIGKILLed process never saves
+coverage data.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ovro_ingest.health import repair_store, validate_store
 from ovro_ingest.pipeline import ingest_directory, ingest_time_step
 from ovro_ingest.store import StoreSettings, read_state
 from ovro_ingest.synth import generate
+from tests.conftest import untraced_environment
 from tests.store_checks import assert_same_store, assert_time_steps_match
 
 SETTINGS = StoreSettings(chunk_lm=32)
@@ -80,8 +83,9 @@ class Zygote:
     """A process that has imported the ingest once and forks one child per ingest, for fast kill trials."""
 
     def __init__(self) -> None:
-        # single-threaded numerics: forking a process is only safe before threads exist
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        # single-threaded numerics: forking a process is only safe before threads exist; untraced: its
+        # children end in SIGKILL or os._exit, and never save coverage data
+        env = {**untraced_environment(), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         self.process = subprocess.Popen(
             [sys.executable, "-c", ZYGOTE],
             stdin=subprocess.PIPE,
@@ -191,7 +195,7 @@ def test_sigkill_at_each_step_of_a_commit_is_rolled_forward(night, tmp_path, poi
         ingest_time_step(discover_time_steps(night["inputs"]).time_steps[0], store, settings=SETTINGS)
     child = subprocess.run(
         [sys.executable, "-c", CHILD, str(night["inputs"]), str(store)],
-        env={**os.environ, ENVIRONMENT_VARIABLE: point},
+        env={**untraced_environment(), ENVIRONMENT_VARIABLE: point},
         capture_output=True,
         cwd=Path(__file__).resolve().parent.parent,
     )
@@ -206,7 +210,7 @@ def test_sigkill_once_a_backfill_is_marked_is_rolled_forward(night, tmp_path):
     store = shutil.copytree(night["half"], tmp_path / "s.zarr")
     child = subprocess.run(
         [sys.executable, "-c", CHILD, str(night["inputs"]), str(store)],
-        env={**os.environ, ENVIRONMENT_VARIABLE: "commit:counted"},
+        env={**untraced_environment(), ENVIRONMENT_VARIABLE: "commit:counted"},
         capture_output=True,
         cwd=Path(__file__).resolve().parent.parent,
     )
@@ -276,7 +280,7 @@ def test_zarr_format_2_backfill_interrupted_mid_move_is_rolled_forward(night, tm
         ingest_time_step(step, store, settings=v2)
     child = subprocess.run(
         [sys.executable, "-c", CHILD, str(night["inputs"]), str(store), "2"],
-        env={**os.environ, ENVIRONMENT_VARIABLE: point},
+        env={**untraced_environment(), ENVIRONMENT_VARIABLE: point},
         capture_output=True,
         cwd=Path(__file__).resolve().parent.parent,
     )

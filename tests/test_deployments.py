@@ -6,7 +6,6 @@ worker, the deployments of prefect.yaml) and stops it with deployments/stop.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pydantic import TypeAdapter
 from flows.automations import AUTOMATION_NAME
 from flows.server import free_port
 from ovro_ingest.synth import DEFAULT_START, generate
-from tests.conftest import REPO
+from tests.conftest import REPO, untraced_environment
 
 pytestmark = pytest.mark.orchestration
 
@@ -103,7 +102,8 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
     original = broken.read_bytes()
     broken.write_bytes(original[: len(original) // 2])
 
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
+    # untraced: its server and worker run no project code, and its runs' code is covered in-process elsewhere
+    env = {k: v for k, v in untraced_environment().items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
     env.update(
         OVRO_OPS_DIR=str(ops),
         OVRO_PREFECT_PORT=str(port),

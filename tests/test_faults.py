@@ -21,6 +21,7 @@ from ovro_ingest.health import validate_store
 from ovro_ingest.pipeline import ingest_directory
 from ovro_ingest.store import StoreSettings
 from ovro_ingest.synth import generate
+from tests.conftest import untraced
 from tests.store_checks import assert_same_store
 
 CLI = str(Path(sys.executable).parent / "ovro-ingest")
@@ -104,13 +105,14 @@ def test_losing_the_prefect_server_mid_run_leaves_a_valid_store_and_a_rerun_comp
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))  # a server of its own, on its own SQLite
     (tmp_path / "prefect-home").mkdir()
     command = [CLI, "run", str(folder), str(store), "--workers", "1", "--chunk-lm", str(CHUNK)]
-    with local_server_process(tmp_path / "server.log") as url:
+    traced = dict(os.environ)  # the runs are traced; the server runs no project code
+    with untraced(), local_server_process(tmp_path / "server.log") as url:
         run = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PREFECT_API_URL": url},
+            env={**traced, "PREFECT_API_URL": url},
         )
         deadline = time.monotonic() + 300
         while not store.exists():  # created: every time step is planned, none committed yet

@@ -11,7 +11,6 @@ bit for bit, the archive and an uninterrupted update.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import signal
@@ -32,6 +31,7 @@ from ovro_ingest.pipeline import ingest_time_step
 from ovro_ingest.store import StoreSettings
 from ovro_ingest.synth import generate
 from ovro_ingest.timeseries import TimeSeriesLayout, update_timeseries
+from tests.conftest import untraced_environment
 from tests.test_timeseries import assert_same_as_archive
 
 SETTINGS = StoreSettings(chunk_lm=32)
@@ -111,9 +111,10 @@ def rerun_and_compare(timeseries: Path, case: dict[str, Path]) -> None:
 
 
 def child(case: dict[str, Path], timeseries: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """The update in a process of its own, untraced: a SIGKILLed process never saves coverage data."""
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, str(case["archive"]), str(timeseries)],
-        env={**os.environ, **(env or {})},
+        env={**untraced_environment(), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
