@@ -728,6 +728,8 @@ def audit(
 
 def print_audit(report) -> None:
     """The audit as a table (one row per time step), its notes and problems, and a summary line."""
+    from ovro_ingest.discover import examples_with_reasons
+
     table = keyed_table(
         f"audit of {report.input_dir}",
         "time step",
@@ -752,6 +754,12 @@ def print_audit(report) -> None:
             console.print(f"[red]would fail[/] {step.key}: {problem}", soft_wrap=True)
     if report.skipped:
         console.print(f"{len(report.skipped)} file(s) follow neither naming convention and would be skipped")
+    if report.left_out:
+        console.print(
+            f"{len(report.left_out)} entr{'y' if len(report.left_out) == 1 else 'ies'} named like subband images "
+            f"cannot be opened and would be left out: {examples_with_reasons(report.left_out)}",
+            soft_wrap=True,
+        )
     channels = ", ".join(f"{c / 1e6:.3f}" for c in report.channels_hz)
     console.print(
         f"channels (MHz): {channels}; largest frequency jitter: {report.max_jitter_hz:.0f} Hz", soft_wrap=True

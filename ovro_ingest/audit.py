@@ -33,7 +33,7 @@ from ovro_ingest.headers import (
     plan_fix,
 )
 from ovro_ingest.load import name_time_offset_s
-from ovro_ingest.models import SourceFile, SpatialGrid
+from ovro_ingest.models import ExcludedFile, SourceFile, SpatialGrid
 from ovro_ingest.store import SAME_CHANNEL_TOLERANCE_HZ, merge_channels
 
 if TYPE_CHECKING:
@@ -87,6 +87,8 @@ class AuditReport:
     skipped: list[str]
     channels_hz: list[float]
     max_jitter_hz: float
+    left_out: list[ExcludedFile] = field(default_factory=list)
+    """Entries named like subband images that cannot be opened: a run leaves them out of their time steps."""
 
     @property
     def ok(self) -> bool:
@@ -156,15 +158,19 @@ def audit_time_step(
     labels: set[str],
     spectral_frame: str | None = None,
     polarizations: tuple[str, ...] | None = None,
+    left_out: Sequence[ExcludedFile] = (),
 ) -> TimeStepAudit:
     """Judge one time step: what fails it, what is only worth a note.
 
     ``grid``, ``spectral_frame`` and ``polarizations`` are the run's (those of most files):
-    a store holds one of each.
+    a store holds one of each. ``left_out``: the time step's entries discovery left out.
     """
     step = TimeStepAudit(key=key, files=files)
     usable = [f for f in files if f.error is None and f.beam_problem is None]
     step.problems += [f.error for f in files if f.error]
+    step.notes += [f"{e.source.name}: {e.reason}; it would be left out" for e in left_out]
+    if not files:
+        step.problems.append(f"time step {key}: no subband image that can be opened")
     step.notes += [f"{Path(f.path).name}: {f.beam_problem}; it would be left out" for f in files if f.beam_problem]
     step.notes += [f"{Path(f.path).name}: {'; '.join(f.corrections)}" for f in files if f.corrections and not f.error]
     if not usable and not step.problems:
@@ -212,7 +218,10 @@ def audit_directory(input_dir: str | os.PathLike[str], keep_bad_checksums: bool 
         (min(abs(f.frequency_hz - c) for c in channels) for f in every_file if f.frequency_hz is not None),
         default=0.0,
     )
-    steps = [audit_time_step(key, files, grid, labels, spectral_frame, polarizations) for key, files in audited.items()]
+    steps = [
+        audit_time_step(step.key, audited[step.key], grid, labels, spectral_frame, polarizations, step.left_out)
+        for step in found.time_steps
+    ]
     flag_equal_times(steps)
     return AuditReport(
         input_dir=str(input_dir),
@@ -220,6 +229,7 @@ def audit_directory(input_dir: str | os.PathLike[str], keep_bad_checksums: bool 
         skipped=found.skipped,
         channels_hz=channels,
         max_jitter_hz=jitter,
+        left_out=found.left_out,
     )
 
 
@@ -362,6 +372,7 @@ def report_as_dict(report: AuditReport) -> dict[str, Any]:
         "channels_hz": list(report.channels_hz),
         "max_jitter_hz": report.max_jitter_hz,
         "skipped": list(report.skipped),
+        "left_out": [{"path": e.source.path, "reason": e.reason} for e in report.left_out],
         "time_steps": steps,
     }
 

@@ -47,7 +47,8 @@ def combine_frequencies(step: LoadedTimeStep, keep_bad_beams: bool = False) -> T
     Returns
     -------
     TimeStepPlan
-        Subbands in ascending frequency; the time is the earliest DATE-OBS.
+        Subbands in ascending frequency; the time is the earliest DATE-OBS; left out:
+        what discovery left out, then the files with a bad beam.
 
     Raises
     ------
@@ -56,8 +57,10 @@ def combine_frequencies(step: LoadedTimeStep, keep_bad_beams: bool = False) -> T
         or different polarizations within the time step.
     """
     if not step.subbands:
-        raise TimeStepRejected(f"time step {step.key}: no subband images")
-    subbands, excluded = split_bad_beams(step, keep_bad_beams)
+        left_out = "".join(f"; left out {e.source.path}: {e.reason}" for e in step.left_out)
+        raise TimeStepRejected(f"time step {step.key}: no subband images{left_out}")
+    subbands, bad_beams = split_bad_beams(step, keep_bad_beams)
+    excluded = (*step.left_out, *bad_beams)
     subbands = sorted(subbands, key=lambda s: (s.frequency_hz, s.file.source.path))
     for lower, upper in itertools.pairwise(subbands):
         if upper.frequency_hz - lower.frequency_hz < SAME_CHANNEL_TOLERANCE_HZ:

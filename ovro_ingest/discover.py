@@ -11,27 +11,41 @@ imaged separately, and their names can straddle a second (``..._050009_41MHz``,
 ``..._050010_73MHz``): names one second apart whose subbands complement each other
 are one time step (:func:`merge_straddling`); combine then checks their DATE-OBS.
 Discovery reads names only, never a header.
+
+Names end as users write them (:data:`FITS_SUFFIX`: ``.fits``, ``.FITS``, ``.fit``,
+``.fts``). An entry named like a subband image that cannot be
+opened (a link to an unmounted disk, no read permission) is left out of its time step
+like a missing subband, recorded there (``TimeStepFiles.left_out``, then the ledger),
+and named in one warning per run: it never stops the night.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
+import stat
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from ovro_ingest.models import Manifest, SourceFile, TimeStepFiles
+from ovro_ingest.models import ExcludedFile, Manifest, SourceFile, TimeStepFiles
 
 logger = logging.getLogger(__name__)
 
-LEGACY_NAME = re.compile(r"^(?P<date>\d{8})_(?P<time>\d{6})_(?P<subband>\d{2,3})MHz_averaged_.*-I-image\.fits$")
+FITS_SUFFIX = r"\.(?i:fits|fit|fts)"
+"""A FITS file's name ending as users write it: ``.fits``, ``.fit`` or ``.fts``, in any case."""
+_FITS_NAME = re.compile(f"{FITS_SUFFIX}$")
+_COMPRESSED_NAME = re.compile(f"{FITS_SUFFIX}\\.(?i:gz|fz|bz2|xz)$")
+LEGACY_NAME = re.compile(
+    rf"^(?P<date>\d{{8}})_(?P<time>\d{{6}})_(?P<subband>\d{{2,3}})MHz_averaged_.*-I-image{FITS_SUFFIX}$"
+)
 CURRENT_NAME = re.compile(
-    r"^(?P<subband>\d{2,3})MHz-I-.*-image-(?P<date>\d{8})_(?P<time>\d{6})(?:_[A-Za-z0-9]+)?\.fits$"
+    rf"^(?P<subband>\d{{2,3}})MHz-I-.*-image-(?P<date>\d{{8}})_(?P<time>\d{{6}})(?:_[A-Za-z0-9]+)?{FITS_SUFFIX}$"
 )
 NAMING_CONVENTIONS = {"legacy": LEGACY_NAME, "current": CURRENT_NAME}
 
@@ -72,16 +86,21 @@ class Discovery:
     time_steps: list[TimeStepFiles]
     skipped: list[str] = field(default_factory=list)
     """FITS files whose names follow neither convention (paths)."""
+    left_out: list[ExcludedFile] = field(default_factory=list)
+    """Entries named like subband images that cannot be opened (each also in its time step's ``left_out``)."""
 
 
-COMPRESSED_FITS = (".fits.gz", ".fits.fz", ".fits.bz2", ".fits.xz")
-"""Compressed FITS files: not read (pixels could not be memory-mapped), named in a warning."""
+def is_fits_name(name: str) -> bool:
+    """True for a file name with a FITS ending (:data:`FITS_SUFFIX`)."""
+    return _FITS_NAME.search(name) is not None
 
 
 def iter_fits_files(input_dir: Path, exclude: tuple[Path, ...] = ()) -> list[Path]:
-    """List the ``*.fits`` files under ``input_dir`` (recursively, hidden folders skipped).
+    """List the entries under ``input_dir`` named like FITS files (recursively, hidden folders skipped).
 
-    Compressed FITS files are not listed; a warning names them and the fix.
+    Entries, not files: a symbolic link whose target is gone is listed too, so that
+    discovery can account for it (see :func:`entry_problem`). Files named as compressed
+    FITS (``.fits.gz``, ``.fits.fz``, ...) are not listed; a warning names them and the fix.
     """
     excluded = {p.resolve() for p in exclude}
     found: list[Path] = []
@@ -89,8 +108,8 @@ def iter_fits_files(input_dir: Path, exclude: tuple[Path, ...] = ()) -> list[Pat
     for root, dirs, files in os.walk(input_dir):
         root_path = Path(root)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_path / d).resolve() not in excluded)
-        found.extend(root_path / f for f in sorted(files) if f.endswith(".fits"))
-        compressed.extend(root_path / f for f in sorted(files) if f.endswith(COMPRESSED_FITS))
+        found.extend(root_path / f for f in sorted(files) if is_fits_name(f))
+        compressed.extend(root_path / f for f in sorted(files) if _COMPRESSED_NAME.search(f))
     if compressed:
         logger.warning(
             "skipped %d compressed FITS file(s), e.g. %s: decompress them (gunzip, funpack) to ingest them",
@@ -98,6 +117,32 @@ def iter_fits_files(input_dir: Path, exclude: tuple[Path, ...] = ()) -> list[Pat
             examples(compressed),
         )
     return found
+
+
+ENTRY_FIX = "restore or remove the entry (a dangling link: remount its disk or re-copy the file), then run again"
+
+
+def entry_problem(path: Path) -> str | None:
+    """Why a folder entry named like an image cannot be opened (a dangling or looping link, no file, no read permission), or None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        if path.is_symlink():
+            target = os.readlink(path)
+            why = "a loop" if error.errno == errno.ELOOP else "which does not exist (an unmounted disk?)"
+            return f"a symbolic link to {target}, {why}"
+        return f"cannot be read ({error.strerror})"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    if not os.access(path, os.R_OK):
+        return "not readable by this user (permission denied)"
+    return None
+
+
+def entry_record(path: Path, subband: str) -> SourceFile:
+    """The record of a folder entry that cannot be opened: its own path, size and mtime (a link's, not its target's)."""
+    entry = path.lstat()
+    return SourceFile(path=str(path.absolute()), subband=subband, size=entry.st_size, mtime_ns=entry.st_mtime_ns)
 
 
 def examples(paths: list[Path] | list[str], limit: int = 5) -> str:
@@ -120,7 +165,7 @@ def discover_time_steps(input_dir: str | os.PathLike[str], exclude: tuple[Path, 
     -------
     Discovery
         Time steps in ascending key order, each with its files in ascending
-        subband order, and the list of skipped files.
+        subband order and its entries left out, the skipped files, and every left-out entry.
 
     Raises
     ------
@@ -132,23 +177,49 @@ def discover_time_steps(input_dir: str | os.PathLike[str], exclude: tuple[Path, 
         raise FileNotFoundError(f"input directory {str(root)!r} does not exist or is not a directory: check the path")
     groups: dict[str, list[SourceFile]] = defaultdict(list)
     skipped: list[str] = []
+    problems: dict[str, str] = {}  # path of a left-out entry -> why
     for path in iter_fits_files(root, exclude):
         parsed = parse_file_name(path.name)
         if parsed is None:
             skipped.append(str(path))
-            continue
-        groups[parsed.key].append(SourceFile.from_path(path, parsed.subband))
+        elif problem := entry_problem(path):
+            source = entry_record(path, parsed.subband)
+            problems[source.path] = problem
+            groups[parsed.key].append(source)
+        else:
+            groups[parsed.key].append(SourceFile.from_path(path, parsed.subband))
     if skipped:
         logger.warning(
             "skipped %d FITS file(s) whose names follow neither OVRO-LWA convention: %s",
             len(skipped),
             examples(skipped),
         )
-    time_steps = [
-        TimeStepFiles(key=key, files=tuple(sorted(files, key=lambda f: (f.subband_mhz, f.path))))
-        for key, files in sorted(merge_straddling(groups).items())
-    ]
-    return Discovery(time_steps=time_steps, skipped=skipped)
+    time_steps = []
+    for key, files in sorted(merge_straddling(groups).items()):
+        ordered = sorted(files, key=lambda f: (f.subband_mhz, f.path))
+        time_steps.append(
+            TimeStepFiles(
+                key=key,
+                files=tuple(f for f in ordered if f.path not in problems),
+                left_out=tuple(ExcludedFile(source=f, reason=problems[f.path]) for f in ordered if f.path in problems),
+            )
+        )
+    left_out = [entry for step in time_steps for entry in step.left_out]
+    if left_out:
+        logger.warning(
+            "left out %d entr%s named like subband images that cannot be opened (recorded in their time steps): %s; %s",
+            len(left_out),
+            "y" if len(left_out) == 1 else "ies",
+            examples_with_reasons(left_out),
+            ENTRY_FIX,
+        )
+    return Discovery(time_steps=time_steps, skipped=skipped, left_out=left_out)
+
+
+def examples_with_reasons(entries: list[ExcludedFile], limit: int = 3) -> str:
+    """Up to ``limit`` left-out entries as ``name (reason)``, and how many more there are."""
+    named = ", ".join(f"{e.source.name} ({e.reason})" for e in entries[:limit])
+    return named + (f" and {len(entries) - limit} more" if len(entries) > limit else "")
 
 
 def subband_files(steps: list[TimeStepFiles], per_subband: int = 3) -> dict[str, list[SourceFile]]:
@@ -216,8 +287,11 @@ def listing_fingerprint(input_dir: str | os.PathLike[str], exclude: tuple[Path, 
     digest = hashlib.sha256(str(Path(input_dir).resolve()).encode())
     if Path(input_dir).is_dir():
         for path in iter_fits_files(Path(input_dir), exclude):
-            stat = path.stat()
-            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            try:
+                found = path.stat()
+            except OSError:  # a dangling link: its own stat; its target's once it is back
+                found = path.lstat()
+            digest.update(f"{path}\0{found.st_size}\0{found.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:32]
 
 

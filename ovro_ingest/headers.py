@@ -44,7 +44,7 @@ from astropy.io.fits.verify import VerifyError, VerifyWarning
 
 from ovro_ingest.errors import BadInputFile, file_boundary, one_line
 from ovro_ingest.facts import STOKES_NAMES, header_wcs, wcs_axis_count
-from ovro_ingest.models import ReadableFile, SourceFile
+from ovro_ingest.models import ReadableFile, ReadableTimeStep, SourceFile, TimeStepFiles
 
 logger = logging.getLogger(__name__)
 
@@ -511,3 +511,11 @@ def make_readable(
         if not reusable_fixed_copy(dest, source):
             write_fixed_copy(source, index, dest, plan)
     return ReadableFile(source=source, path=str(dest), corrections=(*plan.corrections, *plan.notes, *kept))
+
+
+def make_time_step_readable(
+    step: TimeStepFiles, fixed_dir: str | os.PathLike[str] | None, keep_bad_checksums: bool = False
+) -> ReadableTimeStep:
+    """Make every file of a time step readable (:func:`make_readable`); what discovery left out stays left out."""
+    files = tuple(make_readable(source, fixed_dir, keep_bad_checksums) for source in step.files)
+    return ReadableTimeStep(key=step.key, files=files, left_out=step.left_out)

@@ -176,4 +176,4 @@ def load_subband(readable: ReadableFile) -> SubbandImage:
 
 def load_subbands(step: ReadableTimeStep) -> LoadedTimeStep:
     """Load every subband of a time step (see :func:`load_subband`)."""
-    return LoadedTimeStep(key=step.key, subbands=tuple(load_subband(f) for f in step.files))
+    return LoadedTimeStep(key=step.key, subbands=tuple(load_subband(f) for f in step.files), left_out=step.left_out)

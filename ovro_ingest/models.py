@@ -60,12 +60,21 @@ class SourceFile(Record):
         return int(self.subband.removesuffix("MHz"))
 
 
+class ExcludedFile(Record):
+    """A file left out of its time step, and why (it is recorded in the store's ledger)."""
+
+    source: SourceFile
+    reason: str
+
+
 class TimeStepFiles(Record):
     """The FITS files of one time step, one per subband (output of ``discover``)."""
 
     key: str
     """Time stamp from the file names, ``YYYYMMDD_HHMMSS``; it groups, it is not the time."""
     files: tuple[SourceFile, ...]
+    left_out: tuple[ExcludedFile, ...] = ()
+    """Entries named like this time step's subbands that cannot be opened (recorded in its ledger)."""
 
 
 class Manifest(Record):
@@ -102,6 +111,8 @@ class ReadableTimeStep(Record):
 
     key: str
     files: tuple[ReadableFile, ...]
+    left_out: tuple[ExcludedFile, ...] = ()
+    """What discovery left out (:attr:`TimeStepFiles.left_out`)."""
 
 
 class SpatialGrid(Record):
@@ -224,13 +235,8 @@ class LoadedTimeStep(Record):
 
     key: str
     subbands: tuple[SubbandImage, ...]
-
-
-class ExcludedFile(Record):
-    """A file left out of its time step, and why (it is recorded in the store's ledger)."""
-
-    source: SourceFile
-    reason: str
+    left_out: tuple[ExcludedFile, ...] = ()
+    """What discovery left out (:attr:`TimeStepFiles.left_out`)."""
 
 
 class TimeStepPlan(Record):

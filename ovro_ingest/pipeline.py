@@ -16,9 +16,9 @@ from ovro_ingest.commit import clear_staging, commit_time_step, drop_committed_s
 from ovro_ingest.discover import discover_time_steps
 from ovro_ingest.errors import IngestError
 from ovro_ingest.handle import Store
-from ovro_ingest.headers import make_readable
+from ovro_ingest.headers import make_time_step_readable
 from ovro_ingest.load import load_subbands
-from ovro_ingest.models import AppendReceipt, ReadableTimeStep, SourceFile, TimeStepFiles, TimeStepPlan
+from ovro_ingest.models import AppendReceipt, SourceFile, TimeStepFiles, TimeStepPlan
 from ovro_ingest.store import (
     StoreSettings,
     create_store,
@@ -38,9 +38,9 @@ def plan_time_step(
     keep_bad_checksums: bool = False,
 ) -> TimeStepPlan:
     """Fix, load and combine one time step (no pixel is read)."""
-    files = tuple(make_readable(f, fixed_dir, keep_bad_checksums) for f in step.files)
-    readable = ReadableTimeStep(key=step.key, files=files)
-    return combine_frequencies(load_subbands(readable), keep_bad_beams)
+    return combine_frequencies(
+        load_subbands(make_time_step_readable(step, fixed_dir, keep_bad_checksums)), keep_bad_beams
+    )
 
 
 def create_store_for_night(

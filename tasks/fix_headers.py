@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from ovro_ingest.headers import make_readable
+from ovro_ingest.headers import make_time_step_readable
 from ovro_ingest.models import ReadableTimeStep, TimeStepFiles
 from tasks.cache import FIXING
 
@@ -12,8 +12,8 @@ from tasks.cache import FIXING
 @task(name="fix_headers", task_run_name="fix-{step.key}", cache_policy=FIXING, persist_result=True)
 def fix_headers(step: TimeStepFiles, fixed_dir: str | None, keep_bad_checksums: bool = False) -> ReadableTimeStep:
     """Return the files of ``step`` as the loader should open them (a failed CHECKSUM/DATASUM refuses a file)."""
-    files = tuple(make_readable(source, fixed_dir, keep_bad_checksums) for source in step.files)
-    for readable in files:
-        if readable.corrections:
-            get_run_logger().info("%s: %s", readable.source.name, "; ".join(readable.corrections))
-    return ReadableTimeStep(key=step.key, files=files)
+    readable = make_time_step_readable(step, fixed_dir, keep_bad_checksums)
+    for file in readable.files:
+        if file.corrections:
+            get_run_logger().info("%s: %s", file.source.name, "; ".join(file.corrections))
+    return readable

@@ -35,6 +35,9 @@ def test_audit_reports_each_kind_of_trouble_per_time_step(make_data):
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
     with fits.open(next(folder.glob("20240524_050029_50MHz*.fits")), mode="update") as hdul:
         hdul[0].header["BMAJ"] = 0.0  # invalid beam
+    dangling = next(folder.glob("20240524_050049_46MHz*.fits"))  # its disk unmounted
+    dangling.unlink()
+    dangling.symlink_to(folder.parent / "unmounted" / dangling.name)
     with fits.open(next(folder.glob("20240524_050039_41MHz*.fits")), mode="update") as hdul:
         hdul[0].header["CRVAL3"] += 3_000.0  # jitter
         hdul[0].header["DATE-OBS"] = "2024-05-24T05:00:44.3"  # 5 s later than its subbands
@@ -46,11 +49,15 @@ def test_audit_reports_each_kind_of_trouble_per_time_step(make_data):
     assert abs(steps["20240524_050039"].date_obs_spread_s - 5.0) < 1e-3
     assert report.max_jitter_hz == 3_000.0 and len(report.channels_hz) == 3
     assert abs(steps["20240524_050049"].name_offset_s - 0.3) < 1e-3
+    assert steps["20240524_050049"].ok and steps["20240524_050049"].missing_subbands == ["46MHz"]
+    assert any(note.startswith(f"{dangling.name}: a symbolic link to") for note in steps["20240524_050049"].notes)
 
     result = ovro_ingest("audit", str(folder))
     assert result.returncode == 1
     assert f"would fail 20240524_050019: {truncated}: truncated FITS file" in result.stdout
     assert "5 time steps: 4 would be stored, 1 would fail" in result.stdout
+    left_out = [line for line in result.stdout.splitlines() if "cannot be opened and would be left out" in line]
+    assert len(left_out) == 1 and left_out[0].startswith("1 entry") and dangling.name in left_out[0], result.stdout
 
 
 def test_audit_finds_files_needing_a_fixed_copy_and_a_second_pixel_grid(make_data):

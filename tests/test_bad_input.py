@@ -5,7 +5,8 @@ files in the repository). One ``ovro-ingest run`` ingests it; each case's outcom
 then read from the CLI's output and the store:
 
 - stored correctly (scaled integers, all-NaN image, image in an extension, odd names),
-- stored without a file, with a warning (missing or zero beam),
+- stored without a file, with a warning (missing or zero beam, a file that cannot be
+  opened: no read permission, a dangling link),
 - skipped before grouping, with a warning (unparseable names, compressed FITS, junk),
 - the time step fails with one line naming the file and the fix (everything else),
 
@@ -126,13 +127,15 @@ CASES = {
     10: ("GLON/GLAT axes", "failed"),
     11: ("2-D image, no frequency", "failed"),
     12: ("image in an extension, empty primary HDU", "stored"),
-    13: ("permission denied", "failed"),
+    13: ("permission denied", "stored without it"),
     14: ("non-ASCII and blanks in the name", "stored"),
     15: ("integer data and a card astropy cannot write (CRDER1 = nan)", "stored"),
     16: ("a singular WCS (CDELT1 = 0)", "failed"),
     17: ("a pixel changed after DATASUM was written", "failed"),
     18: ("the pixel scale as a CD matrix", "stored"),
     19: ("DATE-OBS a date only, the time in MJD-OBS", "stored"),
+    20: ("a dangling symbolic link named like a subband (its disk unmounted)", "stored without it"),
+    21: ("names ending .FITS and .fit", "stored"),
 }
 
 
@@ -172,6 +175,11 @@ def corpus(tmp_path_factory) -> tuple[Path, dict[int, Path]]:
     flip_one_pixel(first[17])
     rewrite(str(first[18]), as_cd_matrix)
     rewrite(str(first[19]), aips_date)
+    first[20].unlink()
+    first[20].symlink_to(night.parent / "unmounted-disk" / first[20].name)
+    for source, ending in zip(steps[21].files, (".FITS", ".fit"), strict=True):
+        Path(source.path).rename(Path(source.path).with_suffix(ending))
+    first[21] = first[21].with_suffix(".FITS")
     # files that are not images of this night
     (night / "notes.fits").write_bytes(first[0].read_bytes())  # no DATE-OBS, and a name that says no time either
     rewrite(str(night / "notes.fits"), set_keyword("DATE-OBS", None))
@@ -204,12 +212,10 @@ def failure_lines(result: subprocess.CompletedProcess) -> dict[str, str]:
 
 def test_each_bad_file_fails_only_its_time_step_with_one_line_naming_the_file_and_the_fix(corpus, ingested):
     night, first = corpus
-    result, _store, permissions_enforced = ingested
+    result, _store, _ = ingested
     keys = [s.key for s in discover_time_steps(night).time_steps]
     failures = failure_lines(result)
     expected_failures = {k for i, k in enumerate(keys) if CASES[i][1] == "failed"}
-    if not permissions_enforced:
-        expected_failures.discard(keys[13])
     assert set(failures) == expected_failures, result.stdout
     assert result.returncode == 1
     fixes = {
@@ -220,7 +226,6 @@ def test_each_bad_file_fails_only_its_time_step_with_one_line_naming_the_file_an
         7: ("pixel grid", first[7].name),
         10: ("not RA/Dec", "reproject it to RA/Dec"),
         11: ("2-D image with no frequency", "add a FREQ axis"),
-        13: ("permission denied", "make the file readable"),
         16: ("Linear transformation matrix is singular", "correct the header"),
         17: ("corrupted: its pixels do not match its DATASUM", "--keep-bad-checksums"),
     }
@@ -234,13 +239,11 @@ def test_each_bad_file_fails_only_its_time_step_with_one_line_naming_the_file_an
 
 def test_the_other_time_steps_are_stored_exactly(corpus, ingested):
     night, first = corpus
-    _result, store, permissions_enforced = ingested
+    _result, store, _ = ingested
     keys = [s.key for s in discover_time_steps(night).time_steps]
     ds = xr.open_zarr(store)
     stored = {k: i for i, k in enumerate(ds["time_key"].values)}
     expected = [k for i, k in enumerate(keys) if CASES[i][1] in ("stored", "stored without it")]
-    if not permissions_enforced:
-        expected = sorted([*expected, keys[13]])
     assert list(stored) == expected
     assert validate_store(store).ok
     with fits.open(first[4]) as hdulist:  # scaled integers: the physical values
@@ -261,17 +264,39 @@ def test_the_other_time_steps_are_stored_exactly(corpus, ingested):
     assert stored_time == Time(fits.getheader(first[19])["MJD-OBS"], format="mjd", scale="utc").isot
 
 
-def test_a_file_with_a_bad_beam_is_left_out_with_a_warning_and_a_ledger_entry(corpus, ingested):
+def test_a_file_with_a_bad_beam_or_an_entry_that_cannot_be_opened_is_left_out_with_a_warning_and_a_ledger_entry(
+    corpus, ingested
+):
     night, first = corpus
-    result, store, _ = ingested
+    result, store, permissions_enforced = ingested
+    output = result.stderr + result.stdout
     ds = xr.open_zarr(store)
-    for index in (8, 9):
+    reasons = {8: "no BMAJ", 9: "BMAJ=0.0", 20: "a symbolic link to", 13: "permission denied"}
+    for index, reason in reasons.items():
+        if index == 13 and not permissions_enforced:
+            continue
         position = list(ds["time_key"].values).index(discover_time_steps(night).time_steps[index].key)
         ledger = json.loads(str(ds["source_files"].values[position]))
         left_out = [entry for entry in ledger if "excluded" in entry]
         assert [Path(e["path"]).name for e in left_out] == [first[index].name]
+        assert reason in left_out[0]["excluded"], left_out
         assert np.isnan(ds["SKY"].values[position, 0, 0]).all() and np.isfinite(ds["SKY"].values[position, 1, 0]).any()
-    assert "BMAJ" in result.stderr + result.stdout
+    assert "BMAJ" in output
+    warned = [line for line in output.splitlines() if "named like subband images that cannot be opened" in line]
+    assert len(warned) == 1 and first[20].name in warned[0] and "unmounted disk" in warned[0], output
+    assert "Traceback" not in output
+
+
+def test_image_names_ending_in_any_case_of_fits_fit_or_fts_are_ingested(corpus, ingested):
+    night, first = corpus
+    _result, store, _ = ingested
+    step = discover_time_steps(night).time_steps[21]
+    assert sorted(Path(f.path).suffix for f in step.files) == [".FITS", ".fit"] and not step.left_out
+    ds = xr.open_zarr(store)
+    position = list(ds["time_key"].values).index(step.key)
+    ledger = json.loads(str(ds["source_files"].values[position]))
+    assert {Path(e["path"]).name for e in ledger} == {Path(f.path).name for f in step.files}
+    np.testing.assert_array_equal(ds["SKY"].values[position, 0, 0], fits.getdata(first[21])[0, 0].T)
 
 
 def test_names_and_files_that_are_not_images_of_the_night_are_skipped_with_a_warning(corpus, ingested):

@@ -1,6 +1,8 @@
 """Discovery: both file name conventions, grouping by time stamp, unrelated files skipped."""
 
 import logging
+import os
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +96,63 @@ def test_discover_result_stays_small_for_a_full_night_and_its_manifest_round_tri
     assert len(manifest.model_dump_json()) < 2048, "the persisted result of discover stays small"
     assert manifest.n_time_steps == 4320 and manifest.n_files == 4320 * 15
     assert read_manifest(manifest) == night
+
+
+@pytest.mark.parametrize("ending", [".FITS", ".fit", ".fts", ".Fits"])
+def test_image_names_with_any_fits_ending_in_any_case_are_found(make_data, ending):
+    folder = make_data(time_steps=1, n_subbands=2)
+    renamed = next(folder.glob("*46MHz*.fits"))
+    renamed.rename(renamed.with_suffix(ending))
+    found = discover_time_steps(folder)
+    assert [f.subband for f in found.time_steps[0].files] == ["41MHz", "46MHz"] and found.skipped == []
+    assert found.time_steps[0].files[1].path.endswith(ending)
+
+
+def test_an_entry_named_like_a_subband_that_cannot_be_opened_is_left_out_of_its_time_step_with_one_warning(
+    make_data, caplog, tmp_path
+):
+    from ovro_ingest.discover import listing_fingerprint
+
+    folder = make_data(time_steps=3, n_subbands=2)
+    steps = discover_time_steps(folder).time_steps
+    dangling, looping = Path(steps[0].files[1].path), Path(steps[1].files[0].path)
+    dangling.unlink()
+    dangling.symlink_to(tmp_path / "unmounted" / dangling.name)
+    looping.unlink()
+    looping.symlink_to(looping)
+    fifo = folder / steps[2].files[0].path.rsplit("/", 1)[1].replace("_41MHz_", "_46MHz_")
+    Path(steps[2].files[1].path).unlink()
+    os.mkfifo(fifo)
+    before = listing_fingerprint(folder)
+    with caplog.at_level(logging.WARNING):
+        found = discover_time_steps(folder)
+    assert [[f.subband for f in step.files] for step in found.time_steps] == [["41MHz"], ["46MHz"], ["41MHz"]]
+    left_out = {e.source.name: e.reason for e in found.left_out}
+    assert (
+        left_out[dangling.name].startswith(f"a symbolic link to {tmp_path / 'unmounted'}")
+        and "unmounted" in left_out[dangling.name]
+    )
+    assert "a loop" in left_out[looping.name] and left_out[fifo.name] == "not a regular file"
+    assert [len(step.left_out) for step in found.time_steps] == [1, 1, 1]
+    assert found.time_steps[0].left_out[0].source.path == str(dangling), "the entry, not its missing target"
+    warnings = [r for r in caplog.records if "cannot be opened" in r.getMessage()]
+    assert len(warnings) == 1 and "left out 3 entries" in warnings[0].getMessage()
+    assert dangling.name in warnings[0].getMessage() and "remount" in warnings[0].getMessage()
+    (tmp_path / "unmounted").mkdir()
+    os.link(steps[0].files[0].path, tmp_path / "unmounted" / dangling.name)  # its disk is back
+    assert listing_fingerprint(folder) != before, "the target coming back changes the listing"
+    assert [f.subband for f in discover_time_steps(folder).time_steps[0].files] == ["41MHz", "46MHz"]
+
+
+def test_a_time_step_of_entries_that_cannot_be_opened_fails_alone_naming_them(make_data, tmp_path):
+    from ovro_ingest.errors import TimeStepRejected
+    from ovro_ingest.pipeline import plan_time_step
+
+    folder = make_data(time_steps=2, n_subbands=2)
+    for source in discover_time_steps(folder).time_steps[0].files:
+        Path(source.path).unlink()
+        Path(source.path).symlink_to(tmp_path / "gone" / Path(source.path).name)
+    first, second = discover_time_steps(folder).time_steps
+    with pytest.raises(TimeStepRejected, match=r"no subband images; left out .*: a symbolic link to"):
+        plan_time_step(first)
+    assert len(plan_time_step(second).subbands) == 2
