@@ -22,16 +22,21 @@ and named in one warning per run: it never stops the night.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import os
 import re
 import stat
+import warnings
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+
+from astropy.time import Time
+from erfa import ErfaWarning
 
 from ovro_ingest.models import ExcludedFile, Manifest, SourceFile, TimeStepFiles
 
@@ -74,9 +79,40 @@ def parse_file_name(name: str) -> ParsedName | None:
     """
     for pattern in NAMING_CONVENTIONS.values():
         match = pattern.match(name)
-        if match:
-            return ParsedName(key=f"{match['date']}_{match['time']}", subband=f"{int(match['subband'])}MHz")
+        if match and stamp_time(key := f"{match['date']}_{match['time']}") is not None:
+            return ParsedName(key=key, subband=f"{int(match['subband'])}MHz")
     return None
+
+
+@functools.lru_cache(maxsize=8192)  # a night's keys: 4,320 of them, each named by every subband's file
+def stamp_time(key: str) -> Time | None:
+    """The UTC instant a file-name stamp ``YYYYMMDD_HHMMSS`` names, or None when it names none (``20240532_...``).
+
+    A leap second's ``..._235960`` is an instant (astropy's ``Time.strftime`` writes such
+    stamps); second 60 of a day without a leap second is not.
+    """
+    try:
+        moment = datetime.strptime(key, "%Y%m%d_%H%M%S")
+    except ValueError:
+        if not key.endswith("60"):
+            return None
+        iso = f"{key[:4]}-{key[4:6]}-{key[6:8]}T{key[9:11]}:{key[11:13]}:60"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ErfaWarning)  # "time is after end of day": no leap second that day
+            try:
+                return Time(iso, format="isot", scale="utc")
+            except (ValueError, ErfaWarning):
+                return None
+    return Time(moment, scale="utc")
+
+
+def stamp_seconds(key: str, later: str) -> float:
+    """UTC seconds from stamp ``key`` to stamp ``later`` (a leap second counts as one)."""
+    start, end = stamp_time(key), stamp_time(later)
+    if start is None or end is None:
+        raise ValueError(f"not a file-name time stamp: {key if start is None else later}")
+    seconds: float = (end - start).to_value("s")  # astropy publishes no types
+    return seconds
 
 
 @dataclass
@@ -272,8 +308,8 @@ def merge_straddling(groups: dict[str, list[SourceFile]]) -> dict[str, list[Sour
 
 def straddles(key: str, later: str, files: list[SourceFile], later_files: list[SourceFile]) -> bool:
     """True when ``later`` is one second after ``key`` and the two groups share no subband."""
-    step = datetime.strptime(later, "%Y%m%d_%H%M%S") - datetime.strptime(key, "%Y%m%d_%H%M%S")
-    return step.total_seconds() == STRADDLE_S and not {f.subband for f in files} & {f.subband for f in later_files}
+    one_second = abs(stamp_seconds(key, later) - STRADDLE_S) < 1e-6
+    return one_second and not {f.subband for f in files} & {f.subband for f in later_files}
 
 
 def listing_fingerprint(input_dir: str | os.PathLike[str], exclude: tuple[Path, ...] = ()) -> str:

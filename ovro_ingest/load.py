@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import numpy as np
@@ -24,6 +23,7 @@ import xarray as xr
 from astropy.io import fits
 from astropy.time import Time
 
+from ovro_ingest.discover import stamp_time
 from ovro_ingest.errors import file_boundary
 from ovro_ingest.facts import HEADER_FIX, beams_table, header_facts
 from ovro_ingest.models import LoadedTimeStep, ReadableFile, ReadableTimeStep, SubbandImage
@@ -123,9 +123,11 @@ def transpose_into(plane: npt.NDArray[Any], out: npt.NDArray[Any]) -> None:
 
 
 def name_time_offset_s(key: str, time_mjd: float) -> float:
-    """DATE-OBS minus the file name's time stamp (``YYYYMMDD_HHMMSS``), in seconds."""
-    named = Time(datetime.strptime(key, "%Y%m%d_%H%M%S").replace(tzinfo=UTC), scale="utc")
-    offset_s: float = (time_mjd - named.mjd) * 86400.0  # astropy publishes no types
+    """DATE-OBS minus the file name's time stamp (``YYYYMMDD_HHMMSS``, a leap second's included), in seconds."""
+    named = stamp_time(key)
+    if named is None:
+        raise ValueError(f"not a file-name time stamp: {key}")
+    offset_s: float = (Time(time_mjd, format="mjd", scale="utc") - named).to_value("s")  # astropy publishes no types
     return offset_s
 
 

@@ -639,3 +639,43 @@ def test_open_time_step_reads_stokes_first_files_as_the_store_does(make_data, tm
     image = read(path, tmp_path)
     plan = combine_frequencies(LoadedTimeStep(key="20240524_050009", subbands=(image,)))
     np.testing.assert_array_equal(open_time_step(plan)["SKY"].values[0, 0, 0], fits.getdata(path)[0, 0].T)
+
+
+def test_a_night_across_a_leap_second_is_stored_at_each_time_step_s_date_obs_names_stamped_235960_included(
+    make_data, tmp_path
+):
+    """2016-12-31 ended with 23:59:60; astropy's ``Time.strftime`` of that instant stamps names ``..._235960``."""
+    from datetime import datetime
+
+    from ovro_ingest.discover import stamp_seconds
+
+    folder = make_data(time_steps=3, n_subbands=2, size=32, start=datetime(2016, 12, 31, 23, 59, 50))
+    stamps = {  # synth's stamp -> the stamp and DATE-OBS of a night across the leap second
+        "20161231_235950": ("20161231_235950", "2016-12-31T23:59:50.3"),
+        "20170101_000000": ("20161231_235960", "2016-12-31T23:59:60.3"),
+        "20170101_000010": ("20170101_000009", "2017-01-01T00:00:09.3"),
+    }
+    for path in sorted(folder.glob("*.fits")):
+        new, date_obs = stamps[path.name[:15]]
+        fits.setval(path, "DATE-OBS", value=date_obs)
+        path.rename(path.with_name(path.name.replace(path.name[:15], new)))
+    assert [s.key for s in discover_time_steps(folder).time_steps] == [
+        "20161231_235950",
+        "20161231_235960",
+        "20170101_000009",
+    ]
+    report = audit_directory(folder)
+    assert report.ok and [round(step.name_offset_s, 3) for step in report.time_steps] == [0.3, 0.3, 0.3]
+    ingest_directory(folder, tmp_path / "s.zarr", settings=SETTINGS)
+    ds = xr.open_zarr(tmp_path / "s.zarr")
+    stored = [Time(t, format="mjd", scale="utc").isot for t in ds["time"].values]
+    assert stored == ["2016-12-31T23:59:50.300", "2016-12-31T23:59:60.300", "2017-01-01T00:00:09.300"]
+    assert stamp_seconds("20161231_235959", "20161231_235960") == pytest.approx(1.0)
+    assert stamp_seconds("20161231_235960", "20170101_000000") == pytest.approx(1.0), "names a second apart straddle"
+
+
+@pytest.mark.parametrize("stamp", ["20161230_235960", "20240532_050009", "20241301_050009", "20240524_250009"])
+def test_a_name_whose_stamp_is_no_utc_instant_follows_no_convention_and_is_skipped(stamp):
+    from ovro_ingest.discover import parse_file_name
+
+    assert parse_file_name(f"{stamp}_41MHz_averaged_20000_iterations-I-image.fits") is None
