@@ -109,12 +109,16 @@ def header_facts(header: fits.Header, path: str, beams: fits.BinTableHDU | None 
         One line naming the file and the fix for anything the store cannot hold, and for
         any error of astropy or wcslib while reading the header.
     """
+    check_pixel_scale(header, path)
     with file_boundary(path, "reading its header", HEADER_FIX):
         wcs = header_wcs(header)
         check_equatorial(wcs, path)
         frequency_hz = frequency_of(header, wcs, path)
         time_mjd, date_obs = observation_time(header, path)
+        grid = spatial_grid(header, wcs, path)
         beam, problem = beam_of(header, beams)
+        if problem is None and beam is not None and (problem := beam_size_problem(beam, grid)):
+            beam = None
         return HeaderFacts(
             frequency_hz=frequency_hz,
             time_mjd=time_mjd,
@@ -122,7 +126,7 @@ def header_facts(header: fits.Header, path: str, beams: fits.BinTableHDU | None 
             polarizations=polarizations_of(header, wcs, path),
             beam_rad=beam,
             beam_problem=problem,
-            grid=spatial_grid(header, wcs, path),
+            grid=grid,
             celestial_wcs=celestial_wcs_text(wcs),
             spectral_frame=spectral_frame_of(wcs, path),
         )
@@ -237,7 +241,15 @@ def frequency_of(header: fits.Header, wcs: WCS, path: str) -> float:
     channels = axis_length(header, wcs, 3)
     if channels != 1:
         raise BadInputFile(path, f"holds {channels} frequencies, expected one", "split it into one file per subband")
-    return float(spectral.pixel_to_world_values(0))
+    frequency = float(spectral.pixel_to_world_values(0))
+    if not (math.isfinite(frequency) and frequency > 0):
+        axis = wcs.wcs.spec + 1
+        raise BadInputFile(
+            path,
+            f"its frequency {frequency:g} Hz (CRVAL{axis}={header.get(f'CRVAL{axis}')}) is not positive",
+            f"write the channel's frequency into CRVAL{axis}, in Hz unless CUNIT{axis} says otherwise",
+        )
+    return frequency
 
 
 def spectral_frame_of(wcs: WCS, path: str) -> str:
@@ -277,6 +289,12 @@ def spatial_grid(header: fits.Header, wcs: WCS, path: str) -> SpatialGrid:
     """The celestial pixel grid: shape, projection, CRPIX, the full pixel matrix (degrees) and the frame."""
     celestial = wcs.sub([WCSSUB_CELESTIAL])
     matrix = celestial.pixel_scale_matrix  # CDELT x PC, or CD, or CROTA2 as PC: wcslib's linear transform
+    if np.linalg.det(matrix) == 0.0:  # wcslib accepts a singular PC matrix: every pixel on one line of the sky
+        raise BadInputFile(
+            path,
+            f"its pixel matrix (CDELT x PC, or CD) {matrix.tolist()} deg is singular, a zero pixel area",
+            "correct its PCi_j (or CDi_j) cards",
+        )
     return SpatialGrid(
         shape_lm=(axis_pixels(header, 1), axis_pixels(header, 2)),
         projection=str(celestial.wcs.ctype[0])[-3:],
@@ -341,10 +359,43 @@ def beam_problem(header: fits.Header) -> str | None:
 
 
 def beam_value_problem(keyword: str, number: float) -> str | None:
-    """Why one beam value is unusable (any finite angle is a position angle; sizes must be positive)."""
+    """Why one beam value (degrees) is unusable: any finite angle is a position angle; a size is above 0 and at most 180°."""
     if not math.isfinite(number) or (keyword != "BPA" and number <= 0):
         return f"{keyword}={number} is not a {'finite angle' if keyword == 'BPA' else 'positive beam size'}"
+    if keyword != "BPA" and number > 180.0:
+        return f"{keyword}={number} is above 180 degrees: {keyword} is in degrees ({likely_unit(number)})"
     return None
+
+
+def likely_unit(degrees: float) -> str:
+    """The unit mistake a too-large angle most likely is: arcsec or arcmin written as degrees."""
+    unit, factor = ("arcsec", 3600.0) if degrees > 60.0 else ("arcmin", 60.0)
+    return f"was it written in {unit}? {degrees:g} {unit} = {degrees / factor:.4g} deg"
+
+
+def beam_size_problem(beam_rad: tuple[float, float, float], grid: SpatialGrid) -> str | None:
+    """Why a beam cannot be the image's: its major axis exceeds the image's field of view (the likely unit mistake named)."""
+    major_deg = math.degrees(beam_rad[0])
+    field_deg = max(abs(scale) * pixels for scale, pixels in zip(grid.cdelt_deg, grid.shape_lm, strict=True))
+    if major_deg <= field_deg:
+        return None
+    return (
+        f"BMAJ={major_deg:g} deg is larger than the image's field of view ({field_deg:g} deg): "
+        f"BMAJ is in degrees ({likely_unit(major_deg)})"
+    )
+
+
+def check_pixel_scale(header: fits.Header, path: str) -> None:
+    """Refuse a zero pixel scale (CDELT1 or CDELT2 = 0 without a CD matrix): every pixel would be one point of the sky."""
+    if any(key.startswith("CD") and "_" in key for key in header):
+        return  # a CD matrix gives the scale; wcslib refuses a singular one
+    for axis in (1, 2):
+        if header.get(f"CDELT{axis}") == 0:
+            raise BadInputFile(
+                path,
+                f"CDELT{axis}=0 is a zero pixel scale",
+                f"write the pixel size in degrees into CDELT{axis} (or give a CD matrix)",
+            )
 
 
 def beams_table(hdulist: fits.HDUList, header: fits.Header | None = None) -> fits.BinTableHDU | None:
@@ -375,7 +426,7 @@ def table_beam(beams: fits.BinTableHDU | None) -> tuple[tuple[float, float, floa
         for name, default in CASA_BEAM_UNITS.items():
             unit = u.Unit(beams.columns[name].unit or default)
             value = float((np.asarray(data[name][rows[0]], dtype=float) * unit).to(u.rad).value)
-            if problem := beam_value_problem(name, value):
+            if problem := beam_value_problem(name, math.degrees(value)):
                 return None, f"BEAMS table {problem}"
             beam.append(value)
     except (KeyError, ValueError, TypeError) as error:

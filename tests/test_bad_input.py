@@ -130,7 +130,7 @@ CASES = {
     13: ("permission denied", "stored without it"),
     14: ("non-ASCII and blanks in the name", "stored"),
     15: ("integer data and a card astropy cannot write (CRDER1 = nan)", "stored"),
-    16: ("a singular WCS (CDELT1 = 0)", "failed"),
+    16: ("a zero pixel scale (CDELT1 = 0)", "failed"),
     17: ("a pixel changed after DATASUM was written", "failed"),
     18: ("the pixel scale as a CD matrix", "stored"),
     19: ("DATE-OBS a date only, the time in MJD-OBS", "stored"),
@@ -226,7 +226,7 @@ def test_each_bad_file_fails_only_its_time_step_with_one_line_naming_the_file_an
         7: ("pixel grid", first[7].name),
         10: ("not RA/Dec", "reproject it to RA/Dec"),
         11: ("2-D image with no frequency", "add a FREQ axis"),
-        16: ("Linear transformation matrix is singular", "correct the header"),
+        16: ("CDELT1=0 is a zero pixel scale", "write the pixel size in degrees into CDELT1"),
         17: ("corrupted: its pixels do not match its DATASUM", "--keep-bad-checksums"),
     }
     for index, words in fixes.items():
