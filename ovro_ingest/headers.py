@@ -14,8 +14,9 @@ loader cannot read it as it is:
   same WCS in CDELT + PC,
 - it lacks CRPIX/CDELT/CRVAL that the FITS standard gives a default.
 
-In a fixed copy, cards that are not valid FITS (``CRDER1 = nan``) are dropped, since
-astropy cannot write them. Keywords present in the file are otherwise never
+In a fixed copy, a card that is not valid FITS is written as astropy's
+``output_verify="fix"`` writes it (``date-obs=`` upper-cased, ``CRDER1 = nan`` quoted);
+only a card astropy cannot fix is dropped. Both are recorded. Keywords present in the file are otherwise never
 overwritten. Each correction is returned in words, so that the store can record what
 was changed; so are conversions that need no copy (float64 pixels stored as float32,
 a checksum failure kept on request).
@@ -188,7 +189,7 @@ def plan_fix(hdulist: fits.HDUList, index: int, source: SourceFile) -> FixPlan:
         *completed_axes(fixed, source),
         *pc_from_cd(fixed, source.path),
         *wcs_defaults(fixed),
-        *dropped(fixed, invalid),
+        *repaired(fixed, invalid),
     ]
     for keyword in ("CHECKSUM", "DATASUM"):  # they describe the source, not the copy
         fixed.remove(keyword, ignore_missing=True)
@@ -380,8 +381,8 @@ def wcs_defaults(header: fits.Header) -> list[str]:
     return [f"added {keyword}={value} (the FITS default)" for keyword, value in missing]
 
 
-def invalid_cards(header: fits.Header) -> dict[str, str]:
-    """The cards that are not valid FITS (``CRDER1 = nan``), by keyword, with astropy's reason on one line."""
+def invalid_cards(header: fits.Header) -> dict[str, tuple[str, str]]:
+    """The cards that are not valid FITS (``CRDER1 = nan``, ``date-obs=``), by keyword: astropy's reason on one line, and the card as written."""
     invalid = {}
     for card in header.cards:
         if card.keyword in STRUCTURAL:
@@ -389,15 +390,43 @@ def invalid_cards(header: fits.Header) -> dict[str, str]:
         try:
             card.verify("exception")
         except VerifyError as error:
-            invalid[card.keyword] = one_line(error)
+            invalid[card.keyword] = (one_line(error), card.image)
     return invalid
 
 
-def dropped(header: fits.Header, invalid: dict[str, str]) -> list[str]:
-    """Drop the invalid cards from a fixed copy's header: astropy cannot write them, and a copy must be valid FITS."""
-    for keyword in invalid:
-        header.remove(keyword, ignore_missing=True, remove_all=True)
-    return [f"dropped the card {keyword}: {reason}" for keyword, reason in invalid.items()]
+def astropy_fix(image: str) -> fits.Card | None:
+    """The card as astropy's ``output_verify="fix"`` writes it (``date-obs=`` upper-cased, ``nan`` quoted), or None when astropy cannot fix it."""
+    card = fits.Card.fromstring(image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VerifyWarning)
+        try:
+            card.verify("fix")
+            fixed = fits.Card.fromstring(card.image)  # as written: a fixed card's text is made anew
+            fixed.verify("exception")
+        except (VerifyError, ValueError):
+            return None
+    return fixed
+
+
+def repaired(header: fits.Header, invalid: dict[str, tuple[str, str]]) -> list[str]:
+    """Give a fixed copy's header each invalid card as astropy fixes it; drop only the cards astropy cannot fix.
+
+    A copy must be valid FITS. Each card's change is returned in words, for the ledger.
+    """
+    corrections = []
+    for keyword, (reason, image) in invalid.items():
+        fixed = astropy_fix(image)
+        if fixed is None:
+            header.remove(keyword, ignore_missing=True, remove_all=True)
+            corrections.append(f"dropped the card {keyword}: {reason} (astropy cannot fix it)")
+            continue
+        index = header.index(keyword)
+        del header[index]
+        header.insert(index, fixed)  # the card itself: a new value alone would keep its text (``date-obs``)
+        corrections.append(
+            f"fixed the card {keyword} as astropy does: {image.strip()!r} -> {fixed.image.strip()!r} ({reason})"
+        )
+    return corrections
 
 
 def fixed_copy_path(source: SourceFile, fixed_dir: Path) -> Path:

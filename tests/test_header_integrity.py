@@ -65,19 +65,29 @@ def test_one_line_keeps_what_wcslib_and_astropy_found_wrong_and_drops_where():
     assert len(one_line(ValueError("x" * 1000))) == 240
 
 
-def test_row2_a_scaled_file_with_a_card_astropy_cannot_write_gets_a_copy_without_it(tmp_path):
+def test_row2_a_scaled_file_with_cards_that_are_not_valid_fits_gets_a_copy_with_them_as_astropy_fixes_them(tmp_path):
     path = tmp_path / "20240524_050009_41MHz_averaged_1-I-image.fits"
     source, physical = scaled_integer_image(path)
+    date_obs = fits.getval(path, "DATE-OBS")
     raw_card(path, "OBSERVER", "CRDER1  =                  nan")
+    raw_card(path, "DATE-OBS", f"date-obs= '{date_obs}'")  # lower case: astropy upper-cases it
+    raw_card(path, "TELESCOP", "BAD KEY = 3")  # a blank in a keyword: astropy cannot fix it
     source = SourceFile.from_path(path, "41MHz")
     readable = make_readable(source, tmp_path / "fixed")
-    dropped = "dropped the card CRDER1: Card 'CRDER1' is not FITS standard (invalid value string: 'nan')."
-    assert dropped in readable.corrections
+    corrections = "\n".join(readable.corrections)
+    assert (
+        "fixed the card CRDER1 as astropy does: 'CRDER1  =                  nan' -> \"CRDER1  = 'nan     '\""
+        in corrections
+    )
+    assert 'fixed the card DATE-OBS as astropy does: "date-obs=' in corrections
+    assert "dropped the card BAD KEY" in corrections and "(astropy cannot fix it)" in corrections, corrections
     assert audit_file(source).corrections == list(readable.corrections), "the audit predicts the same copy"
     with fits.open(readable.path) as copy:
-        assert "CRDER1" not in copy[0].header
+        header = copy[0].header
+        assert header["CRDER1"] == "nan" and header["DATE-OBS"] == date_obs and "BAD KEY" not in header
         np.testing.assert_array_equal(copy[0].data[0, 0], physical[0, 0].astype(np.float32))
-    assert load_subband(readable).frequency_hz == fits.getval(path, "CRVAL3")
+    image = load_subband(readable)
+    assert image.frequency_hz == fits.getval(path, "CRVAL3") and image.date_obs == date_obs
 
 
 def test_no_library_warning_reaches_the_console_for_a_card_astropy_would_fix(make_data, tmp_path):
