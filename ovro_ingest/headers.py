@@ -36,6 +36,7 @@ import math
 import os
 import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,9 +173,11 @@ def plan_fix(hdulist: fits.HDUList, index: int, source: SourceFile) -> FixPlan:
     Raises
     ------
     BadInputFile
-        A needed fix cannot be made (a 2-D image with no known frequency, a singular CD matrix).
+        A needed fix cannot be made (a 2-D image with no known frequency, a singular CD matrix),
+        or a keyword is repeated with another value.
     """
     header = hdulist[index].header
+    check_repeated_keywords(header, source.path)
     notes = precision_notes(header)
     if not needs_copy(header, index > 0):
         return FixPlan(header=header, notes=notes)
@@ -183,6 +186,7 @@ def plan_fix(hdulist: fits.HDUList, index: int, source: SourceFile) -> FixPlan:
         warnings.simplefilter("ignore", VerifyWarning)  # copying "fixes" invalid cards, with a multi-line warning
         fixed = header.copy()
     corrections = [
+        *inherited(fixed, hdulist[0].header if index > 0 else None, source.path),
         *to_primary(fixed, index > 0),
         *unscaled(fixed),
         *stripped_ctypes(fixed),
@@ -194,6 +198,68 @@ def plan_fix(hdulist: fits.HDUList, index: int, source: SourceFile) -> FixPlan:
     for keyword in ("CHECKSUM", "DATASUM"):  # they describe the source, not the copy
         fixed.remove(keyword, ignore_missing=True)
     return FixPlan(header=fixed, corrections=corrections, notes=notes)
+
+
+COMMENTARY = frozenset({"COMMENT", "HISTORY", ""})
+
+
+def check_repeated_keywords(header: fits.Header, path: str) -> None:
+    """Refuse a header that gives one keyword twice with different values (FITS allows a keyword once).
+
+    Which card is right cannot be known (a header patched by appending a corrected card, say),
+    so neither is taken. Commentary cards (COMMENT, HISTORY, blank) repeat by design; a
+    keyword repeated with the same value says one thing and is read.
+    """
+    counts = Counter(header.keys())
+    repeated = {keyword for keyword, n in counts.items() if n > 1 and keyword not in COMMENTARY}
+    first: dict[str, str] = {}
+    for card in header.cards:
+        if card.keyword not in repeated:  # a card's text is not touched otherwise: reading it "fixes" invalid cards
+            continue
+        value = card_value_text(card)
+        seen = first.setdefault(card.keyword, value)
+        if seen != value:
+            raise BadInputFile(
+                path,
+                f"{card.keyword} appears twice with different values ({seen}, then {value})",
+                f"remove the wrong {card.keyword} card (FITS allows each keyword once)",
+            )
+
+
+def card_value_text(card: fits.Card) -> str:
+    """A card's value as written (its text between ``=`` and the comment), for comparing repeated cards."""
+    image: str = card.image
+    value = image[10:] if image[8:10] == "= " else image[8:]
+    return value.split(" /", 1)[0].strip()
+
+
+INHERITED_NOT = frozenset({"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "CHECKSUM", "DATASUM", "INHERIT"})
+"""Primary-header keywords an extension never inherits: they describe the primary HDU itself."""
+
+
+def inherited(header: fits.Header, primary: fits.Header | None, path: str) -> list[str]:
+    """Give an extension's header the primary header's cards it lacks when it says ``INHERIT = T`` (the FITS convention).
+
+    The extension's own cards win; structural and commentary cards are not inherited.
+    The copy is a primary HDU of its own, so INHERIT itself goes.
+    """
+    if primary is None or header.get("INHERIT") is not True:
+        return []
+    check_repeated_keywords(primary, path)
+    taken = [
+        card
+        for card in primary.cards
+        if card.keyword not in header
+        and card.keyword not in INHERITED_NOT
+        and card.keyword not in COMMENTARY
+        and not _NAXIS_N.fullmatch(card.keyword)
+    ]
+    header.remove("INHERIT")
+    for card in taken:
+        header.append(card)
+    if not taken:
+        return ["INHERIT = T, but the primary header has no card the extension lacks"]
+    return [f"took {', '.join(card.keyword for card in taken)} from the primary header (INHERIT = T)"]
 
 
 def needs_copy(header: fits.Header, in_extension: bool) -> bool:

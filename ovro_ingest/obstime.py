@@ -10,6 +10,10 @@ The keywords (FITS 4.0, section 9; WCS Paper VII, Rots et al. 2015, A&A 574, A36
 - ``MJD-OBS``: the same instant as a Modified Julian Date;
 - ``DATE-BEG`` / ``MJD-BEG``: the start of the observation (FITS 4.0), read when
   DATE-OBS and MJD-OBS give no time of day;
+- ``TSTART``: the start too, as a time since a reference (FITS 4.0, section 9.2):
+  ``TSTART + TIMEZERO`` in ``TIMEUNIT`` (seconds when absent) after ``MJDREFI + MJDREFF``,
+  ``MJDREF``, ``JDREFI + JDREFF``, ``JDREF`` or ``DATEREF``, in the scale of TIMESYS; a
+  TSTART without a reference is refused (its zero is unknown);
 - ``TIMESYS``: the time scale of all of them, UTC when absent (FITS 4.0, table 30):
   UTC, TAI, TT, TDB, TCG, TCB, UT1, GPS, the deprecated synonyms IAT, GMT, UT, TDT and
   ET (astropy's ``FITS_DEPRECATED_SCALES``), with an optional realization in
@@ -43,7 +47,9 @@ GPS_MINUS_TAI_S = -19.0
 ASTROPY_SCALES = ("utc", "tai", "tt", "tdb", "tcg", "tcb", "ut1")
 """TIMESYS values astropy converts to UTC (its ``local`` scale cannot be)."""
 TIME_GROUPS = (("DATE-OBS", "MJD-OBS"), ("DATE-BEG", "MJD-BEG"))
-"""Keywords that state the same instant; the first group is read first."""
+"""Keywords that state the same instant; the first group is read first (TSTART belongs to the second)."""
+TIME_UNITS = {"s": 1.0, "d": 86400.0, "min": 60.0, "h": 3600.0, "a": 31557600.0, "yr": 31557600.0}
+"""TIMEUNIT values (FITS 4.0, table 31) and their seconds; ``a`` and ``yr`` are the Julian year."""
 SECONDS_PER_DAY = 86400.0
 AGREEMENT_SLACK_S = 1e-6
 """Added to the resolution when comparing two keywords (float rounding of an MJD)."""
@@ -73,8 +79,9 @@ class TimeReading:
         return self.resolution_s >= SECONDS_PER_DAY
 
     def label(self) -> str:
-        """``KEYWORD='text'``, for messages and the ledger."""
-        return f"{self.keyword}={self.text!r}" if not self.keyword.startswith("MJD") else f"{self.keyword}={self.text}"
+        """``KEYWORD='text'``, for messages and the ledger (numbers unquoted)."""
+        quoted = not self.keyword.startswith(("MJD", "TSTART"))
+        return f"{self.keyword}={self.text!r}" if quoted else f"{self.keyword}={self.text}"
 
 
 def time_scale(header: fits.Header, path: str) -> str:
@@ -168,17 +175,23 @@ def card_text(header: fits.Header, keyword: str) -> str:
 
 def mjd_reading(header: fits.Header, keyword: str, scale: str, path: str) -> TimeReading:
     """Read an MJD-OBS-like keyword; its resolution is its last written decimal (of a day)."""
-    text = card_text(header, keyword)
+    digits = number_text(header, keyword, path, "days")
     try:
-        digits = Decimal(text.upper().replace("D", "E"))  # Fortran exponents (1.0D+04) are FITS
         moment = make_time(float(digits), "mjd", scale)
-    except (InvalidOperation, ValueError) as error:
-        raise BadInputFile(
-            path, f"{keyword}={text!r} is not a number", f"write {keyword} as a number of days"
-        ) from error
+    except ValueError as error:  # an infinite or NaN day
+        raise BadInputFile(path, f"{keyword}={digits} is not a day", f"write {keyword} as a number of days") from error
+    return TimeReading(
+        keyword=keyword,
+        text=card_text(header, keyword),
+        time=moment,
+        resolution_s=last_digit_s(digits, SECONDS_PER_DAY),
+    )
+
+
+def last_digit_s(digits: Decimal, unit_s: float) -> float:
+    """The resolution of a number as written, in seconds: its last decimal of ``unit_s``."""
     exponent = digits.as_tuple().exponent
-    resolution_s = SECONDS_PER_DAY * 10.0 ** min(int(exponent), 0) if isinstance(exponent, int) else SECONDS_PER_DAY
-    return TimeReading(keyword=keyword, text=text, time=moment, resolution_s=resolution_s)
+    return unit_s * 10.0 ** min(int(exponent), 0) if isinstance(exponent, int) else unit_s
 
 
 def readings_of(header: fits.Header, group: tuple[str, str], scale: str, path: str) -> list[TimeReading]:
@@ -195,7 +208,57 @@ def readings_of(header: fits.Header, group: tuple[str, str], scale: str, path: s
             readings.append(date_reading("DATE-OBS+TIME-OBS", f"{day}T{time_obs}", scale, path))
     if mjd_keyword in header and str(header[mjd_keyword]).strip():
         readings.append(mjd_reading(header, mjd_keyword, scale, path))
+    if date_keyword == "DATE-BEG" and "TSTART" in header:
+        readings.append(tstart_reading(header, scale, path))
     return readings
+
+
+def number_text(header: fits.Header, keyword: str, path: str, unit: str = "") -> Decimal:
+    """A numeric keyword's value as written, exactly (Fortran exponents, ``1.0D+04``, are FITS)."""
+    text = card_text(header, keyword)
+    try:
+        return Decimal(text.upper().replace("D", "E"))
+    except InvalidOperation as error:
+        fix = f"write {keyword} as a number" + (f" of {unit}" if unit else "")
+        raise BadInputFile(path, f"{keyword}={text!r} is not a number", fix) from error
+
+
+def reference_time(header: fits.Header, scale: str, path: str) -> tuple[Time, str]:
+    """The zero of TSTART: the first of MJDREFI+MJDREFF, MJDREF, JDREFI+JDREFF, JDREF, DATEREF; and its label."""
+    for whole, part, fmt in (("MJDREFI", "MJDREFF", "mjd"), ("JDREFI", "JDREFF", "jd")):
+        if whole in header:
+            fraction = number_text(header, part, path) if part in header else Decimal(0)
+            days = number_text(header, whole, path)
+            return make_time(float(days), fmt, scale) + TimeDelta(
+                float(fraction), format="jd"
+            ), f"{whole}={days}+{part}={fraction}"
+    for keyword, fmt in (("MJDREF", "mjd"), ("JDREF", "jd")):
+        if keyword in header:
+            days = number_text(header, keyword, path)
+            return make_time(float(days), fmt, scale), f"{keyword}={days}"
+    if "DATEREF" in header:
+        reading = date_reading("DATEREF", str(header["DATEREF"]).strip(), scale, path)
+        return reading.time, reading.label()
+    raise BadInputFile(
+        path,
+        "TSTART without MJDREF, MJDREFI/MJDREFF, JDREF or DATEREF: the time it counts from is unknown",
+        "add MJDREF (the MJD TSTART counts from), or DATE-OBS",
+    )
+
+
+def tstart_reading(header: fits.Header, scale: str, path: str) -> TimeReading:
+    """Read TSTART (+ TIMEZERO) in TIMEUNIT after the header's reference time; its resolution is its last decimal."""
+    unit = str(header.get("TIMEUNIT", "s")).strip() or "s"
+    if unit not in TIME_UNITS:
+        raise BadInputFile(
+            path, f"TIMEUNIT={unit!r} is not a FITS time unit", f"set TIMEUNIT to one of {', '.join(TIME_UNITS)}"
+        )
+    start = number_text(header, "TSTART", path)
+    zero = number_text(header, "TIMEZERO", path) if "TIMEZERO" in header else Decimal(0)
+    reference, label = reference_time(header, scale, path)
+    moment = reference + TimeDelta(float(start + zero) * TIME_UNITS[unit], format="sec")
+    text = f"{start} {unit} after {label}" + (f" (TIMEZERO={zero})" if zero else "")
+    return TimeReading(keyword="TSTART", text=text, time=moment, resolution_s=last_digit_s(start, TIME_UNITS[unit]))
 
 
 def calendar_day(text: str) -> str:
@@ -269,7 +332,9 @@ def no_time_of_day(readings: list[TimeReading], path: str) -> BadInputFile:
             f"{readings[0].label()} is a date without a time of day (no TIME-OBS, MJD-OBS, DATE-BEG or MJD-BEG)",
             "write the time into DATE-OBS (YYYY-MM-DDThh:mm:ss) or add MJD-OBS",
         )
-    return BadInputFile(path, "no DATE-OBS keyword (nor MJD-OBS or DATE-BEG), so its time is unknown", "add DATE-OBS")
+    return BadInputFile(
+        path, "no DATE-OBS keyword (nor MJD-OBS, DATE-BEG, MJD-BEG or TSTART), so its time is unknown", "add DATE-OBS"
+    )
 
 
 def utc_mjd(reading: TimeReading, path: str) -> float:

@@ -679,3 +679,104 @@ def test_a_name_whose_stamp_is_no_utc_instant_follows_no_convention_and_is_skipp
     from ovro_ingest.discover import parse_file_name
 
     assert parse_file_name(f"{stamp}_41MHz_averaged_20000_iterations-I-image.fits") is None
+
+
+@pytest.mark.parametrize(
+    "cards",
+    [
+        {"MJDREF": 60454.0, "TSTART": 18009.3},  # seconds (TIMEUNIT's default) after an MJD
+        {"MJDREFI": 60454, "MJDREFF": 0.0, "TSTART": 18009.3, "TIMEUNIT": "s", "TIMESYS": "UTC"},
+        {"MJDREFI": 60454, "MJDREFF": 0.125, "TSTART": 9.3, "TIMEZERO": 7200.0},  # 03:00 + 2 h + 9.3 s
+        {"DATEREF": "2024-05-24T05:00:00", "TSTART": 0.155, "TIMEUNIT": "min"},
+        {"JDREF": 2460454.5, "TSTART": 5.002583333333, "TIMEUNIT": "h"},
+    ],
+)
+def test_a_time_given_as_tstart_after_a_reference_is_read_in_its_unit_and_scale(make_data, tmp_path, cards):
+    image = read(one_image(make_data, set_cards(DATE_OBS=None, **cards)), tmp_path)
+    assert abs(image.time_mjd * 86400.0 - MJD_OBS * 86400.0) < 1e-3, utc_isot(image.time_mjd)
+    assert image.date_obs.startswith("TSTART=") and "after" in image.date_obs
+
+
+def test_tstart_in_tt_is_placed_on_utc_and_one_that_disagrees_with_date_beg_is_refused(make_data, tmp_path):
+    image = read(one_image(make_data, set_cards(DATE_OBS=None, MJDREF=60454.0, TSTART=18009.3, TIMESYS="TT")), tmp_path)
+    assert abs(image.time_mjd * 86400.0 - (MJD_OBS * 86400.0 - 69.184)) < 1e-3, "TT - UTC = 69.184 s in 2024"
+    both = set_cards(DATE_OBS=None, DATE_BEG="2024-05-24T05:00:09.3", MJDREF=60454.0, TSTART=18029.3)
+    assert (
+        "DATE-BEG='2024-05-24T05:00:09.3' and TSTART=18029.3 s after MJDREF=60454.0 disagree"
+        in refused(one_image(make_data, both), tmp_path).problem
+    )
+
+
+@pytest.mark.parametrize(
+    ("cards", "problem"),
+    [
+        ({"TSTART": 18009.3}, "TSTART without MJDREF, MJDREFI/MJDREFF, JDREF or DATEREF"),
+        (
+            {"TSTART": 18009.3, "MJDREF": 60454.0, "TIMEUNIT": "fortnight"},
+            "TIMEUNIT='fortnight' is not a FITS time unit",
+        ),
+        ({"TSTART": "soon", "MJDREF": 60454.0}, "TSTART='soon' is not a number"),
+    ],
+)
+def test_a_tstart_that_is_not_understood_is_refused_in_one_line(make_data, tmp_path, cards, problem):
+    assert problem in refused(one_image(make_data, set_cards(DATE_OBS=None, **cards)), tmp_path).problem
+
+
+def inherit_from_primary(hdulist, inherit=True):
+    """The image in extension 1 (``INHERIT = T``); DATE-OBS, the beam and TELESCOP only in the dataless primary header."""
+    image = fits.ImageHDU(data=hdulist[0].data, header=hdulist[0].header.copy())
+    primary = fits.PrimaryHDU()
+    for keyword in ("DATE-OBS", "BMAJ", "BMIN", "BPA", "TELESCOP"):
+        primary.header[keyword] = image.header.pop(keyword, "OVRO-LWA")
+    if inherit:
+        image.header["INHERIT"] = True
+    return fits.HDUList([primary, image])
+
+
+def test_an_extension_with_inherit_reads_the_primary_headers_cards_and_its_own_win(make_data, tmp_path):
+    path = one_image(make_data)
+    with fits.open(path) as original:
+        expected = read(path, tmp_path)
+        pixels = original[0].data[0, 0].copy()
+    edit(path, inherit_from_primary)
+    with fits.open(path, mode="update") as hdulist:
+        hdulist[1].header["BMAJ"] = 0.5  # its own card wins over the primary's
+    image = read(path, tmp_path)
+    assert image.time_mjd == expected.time_mjd and image.date_obs == DATE_OBS
+    assert image.beam_rad[0] == pytest.approx(math.radians(0.5)) and image.beam_rad[1] == expected.beam_rad[1]
+    assert any(
+        c.startswith("took DATE-OBS, BMIN, BPA, TELESCOP from the primary header") for c in image.file.corrections
+    )
+    with fits.open(image.file.path) as copy:
+        np.testing.assert_array_equal(copy[0].data[0, 0], pixels)
+        assert "INHERIT" not in copy[0].header and copy[0].header["TELESCOP"] == "OVRO-LWA"
+    without = edit(one_image(make_data), lambda h: inherit_from_primary(h, inherit=False))
+    assert "no DATE-OBS keyword" in refused(without, tmp_path).problem
+
+
+@pytest.mark.parametrize("keyword", ["DATE-OBS", "CRVAL3", "BMAJ"])
+def test_a_keyword_given_twice_with_different_values_is_refused_naming_both(make_data, tmp_path, keyword):
+    path = one_image(make_data)
+    header = fits.getheader(path)
+    first = header.cards[keyword].image[10:].split(" /")[0].strip()
+    patched = {"DATE-OBS": "'2024-05-24T05:00:29.3'", "CRVAL3": "46000000.0", "BMAJ": "0.9"}[keyword]
+
+    def append_second(hdulist):
+        hdulist[0].header.append(fits.Card.fromstring(f"{keyword:<8}= {patched} / corrected"), useblanks=False)
+
+    edit(path, append_second)
+    problem = refused(path, tmp_path).problem
+    assert problem == f"{keyword} appears twice with different values ({first}, then {patched})", problem
+
+
+def test_a_keyword_repeated_with_the_same_value_and_commentary_cards_are_read(make_data, tmp_path):
+    def repeat(hdulist):
+        header = hdulist[0].header
+        for card in (
+            fits.Card.fromstring(header.cards["TELESCOP"].image),
+            fits.Card("HISTORY", "1"),
+            fits.Card("HISTORY", "2"),
+        ):
+            header.append(card, useblanks=False)
+
+    assert read(edit(one_image(make_data), repeat), tmp_path).date_obs == DATE_OBS
