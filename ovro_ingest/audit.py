@@ -34,6 +34,7 @@ from ovro_ingest.headers import (
 )
 from ovro_ingest.load import name_time_offset_s
 from ovro_ingest.models import ExcludedFile, SourceFile, SpatialGrid
+from ovro_ingest.sky import shared_wcs
 from ovro_ingest.store import SAME_CHANNEL_TOLERANCE_HZ, merge_channels
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class FileAudit:
     frequency_hz: float | None = None
     time_mjd: float | None = None
     grid: SpatialGrid | None = None
+    celestial_wcs: str | None = None
     spectral_frame: str | None = None
     polarizations: tuple[str, ...] | None = None
     corrections: list[str] = field(default_factory=list)
@@ -115,6 +117,7 @@ def audit_file(source: SourceFile, keep_bad_checksums: bool = False) -> FileAudi
         result.frequency_hz = facts.frequency_hz
         result.time_mjd = facts.time_mjd
         result.grid = facts.grid
+        result.celestial_wcs = facts.celestial_wcs
         result.spectral_frame = facts.spectral_frame
         result.polarizations = facts.polarizations
         result.beam_problem = facts.beam_problem
@@ -181,6 +184,9 @@ def audit_time_step(
     for (lower_hz, lower), (upper_hz, upper) in itertools.pairwise(by_frequency):
         if upper_hz - lower_hz < SAME_CHANNEL_TOLERANCE_HZ and lower.subband != upper.subband:
             step.problems.append(f"time step {key}: two files for one frequency: {lower.path} and {upper.path}")
+    misplaced = misplaced_files(usable)
+    step.notes += [f"{Path(path).name}: {reason}; it would be left out" for path, reason in misplaced.items()]
+    usable = [f for f in usable if f.path not in misplaced]
     step.missing_subbands = sorted(labels - set(counts), key=lambda label: int(label.removesuffix("MHz")))
     if step.missing_subbands:
         step.notes.append(f"missing subbands {', '.join(step.missing_subbands)} (stored as NaN)")
@@ -199,6 +205,16 @@ def audit_time_step(
         if problem := integration_problem(key, timed):
             step.problems.append(problem)
     return step
+
+
+def misplaced_files(files: list[FileAudit]) -> dict[str, str]:
+    """Path -> why, for the files of one time step an ingest leaves out for placing pixels elsewhere (``combine.split_misplaced``)."""
+    placed = sorted((f for f in files if f.celestial_wcs and f.grid), key=lambda f: f.frequency_hz or 0.0)
+    shapes = {f.grid.shape_lm for f in placed if f.grid}
+    if len(shapes) != 1:
+        return {}  # no file, or shapes that differ (a problem of their own)
+    _, reasons = shared_wcs([f.celestial_wcs or "" for f in placed], shapes.pop())
+    return {placed[index].path: reason for index, reason in reasons.items()}
 
 
 def audit_directory(input_dir: str | os.PathLike[str], keep_bad_checksums: bool = False) -> AuditReport:

@@ -19,6 +19,7 @@ from ovro_ingest.discover import parse_file_name
 from ovro_ingest.errors import TimeStepRejected, file_boundary
 from ovro_ingest.load import name_time_offset_s, open_subband
 from ovro_ingest.models import ExcludedFile, LoadedTimeStep, SubbandImage, TimeStepPlan
+from ovro_ingest.sky import shared_wcs
 from ovro_ingest.store import SAME_CHANNEL_TOLERANCE_HZ
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ def combine_frequencies(step: LoadedTimeStep, keep_bad_beams: bool = False) -> T
             f"time step {step.key}: two files for subband {', '.join(duplicated)}: {', '.join(files)}; remove one of them"
         )
     check_alike(step.key, subbands)
+    subbands, misplaced = split_misplaced(step.key, subbands)
+    excluded = (*excluded, *misplaced)
     times = [s.time_mjd for s in subbands]
     spread_s = (max(times) - min(times)) * 86400.0
     problem = integration_problem(step.key, [(s.file.source.path, s.time_mjd) for s in subbands])
@@ -93,12 +96,15 @@ def combine_frequencies(step: LoadedTimeStep, keep_bad_beams: bool = False) -> T
 
 
 def check_alike(key: str, subbands: list[SubbandImage]) -> None:
-    """Refuse subbands of one time step that differ in pixel grid (frame included), spectral frame or polarizations."""
+    """Refuse subbands of one time step that differ in image shape, celestial or spectral frame, or polarizations.
+
+    Where each subband places its pixels on the sky is :func:`split_misplaced`'s to judge.
+    """
     reference = subbands[0]
     ref_path = reference.file.source.path
     for subband in subbands[1:]:
         path = subband.file.source.path
-        if not subband.grid.matches(reference.grid):
+        if (subband.grid.shape_lm, subband.grid.frame) != (reference.grid.shape_lm, reference.grid.frame):
             raise TimeStepRejected(
                 f"time step {key}: {path} has pixel grid {subband.grid.describe()} but "
                 f"{ref_path} has {reference.grid.describe()}; images of one time step must share a grid"
@@ -113,6 +119,27 @@ def check_alike(key: str, subbands: list[SubbandImage]) -> None:
                 f"time step {key}: {path} has polarizations {subband.polarizations} but "
                 f"{ref_path} has {reference.polarizations}"
             )
+
+
+def split_misplaced(key: str, subbands: list[SubbandImage]) -> tuple[list[SubbandImage], tuple[ExcludedFile, ...]]:
+    """The subbands whose celestial WCS places every pixel where the time step's does, and those left out (with a warning).
+
+    The time step's WCS is the one most of its subbands share (a tie: the lowest
+    frequency's), compared by where it places pixels (:func:`ovro_ingest.sky.shared_wcs`),
+    so that the one celestial WCS the store keeps per time step is every stored pixel's.
+    """
+    _, reasons = shared_wcs([s.celestial_wcs for s in subbands], subbands[0].grid.shape_lm)
+    if not reasons:
+        return subbands, ()
+    excluded = tuple(ExcludedFile(source=subbands[i].file.source, reason=reason) for i, reason in reasons.items())
+    logger.warning(
+        "time step %s: left out %d file(s) whose celestial WCS places pixels elsewhere than the others' "
+        "(fix its WCS, then run again with --replace): %s",
+        key,
+        len(excluded),
+        "; ".join(f"{e.source.path}: {e.reason}" for e in excluded),
+    )
+    return [s for i, s in enumerate(subbands) if i not in reasons], excluded
 
 
 def integration_problem(key: str, files: list[tuple[str, float]]) -> str | None:

@@ -5,12 +5,16 @@ OVRO-LWA images are zenith-centred, so the sky frame changes with every time ste
 each time step in ``wcs_header``; these helpers turn it back into astropy objects and
 coordinates, with a ``time`` dimension, never one frame for all times.
 
+Combine uses :func:`shared_wcs` to keep that one WCS true for every stored subband: it
+compares where two celestial WCS place an image's pixels.
+
 Pixel convention: ``SKY[..., i, j]`` is FITS pixel ``x = i, y = j`` (0-based) of the
 source image (``SKY[t, f, p] == data[0, 0].T``).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -168,3 +172,83 @@ def sky_coordinates(dataset: xr.Dataset, time_indices: Sequence[int] | None = No
         },
         coords=coords,
     )
+
+
+PLACEMENT_TOLERANCE_PX = 0.1
+"""Two celestial WCS place a pixel alike when they put it within this many pixels of each other."""
+PLACEMENT_SAMPLES = 16
+"""Pixels sampled along each image axis (edges included) to compare where two WCS place them."""
+
+
+def placement_offset_px(text: str, other: str, shape_lm: tuple[int, int]) -> float:
+    """How far apart (pixels) two celestial WCS place the same pixels of an image of ``shape_lm``, at most.
+
+    A grid of :data:`PLACEMENT_SAMPLES`² pixels is taken to the sky by each WCS and back to
+    pixels by the other; pixels a WCS puts off the sky (beyond the horizon of an all-sky
+    SIN image) are not compared, but a pixel that one puts on the sky and the other does
+    not is infinitely far. What moves a pixel (projection, CRVAL, CRPIX, the pixel matrix,
+    LONPOLE/LATPOLE, PV parameters) shows, whichever keyword says it.
+
+    Returns
+    -------
+    float
+        The largest distance in pixels; 0.0 when the texts are the same.
+    """
+    if text == other:
+        return 0.0
+    a, b = wcs_from_text(text), wcs_from_text(other)
+    x, y = (np.linspace(0, n - 1, PLACEMENT_SAMPLES) for n in shape_lm)
+    xx, yy = (v.ravel() for v in np.meshgrid(x, y))
+    largest = 0.0
+    for first, second in ((a, b), (b, a)):
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # wcslib warns for pixels off the sky
+            ra, dec = first.pixel_to_world_values(xx, yy)
+            on_sky = np.isfinite(ra) & np.isfinite(dec)
+            back_x, back_y = second.world_to_pixel_values(ra[on_sky], dec[on_sky])
+        distance = np.hypot(back_x - xx[on_sky], back_y - yy[on_sky])
+        if distance.size and not np.all(np.isfinite(distance)):
+            return math.inf
+        largest = max(largest, float(distance.max(initial=0.0)))
+    return largest
+
+
+def differing_cards(text: str, other: str) -> str:
+    """The cards two celestial WCS texts give differently, as ``KEY a vs b`` (``KEY a vs absent`` for one side only)."""
+    a, b = (fits.Header.fromstring(t, sep="\n") for t in (text, other))
+    keys = [k for k in dict.fromkeys([*a.keys(), *b.keys()]) if k not in ("COMMENT", "HISTORY", "")]
+    return ", ".join(f"{k} {a.get(k, 'absent')!r} vs {b.get(k, 'absent')!r}" for k in keys if a.get(k) != b.get(k))
+
+
+def shared_wcs(texts: Sequence[str], shape_lm: tuple[int, int]) -> tuple[int, dict[int, str]]:
+    """The celestial WCS most of a time step's subbands share, and why each other subband differs from it.
+
+    Parameters
+    ----------
+    texts : sequence of str
+        Each subband's celestial WCS (``SubbandImage.celestial_wcs``), in ascending frequency.
+    shape_lm : (int, int)
+        The subbands' image shape (pixels along l and m).
+
+    Returns
+    -------
+    (int, dict of int to str)
+        The index of a subband with the shared WCS (on a tie, the lowest frequency's), and
+        index -> reason for every subband that places a sampled pixel more than
+        :data:`PLACEMENT_TOLERANCE_PX` away from it. Identical texts are never compared.
+    """
+    distinct = list(dict.fromkeys(texts))
+    if len(distinct) == 1:
+        return 0, {}
+    offsets = {(a, b): placement_offset_px(a, b, shape_lm) for a in distinct for b in distinct}
+    agreeing = {a: sum(offsets[a, t] <= PLACEMENT_TOLERANCE_PX for t in texts) for a in distinct}
+    reference = max(distinct, key=lambda a: agreeing[a])  # max keeps the first of equals: the lowest frequency's
+    reasons = {
+        index: (
+            f"its celestial WCS places pixels {'on the sky where' if math.isinf(offset) else f'up to {offset:.3g} pixels from where'} "
+            f"the time step's WCS {'puts none' if math.isinf(offset) else 'puts them'} ({differing_cards(text, reference)})"
+        )
+        for index, text in enumerate(texts)
+        if (offset := offsets[text, reference]) > PLACEMENT_TOLERANCE_PX
+    }
+    return texts.index(reference), reasons

@@ -126,3 +126,83 @@ def test_xradio_imported_in_the_background_imports_no_astropy_module_of_its_own(
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", f"xradio imports astropy modules ovro_ingest.load does not: {result.stdout}"
+
+
+def night_with_one_subband_changed(make_data, cards: dict, subband: int = 1, n_subbands: int = 3):
+    """A night of 2 time steps; in its first, subband ``subband`` gets the header ``cards``; returns (folder, that file)."""
+    from tests.fits_cases import edit, set_cards
+
+    folder = make_data(time_steps=2, n_subbands=n_subbands, size=64)
+    changed = discover_time_steps(folder).time_steps[0].files[subband].path
+    edit(changed, set_cards(**cards))
+    return folder, changed
+
+
+@pytest.mark.parametrize(
+    ("cards", "differs"),
+    [
+        ({"CTYPE1": "RA---NCP", "CTYPE2": "DEC--NCP"}, "PV2_2 1.3155527695286 vs 'absent'"),  # AIPS NCP: SIN + PV2
+        ({"CRVAL1_SHIFT": 2.0}, "CRVAL1"),  # two pixels of RA off
+        ({"LONPOLE": 90.0}, "LONPOLE"),
+        ({"PV2_1": 0.01}, "PV2_1"),
+    ],
+)
+def test_a_subband_whose_wcs_places_pixels_elsewhere_is_left_out_and_recorded_and_the_majority_wcs_is_stored(
+    make_data, tmp_path, caplog, cards, differs
+):
+    import json
+    import logging
+
+    import xarray as xr
+
+    from ovro_ingest.pipeline import ingest_directory
+
+    if "CRVAL1_SHIFT" in cards:
+        folder = make_data(time_steps=1, n_subbands=3, size=64)
+        header = fits.getheader(discover_time_steps(folder).time_steps[0].files[1].path)
+        cards = {"CRVAL1": header["CRVAL1"] + cards["CRVAL1_SHIFT"] * abs(header["CDELT1"])}
+    folder, changed = night_with_one_subband_changed(make_data, cards)
+    with caplog.at_level(logging.WARNING):
+        plan = combine_frequencies(loaded_step(folder))
+    assert [e.source.path for e in plan.excluded] == [changed] and differs in plan.excluded[0].reason
+    assert "its celestial WCS places pixels" in plan.excluded[0].reason and len(plan.subbands) == 2
+    assert sum("places pixels elsewhere" in r.getMessage() for r in caplog.records) == 1
+    store = tmp_path / "s.zarr"
+    ingest_directory(folder, store)
+    ds = xr.open_zarr(store)
+    ledger = json.loads(str(ds["source_files"].values[0]))
+    assert [e["path"] for e in ledger if "excluded" in e] == [changed]
+    assert (
+        str(ds["wcs_header"].values[0]) == plan.subbands[0].celestial_wcs
+        and "RA---SIN" in plan.subbands[0].celestial_wcs
+    )
+    assert np.isnan(ds["SKY"].values[0, 1]).all() and np.isfinite(ds["SKY"].values[0, 0]).any()
+
+
+def test_a_wcs_that_places_every_pixel_within_a_tenth_of_a_pixel_is_the_same_and_a_tie_keeps_the_lowest_frequencys(
+    make_data,
+):
+    folder = make_data(time_steps=1, n_subbands=3, size=64)
+    header = fits.getheader(discover_time_steps(folder).time_steps[0].files[1].path)
+    nudge = {"CRVAL1": header["CRVAL1"] + 0.01 * abs(header["CDELT1"])}  # a hundredth of a pixel: rounding
+    folder, _ = night_with_one_subband_changed(make_data, nudge)
+    assert combine_frequencies(loaded_step(folder)).excluded == ()
+    ncp = {"CTYPE1": "RA---NCP", "CTYPE2": "DEC--NCP"}
+    folder, changed = night_with_one_subband_changed(make_data, ncp, subband=0, n_subbands=2)
+    plan = combine_frequencies(loaded_step(folder))
+    assert [s.file.source.path for s in plan.subbands] == [changed], "one against one: the lowest frequency's WCS"
+    assert "PV2_2" in plan.subbands[0].celestial_wcs and len(plan.excluded) == 1, "wcslib reads NCP as SIN + PV2"
+
+
+def test_a_left_out_subband_is_stored_by_a_later_replace_once_its_wcs_is_right(make_data, tmp_path):
+    import xarray as xr
+
+    from ovro_ingest.pipeline import ingest_directory
+    from tests.fits_cases import edit, set_cards
+
+    folder, changed = night_with_one_subband_changed(make_data, {"CTYPE1": "RA---NCP", "CTYPE2": "DEC--NCP"})
+    store = tmp_path / "s.zarr"
+    ingest_directory(folder, store)
+    edit(changed, set_cards(CTYPE1="RA---SIN", CTYPE2="DEC--SIN"))
+    ingest_directory(folder, store, replace=True)
+    assert np.isfinite(xr.open_zarr(store)["SKY"].values[0, 1]).any(), "the repaired subband is stored"
