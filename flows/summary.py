@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from ovro_ingest.discover import examples
+
 STATUSES = ("written", "replaced", "already stored", "failed")
 """What can become of a time step in a run."""
 
@@ -23,6 +25,8 @@ class StepOutcome(BaseModel):
     error: str | None = None
     left_out: list[str] = []
     """Files left out of the time step and why (``path: reason``), e.g. for an invalid beam."""
+    lossy: list[str] = []
+    """Files this run stored from a lossy compression (quantized pixels), paths."""
 
 
 class IngestSummary(BaseModel):
@@ -59,6 +63,7 @@ class IngestSummary(BaseModel):
                     "seconds": round(o.seconds, 3),
                     "error": o.error,
                     "left_out": o.left_out,
+                    "lossy": o.lossy,
                 }
                 for o in self.outcomes
             ],
@@ -73,6 +78,16 @@ class IngestSummary(BaseModel):
         counts = {s: sum(o.status == s for o in self.outcomes) for s in STATUSES}
         shown = {s: n for s, n in counts.items() if n or s != "replaced"}
         return f"{len(self.outcomes)} time steps: " + ", ".join(f"{n} {s}" for s, n in shown.items())
+
+    def lossy_note(self) -> str | None:
+        """One line naming the files the run stored from a lossy compression, or None when there are none."""
+        paths = [path for o in self.outcomes for path in o.lossy]
+        if not paths:
+            return None
+        return (
+            f"{len(paths)} file(s) were stored from a lossy compression (quantized pixels), e.g. {examples(paths)}: "
+            "the store holds their pixels as astropy decodes them, not as they were imaged (each ledger entry says so)"
+        )
 
 
 MESSAGE_FAILURES = 5

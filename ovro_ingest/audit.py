@@ -110,7 +110,7 @@ def audit_file(source: SourceFile, keep_bad_checksums: bool = False) -> FileAudi
         with file_boundary(source.path, READING, REGENERATE), open_fits(source.path) as hdulist:
             index = image_hdu_index(hdulist, source.path)
             plan = plan_fix(hdulist, index, source)
-            check_complete(hdulist, index, source.path)
+            check_complete(hdulist, index, source.path, plan.compression)
             kept = check_checksums(hdulist, index, source.path, keep_bad_checksums)
             result.corrections = [*plan.corrections, *plan.notes, *kept]
             facts = header_facts(plan.header, source.path, beams_table(hdulist, plan.header))

@@ -13,7 +13,8 @@ are one time step (:func:`merge_straddling`); combine then checks their DATE-OBS
 Discovery reads names only, never a header.
 
 Names end as users write them (:data:`FITS_SUFFIX`: ``.fits``, ``.FITS``, ``.fit``,
-``.fts``). An entry named like a subband image that cannot be
+``.fts``), compressed names too (``.fits.gz``, ``.fits.fz``, ``.fits.bz2``, ``.fits.xz``,
+``.fits.zip``: astropy reads them, see :mod:`ovro_ingest.compressed`). An entry named like a subband image that cannot be
 opened (a link to an unmounted disk, no read permission) is left out of its time step
 like a missing subband, recorded there (``TimeStepFiles.left_out``, then the ledger),
 and named in one warning per run: it never stops the night.
@@ -42,10 +43,9 @@ from ovro_ingest.models import ExcludedFile, Manifest, SourceFile, TimeStepFiles
 
 logger = logging.getLogger(__name__)
 
-FITS_SUFFIX = r"\.(?i:fits|fit|fts)"
-"""A FITS file's name ending as users write it: ``.fits``, ``.fit`` or ``.fts``, in any case."""
+FITS_SUFFIX = r"\.(?i:fits|fit|fts)(?:\.(?i:gz|fz|bz2|xz|zip))?"
+"""A FITS file's name ending as users write it: ``.fits``, ``.fit`` or ``.fts`` in any case, then maybe a compression's."""
 _FITS_NAME = re.compile(f"{FITS_SUFFIX}$")
-_COMPRESSED_NAME = re.compile(f"{FITS_SUFFIX}\\.(?i:gz|fz|bz2|xz)$")
 LEGACY_NAME = re.compile(
     rf"^(?P<date>\d{{8}})_(?P<time>\d{{6}})_(?P<subband>\d{{2,3}})MHz_averaged_.*-I-image{FITS_SUFFIX}$"
 )
@@ -135,23 +135,14 @@ def iter_fits_files(input_dir: Path, exclude: tuple[Path, ...] = ()) -> list[Pat
     """List the entries under ``input_dir`` named like FITS files (recursively, hidden folders skipped).
 
     Entries, not files: a symbolic link whose target is gone is listed too, so that
-    discovery can account for it (see :func:`entry_problem`). Files named as compressed
-    FITS (``.fits.gz``, ``.fits.fz``, ...) are not listed; a warning names them and the fix.
+    discovery can account for it (see :func:`entry_problem`).
     """
     excluded = {p.resolve() for p in exclude}
     found: list[Path] = []
-    compressed: list[Path] = []
     for root, dirs, files in os.walk(input_dir):
         root_path = Path(root)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_path / d).resolve() not in excluded)
         found.extend(root_path / f for f in sorted(files) if is_fits_name(f))
-        compressed.extend(root_path / f for f in sorted(files) if _COMPRESSED_NAME.search(f))
-    if compressed:
-        logger.warning(
-            "skipped %d compressed FITS file(s), e.g. %s: decompress them (gunzip, funpack) to ingest them",
-            len(compressed),
-            examples(compressed),
-        )
     return found
 
 

@@ -44,9 +44,17 @@ import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyError, VerifyWarning
 
+from ovro_ingest.compressed import (
+    COMPRESSED_SUFFIXES,
+    compression_of,
+    decompressed_length,
+    needed_bytes,
+    stored_bytes,
+    whole_file_compression,
+)
 from ovro_ingest.errors import BadInputFile, file_boundary, one_line
 from ovro_ingest.facts import STOKES_NAMES, header_wcs, wcs_axis_count
-from ovro_ingest.models import ReadableFile, ReadableTimeStep, SourceFile, TimeStepFiles
+from ovro_ingest.models import Compression, ReadableFile, ReadableTimeStep, SourceFile, TimeStepFiles
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +63,7 @@ REGENERATE = "re-copy or regenerate the file, then run the ingest again"
 
 
 def open_fits(path: str) -> fits.HDUList:
-    """Open a FITS file for reading, turning unreadable files into one-line errors."""
+    """Open a FITS file for reading (compressed too, by content), turning unreadable files into one-line errors."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -64,29 +72,55 @@ def open_fits(path: str) -> fits.HDUList:
         raise BadInputFile(path, "permission denied", "make the file readable by the ingest user") from error
     except FileNotFoundError as error:
         raise BadInputFile(path, "file disappeared", "check that nothing removes input files during the run") from error
-    except (OSError, ValueError, TypeError) as error:
-        problem = "empty file" if Path(path).stat().st_size == 0 else f"not a readable FITS file ({one_line(error)})"
-        raise BadInputFile(path, problem, REGENERATE) from error
+    except (OSError, ValueError, TypeError, EOFError) as error:
+        raise BadInputFile(path, unreadable(path, error), REGENERATE) from error
+
+
+def unreadable(path: str, error: BaseException) -> str:
+    """Why astropy cannot open ``path``: empty, a compressed stream cut short, or what astropy says."""
+    if Path(path).stat().st_size == 0:
+        return "empty file"
+    whole = whole_file_compression(path)
+    if whole and decompressed_length(path, whole) is None:
+        return f"truncated {whole}-compressed file (its compressed stream ends early)"
+    return f"not a readable FITS file ({one_line(error)})"
 
 
 def image_hdu_index(hdulist: fits.HDUList, path: str) -> int:
-    """Index of the HDU holding the image: the primary, or the first image extension."""
+    """Index of the HDU holding the image: the primary, or the first image extension (tile-compressed too)."""
     for index, hdu in enumerate(hdulist):
         if hdu.is_image and hdu.header.get("NAXIS", 0) >= 2:
             return index
     raise BadInputFile(path, "no image HDU with at least two axes", REGENERATE)
 
 
-def check_complete(hdulist: fits.HDUList, index: int, path: str) -> None:
-    """Raise when the file is shorter than its header says (a truncated copy)."""
-    header = hdulist[index].header
-    n_pixels = int(np.prod([header[f"NAXIS{i}"] for i in range(1, header["NAXIS"] + 1)]))
+def check_complete(hdulist: fits.HDUList, index: int, path: str, compression: Compression | None) -> None:
+    """Raise when the file holds less than its header says (a truncated copy), judged on what the file is.
+
+    A plain file is compared by its size; a tile-compressed image by the binary table its
+    data are; a whole-file compressed file by its decompressed length (a compressed
+    stream that ends early is truncated too).
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", VerifyWarning)  # fileinfo serializes the header: astropy "fixes" bad cards
-        needed = hdulist.fileinfo(index)["datLoc"] + n_pixels * abs(header["BITPIX"]) // 8
-    actual = Path(path).stat().st_size
+        needed = needed_bytes(hdulist, index, path)
+    actual, what = stored_bytes(path, compression), compression_words(compression)
+    if actual is None:
+        raise BadInputFile(path, f"truncated {what} (its compressed stream ends early)", REGENERATE)
     if actual < needed:
-        raise BadInputFile(path, f"truncated FITS file ({actual} of {needed} bytes)", REGENERATE)
+        decompressed = " decompressed" if compression and compression.whole_file else ""
+        raise BadInputFile(path, f"truncated {what} ({actual} of {needed} bytes{decompressed})", REGENERATE)
+
+
+def compression_words(compression: Compression | None) -> str:
+    """E.g. ``gzip-compressed file``, ``RICE_1 tile-compressed FITS file``."""
+    if compression is None:
+        return "FITS file"
+    return (
+        f"{compression.whole_file}-compressed file"
+        if compression.whole_file
+        else f"{compression.tiles} tile-compressed FITS file"
+    )
 
 
 KEEP_BAD_CHECKSUMS_FIX = "re-copy the file from its source, or pass --keep-bad-checksums to store it as it is"
@@ -141,6 +175,8 @@ class FixPlan:
     """What the fixed copy changes, in words; empty when the file is read as it is."""
     notes: list[str] = field(default_factory=list)
     """Conversions recorded in the ledger that need no copy (float64 pixels stored as float32)."""
+    compression: Compression | None = None
+    """How the file is compressed (a compressed file is always read through a fixed copy)."""
 
     @property
     def needs_copy(self) -> bool:
@@ -179,13 +215,15 @@ def plan_fix(hdulist: fits.HDUList, index: int, source: SourceFile) -> FixPlan:
     header = hdulist[index].header
     check_repeated_keywords(header, source.path)
     notes = precision_notes(header)
-    if not needs_copy(header, index > 0):
+    compression = compression_of(hdulist, index, source.path)
+    if not needs_copy(header, index > 0) and compression is None:
         return FixPlan(header=header, notes=notes)
     invalid = invalid_cards(header)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", VerifyWarning)  # copying "fixes" invalid cards, with a multi-line warning
         fixed = header.copy()
     corrections = [
+        *([compression.describe()] if compression else []),
         *inherited(fixed, hdulist[0].header if index > 0 else None, source.path),
         *to_primary(fixed, index > 0),
         *unscaled(fixed),
@@ -197,7 +235,7 @@ def plan_fix(hdulist: fits.HDUList, index: int, source: SourceFile) -> FixPlan:
     ]
     for keyword in ("CHECKSUM", "DATASUM"):  # they describe the source, not the copy
         fixed.remove(keyword, ignore_missing=True)
-    return FixPlan(header=fixed, corrections=corrections, notes=notes)
+    return FixPlan(header=fixed, corrections=corrections, notes=notes, compression=compression)
 
 
 COMMENTARY = frozenset({"COMMENT", "HISTORY", ""})
@@ -498,7 +536,9 @@ def repaired(header: fits.Header, invalid: dict[str, tuple[str, str]]) -> list[s
 def fixed_copy_path(source: SourceFile, fixed_dir: Path) -> Path:
     """Where the fixed copy of ``source`` goes (unique per source path)."""
     tag = hashlib.sha256(source.path.encode()).hexdigest()[:8]
-    return fixed_dir / f"{Path(source.name).stem}-{tag}_fixed.fits"
+    name = Path(source.name)
+    name = name.with_suffix("") if name.suffix.lower() in COMPRESSED_SUFFIXES else name
+    return fixed_dir / f"{name.stem}-{tag}_fixed.fits"
 
 
 FIX_VERSION = 2
@@ -590,7 +630,7 @@ def make_readable(
     with file_boundary(source.path, READING, REGENERATE), open_fits(source.path) as hdulist:
         index = image_hdu_index(hdulist, source.path)
         plan = plan_fix(hdulist, index, source)  # first: serializing a header makes astropy "fix" invalid cards
-        check_complete(hdulist, index, source.path)
+        check_complete(hdulist, index, source.path, plan.compression)
         kept = check_checksums(hdulist, index, source.path, keep_bad_checksums)
         for note in plan.notes:
             logger.warning("%s: %s", source.path, note)
@@ -605,7 +645,8 @@ def make_readable(
         dest = fixed_copy_path(source, Path(fixed_dir))
         if not reusable_fixed_copy(dest, source):
             write_fixed_copy(source, index, dest, plan)
-    return ReadableFile(source=source, path=str(dest), corrections=(*plan.corrections, *plan.notes, *kept))
+    corrections = (*plan.corrections, *plan.notes, *kept)
+    return ReadableFile(source=source, path=str(dest), corrections=corrections, compression=plan.compression)
 
 
 def make_time_step_readable(

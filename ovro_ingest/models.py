@@ -94,6 +94,23 @@ class Manifest(Record):
     """The first few skipped file names (files following neither naming convention)."""
 
 
+class Compression(Record):
+    """How a source file was compressed (see :mod:`ovro_ingest.compressed`)."""
+
+    whole_file: str | None = None
+    """The compression of the whole file: ``gzip``, ``bzip2``, ``xz`` or ``zip``; None when there is none."""
+    tiles: str | None = None
+    """The tile compression of the image (its ``ZCMPTYPE``: ``RICE_1``, ``GZIP_2``, ...); None when it is not tiled."""
+    lossy: str | None = None
+    """Why the decoded pixels differ from those written (quantized floating-point pixels); None: lossless."""
+
+    def describe(self) -> str:
+        """In words, e.g. ``decompressed the file (gzip)`` or ``decompressed its RICE_1 image tiles (lossy: ...)``."""
+        parts = [f"the file ({self.whole_file})"] if self.whole_file else []
+        parts += [f"its {self.tiles} image tiles"] if self.tiles else []
+        return "decompressed " + " and ".join(parts) + (f" (lossy: {self.lossy})" if self.lossy else "")
+
+
 class ReadableFile(Record):
     """A source file and the path the loader should open (output of ``fix_headers``).
 
@@ -104,6 +121,8 @@ class ReadableFile(Record):
     source: SourceFile
     path: str
     corrections: tuple[str, ...] = ()
+    compression: Compression | None = None
+    """How the source was compressed (it is then always read through a fixed copy); None: not compressed."""
 
 
 class ReadableTimeStep(Record):
@@ -263,6 +282,11 @@ class TimeStepPlan(Record):
     def source_files(self) -> list[SourceFile]:
         """The source files of this time step, in frequency order."""
         return [s.file.source for s in self.subbands]
+
+    @property
+    def lossy_sources(self) -> list[str]:
+        """The paths of the source files read from a lossy compression (quantized pixels)."""
+        return [s.file.source.path for s in self.subbands if s.file.compression and s.file.compression.lossy]
 
 
 class StagedTimeStep(Record):

@@ -645,7 +645,7 @@ def check_fits_store(state: StoreState, plan: TimeStepPlan) -> list[int]:
 
 
 def source_ledger(plan: TimeStepPlan) -> str:
-    """The ledger entry of a time step: its files, fingerprints and corrections, as JSON."""
+    """The ledger entry of a time step: its files, fingerprints, corrections and compression (when compressed), as JSON."""
     entries = [
         {
             "path": s.file.source.path,
@@ -656,6 +656,7 @@ def source_ledger(plan: TimeStepPlan) -> str:
             "date_obs": s.date_obs,
             "read_from": s.file.path,
             "corrections": list(s.file.corrections),
+            **({"compression": s.file.compression.model_dump()} if s.file.compression else {}),
         }
         for s in plan.subbands
     ]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +110,27 @@ def first_cutout(hdulist: fits.HDUList) -> fits.HDUList:
         flat.header[key] = source[key]
     flat.header["EPOCH"] = 2000.0
     return fits.HDUList([flat])
+
+
+def tile_compressed(extension: int = 1, **compression):
+    """A change for :func:`edit`: the image as a ``CompImageHDU`` in ``extension`` (astropy's defaults quantize floats)."""
+
+    def change(hdulist: fits.HDUList) -> fits.HDUList:
+        image = fits.CompImageHDU(data=hdulist[0].data, header=hdulist[0].header, **compression)
+        others = [fits.BinTableHDU.from_columns([fits.Column("X", "E", array=np.zeros(2))])] * (extension - 1)
+        return fits.HDUList([fits.PrimaryHDU(), *others, image, *hdulist[1:]])
+
+    return change
+
+
+def compress_whole_file(path: Path, method: str, name: str | None = None) -> Path:
+    """Compress ``path`` whole with ``method`` (gzip, bzip2, xz, zip) into ``name`` (default: the same name)."""
+    raw = path.read_bytes()
+    path.unlink()
+    target = path.with_name(name or path.name)
+    if method == "zip":
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(path.name, raw)
+    else:
+        target.write_bytes({"gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress}[method](raw))
+    return target

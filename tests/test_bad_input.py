@@ -7,7 +7,7 @@ then read from the CLI's output and the store:
 - stored correctly (scaled integers, all-NaN image, image in an extension, odd names),
 - stored without a file, with a warning (missing or zero beam, a file that cannot be
   opened: no read permission, a dangling link),
-- skipped before grouping, with a warning (unparseable names, compressed FITS, junk),
+- skipped before grouping, with a warning (unparseable names, junk),
 - the time step fails with one line naming the file and the fix (everything else),
 
 and no traceback reaches the terminal unless ``-v`` asks for it.
@@ -15,7 +15,6 @@ and no traceback reaches the terminal unless ``-v`` asks for it.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
@@ -32,7 +31,7 @@ from astropy.time import Time
 from ovro_ingest.discover import discover_time_steps
 from ovro_ingest.health import validate_store
 from ovro_ingest.synth import generate
-from tests.fits_cases import raw_card, scaled_integer_image
+from tests.fits_cases import compress_whole_file, raw_card, scaled_integer_image, tile_compressed
 
 CLI = str(Path(sys.executable).parent / "ovro-ingest")
 DROP_FILE_PERMISSION_BYPASS = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
@@ -136,6 +135,7 @@ CASES = {
     19: ("DATE-OBS a date only, the time in MJD-OBS", "stored"),
     20: ("a dangling symbolic link named like a subband (its disk unmounted)", "stored without it"),
     21: ("names ending .FITS and .fit", "stored"),
+    22: ("tile-compressed (lossy, named .fits) and gzip-compressed (named .fits.gz)", "stored"),
 }
 
 
@@ -180,11 +180,11 @@ def corpus(tmp_path_factory) -> tuple[Path, dict[int, Path]]:
     for source, ending in zip(steps[21].files, (".FITS", ".fit"), strict=True):
         Path(source.path).rename(Path(source.path).with_suffix(ending))
     first[21] = first[21].with_suffix(".FITS")
+    rewrite(str(first[22]), tile_compressed(1, compression_type="RICE_1"))  # fpack's default: quantized
+    compress_whole_file(Path(steps[22].files[1].path), "gzip", Path(steps[22].files[1].path).name + ".gz")
     # files that are not images of this night
     (night / "notes.fits").write_bytes(first[0].read_bytes())  # no DATE-OBS, and a name that says no time either
     rewrite(str(night / "notes.fits"), set_keyword("DATE-OBS", None))
-    with open(first[0], "rb") as raw, gzip.open(night / "20240524_060009_41MHz_averaged_x-I-image.fits.gz", "wb") as gz:
-        gz.write(raw.read())
     junk = night / "logs"
     junk.mkdir()
     for i in range(3000):
@@ -302,9 +302,23 @@ def test_image_names_ending_in_any_case_of_fits_fit_or_fts_are_ingested(corpus, 
 def test_names_and_files_that_are_not_images_of_the_night_are_skipped_with_a_warning(corpus, ingested):
     result, _, _ = ingested
     output = result.stdout + result.stderr
-    assert "skipped 1 compressed FITS file(s)" in output and "decompress them" in output
     assert "skipped 1 FITS file(s) whose names follow neither OVRO-LWA convention: notes.fits" in output
     assert "wsclean-" not in output, "non-FITS files are not even listed"
+
+
+def test_compressed_images_are_stored_as_astropy_decodes_them_and_a_lossy_one_is_said_once(corpus, ingested):
+    night, first = corpus
+    result, store, _ = ingested
+    key = discover_time_steps(night).time_steps[22].key
+    lossy = [line for line in (result.stdout + result.stderr).splitlines() if "lossy compression" in line]
+    assert len(lossy) == 1 and "1 file(s)" in lossy[0] and first[22].name in lossy[0], lossy
+    ds = xr.open_zarr(store)
+    position = list(ds["time_key"].values).index(key)
+    with fits.open(first[22]) as hdulist:
+        np.testing.assert_array_equal(ds["SKY"].values[position, 0, 0], hdulist[1].data[0, 0].T)
+    ledger = json.loads(str(ds["source_files"].values[position]))
+    assert ledger[0]["compression"]["lossy"] and ledger[1]["compression"]["whole_file"] == "gzip"
+    assert np.isfinite(ds["SKY"].values[position, 1, 0]).any()
 
 
 def test_a_failure_shows_its_traceback_only_with_verbose(corpus, prefect_server, tmp_path):
