@@ -4,6 +4,8 @@ Real OVRO-LWA files open unchanged with ``xradio.image.open_image``; those are
 passed through untouched. A file gets a fixed copy in ``fixed_dir`` only when the
 loader cannot read it as it is:
 
+- it is compressed, tile by tile or as a whole file (:mod:`ovro_ingest.compressed`): the copy
+  holds the pixels as astropy decodes them,
 - its pixels are integers or scaled (BSCALE/BZERO, which xradio refuses to memory-map),
 - its image sits in an extension behind an empty primary HDU,
 - a CTYPE value carries leading or trailing blanks,
