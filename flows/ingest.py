@@ -197,8 +197,8 @@ def ingest(
     quicklook = publish(summary, manifest, str(store.work_dir))
     summary.quicklook = str(quicklook) if quicklook else None
     logger.info(summary.one_line() + (f"; quick look: {quicklook}" if quicklook else ""))
-    if lossy := summary.lossy_note():
-        logger.warning(lossy)
+    for warning in summary.warnings():
+        logger.warning(warning)
     if summary.failed:
         raise IngestIncomplete(summary)
     return summary

@@ -68,7 +68,7 @@ def summary_markdown(
         examples = ", ".join(f"`{name}`" for name in manifest.skipped_examples)
         lines.append(f"- **skipped**: {manifest.n_skipped} files named after neither convention, e.g. {examples}")
     left_out = [item for o in summary.outcomes for item in o.left_out]
-    lines += [f"- **left out** {item}" for item in left_out[:LISTED]]
+    lines += [f"- **left out** {item.source.path}: {item.reason}" for item in left_out[:LISTED]]
     failed = summary.failed
     lines += [f"- **failed** {o.key}: {o.error}" for o in failed[:LISTED]]
     if len(left_out) > LISTED or len(failed) > LISTED:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from ovro_ingest.discover import examples
+from ovro_ingest.discover import examples, left_out_notes
+from ovro_ingest.models import ExcludedFile
 
 STATUSES = ("written", "replaced", "already stored", "failed")
 """What can become of a time step in a run."""
@@ -23,8 +24,8 @@ class StepOutcome(BaseModel):
     bytes_written: int = 0
     seconds: float = 0.0
     error: str | None = None
-    left_out: list[str] = []
-    """Files left out of the time step and why (``path: reason``), e.g. for an invalid beam."""
+    left_out: list[ExcludedFile] = []
+    """Files left out of the time step and why, e.g. for an invalid beam."""
     lossy: list[str] = []
     """Files this run stored from a lossy compression (quantized pixels), paths."""
 
@@ -62,7 +63,7 @@ class IngestSummary(BaseModel):
                     "bytes_written": o.bytes_written,
                     "seconds": round(o.seconds, 3),
                     "error": o.error,
-                    "left_out": o.left_out,
+                    "left_out": [f"{e.source.path}: {e.reason}" for e in o.left_out],
                     "lossy": o.lossy,
                 }
                 for o in self.outcomes
@@ -78,6 +79,12 @@ class IngestSummary(BaseModel):
         counts = {s: sum(o.status == s for o in self.outcomes) for s in STATUSES}
         shown = {s: n for s, n in counts.items() if n or s != "replaced"}
         return f"{len(self.outcomes)} time steps: " + ", ".join(f"{n} {s}" for s, n in shown.items())
+
+    def warnings(self) -> list[str]:
+        """One line per kind of problem in what the run stored: files left out (entries discovery named aside), lossy ones."""
+        stored = [o for o in self.outcomes if o.status in ("written", "replaced")]
+        notes = left_out_notes(e for o in stored for e in o.left_out if e.kind != "entry")
+        return notes + ([lossy] if (lossy := self.lossy_note()) else [])
 
     def lossy_note(self) -> str | None:
         """One line naming the files the run stored from a lossy compression, or None when there are none."""

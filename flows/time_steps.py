@@ -121,7 +121,7 @@ def failed_outcome(step: TimeStepFiles, state: State) -> StepOutcome:
 
 def stored_outcome(step: TimeStepFiles, receipt: AppendReceipt, plan: TimeStepPlan | None, cached: bool) -> StepOutcome:
     """A committed time step; a cached receipt tells of work an earlier run did ("already stored")."""
-    left_out = [f"{item.source.path}: {item.reason}" for item in plan.excluded] if plan else []
+    left_out = list(plan.excluded) if plan else []
     if cached:
         return StepOutcome(
             key=step.key,

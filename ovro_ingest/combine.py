@@ -122,7 +122,7 @@ def check_alike(key: str, subbands: list[SubbandImage]) -> None:
 
 
 def split_misplaced(key: str, subbands: list[SubbandImage]) -> tuple[list[SubbandImage], tuple[ExcludedFile, ...]]:
-    """The subbands whose celestial WCS places every pixel where the time step's does, and those left out (with a warning).
+    """The subbands whose celestial WCS places every pixel where the time step's does, and those left out.
 
     The time step's WCS is the one most of its subbands share (a tie: the lowest
     frequency's), compared by where it places pixels (:func:`ovro_ingest.sky.shared_wcs`),
@@ -131,8 +131,10 @@ def split_misplaced(key: str, subbands: list[SubbandImage]) -> tuple[list[Subban
     _, reasons = shared_wcs([s.celestial_wcs for s in subbands], subbands[0].grid.shape_lm)
     if not reasons:
         return subbands, ()
-    excluded = tuple(ExcludedFile(source=subbands[i].file.source, reason=reason) for i, reason in reasons.items())
-    logger.warning(
+    excluded = tuple(
+        ExcludedFile(source=subbands[i].file.source, reason=reason, kind="wcs") for i, reason in reasons.items()
+    )
+    logger.info(  # the run warns once for all its time steps (discover.left_out_notes)
         "time step %s: left out %d file(s) whose celestial WCS places pixels elsewhere than the others' "
         "(fix its WCS, then run again with --replace): %s",
         key,
@@ -167,11 +169,11 @@ def integration_problem(key: str, files: list[tuple[str, float]]) -> str | None:
 
 
 def split_bad_beams(step: LoadedTimeStep, keep_bad_beams: bool) -> tuple[list[SubbandImage], tuple[ExcludedFile, ...]]:
-    """The subbands to store, and those left out for a missing or invalid beam (with a warning)."""
+    """The subbands to store, and those left out for a missing or invalid beam."""
     bad = [s for s in step.subbands if s.beam_problem]
     if not bad or keep_bad_beams:
         return list(step.subbands), ()
-    excluded = tuple(ExcludedFile(source=s.file.source, reason=s.beam_problem) for s in bad)
+    excluded = tuple(ExcludedFile(source=s.file.source, reason=s.beam_problem, kind="beam") for s in bad)
     good = [s for s in step.subbands if not s.beam_problem]
     listing = "; ".join(f"{e.source.path}: {e.reason}" for e in excluded)
     if not good:
@@ -179,7 +181,7 @@ def split_bad_beams(step: LoadedTimeStep, keep_bad_beams: bool) -> tuple[list[Su
             f"time step {step.key}: no file has a valid beam ({listing}); fix BMAJ/BMIN, "
             "or pass --keep-bad-beams to store them with NaN beams"
         )
-    logger.warning(
+    logger.info(  # the run warns once for all its time steps (discover.left_out_notes)
         "time step %s: left out %d file(s) with an invalid beam (pass --keep-bad-beams to keep them): %s",
         step.key,
         len(excluded),

@@ -31,7 +31,7 @@ import re
 import stat
 import warnings
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -146,7 +146,30 @@ def iter_fits_files(input_dir: Path, exclude: tuple[Path, ...] = ()) -> list[Pat
     return found
 
 
-ENTRY_FIX = "restore or remove the entry (a dangling link: remount its disk or re-copy the file), then run again"
+LEFT_OUT = {
+    "entry": (
+        "named like subband images that cannot be opened",
+        "restore or remove the entry (a dangling link: remount its disk or re-copy the file), then run again",
+    ),
+    "beam": ("with an invalid beam", "fix BMAJ/BMIN/BPA, or pass --keep-bad-beams to keep them with a NaN beam"),
+    "wcs": (
+        "whose celestial WCS places pixels elsewhere than the other subbands'",
+        "fix its WCS, then run again with --replace",
+    ),
+}
+"""Each kind of left-out file (``ExcludedFile.kind``): how a warning describes the files, and the fix."""
+
+
+def left_out_notes(excluded: Iterable[ExcludedFile]) -> list[str]:
+    """One warning line per kind of problem for files left out of their time steps: how many, the first few, the fix."""
+    by_kind: dict[str, list[ExcludedFile]] = defaultdict(list)
+    for entry in excluded:
+        by_kind[entry.kind].append(entry)
+    return [
+        f"left out {len(entries)} file(s) {LEFT_OUT[kind][0]} (recorded in their time steps): "
+        f"{examples_with_reasons(entries)}; {LEFT_OUT[kind][1]}"
+        for kind, entries in by_kind.items()
+    ]
 
 
 def entry_problem(path: Path) -> str | None:
@@ -232,14 +255,8 @@ def discover_time_steps(input_dir: str | os.PathLike[str], exclude: tuple[Path, 
             )
         )
     left_out = [entry for step in time_steps for entry in step.left_out]
-    if left_out:
-        logger.warning(
-            "left out %d entr%s named like subband images that cannot be opened (recorded in their time steps): %s; %s",
-            len(left_out),
-            "y" if len(left_out) == 1 else "ies",
-            examples_with_reasons(left_out),
-            ENTRY_FIX,
-        )
+    for note in left_out_notes(left_out):
+        logger.warning(note)
     return Discovery(time_steps=time_steps, skipped=skipped, left_out=left_out)
 
 

@@ -65,6 +65,8 @@ class ExcludedFile(Record):
 
     source: SourceFile
     reason: str
+    kind: str = "entry"
+    """The kind of problem, a key of :data:`LEFT_OUT`: ``entry``, ``beam`` or ``wcs``."""
 
 
 class TimeStepFiles(Record):

@@ -13,7 +13,7 @@ from typing import Any
 
 from ovro_ingest.combine import combine_frequencies
 from ovro_ingest.commit import clear_staging, commit_time_step, drop_committed_stagings, recover, write_time_step
-from ovro_ingest.discover import discover_time_steps
+from ovro_ingest.discover import discover_time_steps, left_out_notes
 from ovro_ingest.errors import IngestError
 from ovro_ingest.handle import Store
 from ovro_ingest.headers import make_time_step_readable
@@ -193,5 +193,9 @@ def ingest_directory(
     exclude = (Path(fixed_dir),) if fixed_dir else ()
     steps = discover_time_steps(input_dir, exclude=exclude).time_steps
     plans = [plan_time_step(step, fixed_dir, keep_bad_beams, keep_bad_checksums) for step in steps]
+    for note in left_out_notes(
+        e for plan in plans for e in plan.excluded if e.kind != "entry"
+    ):  # discovery named those
+        logger.warning(note)
     who, source = "ovro_ingest.pipeline.ingest_directory", str(Path(input_dir).resolve())
     return ingest_plans(store, plans, who, source, settings, workers=workers, replace=replace)

@@ -281,9 +281,11 @@ def test_a_file_with_a_bad_beam_or_an_entry_that_cannot_be_opened_is_left_out_wi
         assert [Path(e["path"]).name for e in left_out] == [first[index].name]
         assert reason in left_out[0]["excluded"], left_out
         assert np.isnan(ds["SKY"].values[position, 0, 0]).all() and np.isfinite(ds["SKY"].values[position, 1, 0]).any()
-    assert "BMAJ" in output
     warned = [line for line in output.splitlines() if "named like subband images that cannot be opened" in line]
     assert len(warned) == 1 and first[20].name in warned[0] and "unmounted disk" in warned[0], output
+    beams = [line for line in output.splitlines() if "with an invalid beam" in line and "WARNING" in line]
+    assert len(beams) == 1 and "left out 2 file(s)" in beams[0], "one line per run for two time steps"
+    assert first[8].name in beams[0] and first[9].name in beams[0] and "--keep-bad-beams" in beams[0]
     assert "Traceback" not in output
 
 

@@ -136,7 +136,7 @@ def test_an_entry_named_like_a_subband_that_cannot_be_opened_is_left_out_of_its_
     assert [len(step.left_out) for step in found.time_steps] == [1, 1, 1]
     assert found.time_steps[0].left_out[0].source.path == str(dangling), "the entry, not its missing target"
     warnings = [r for r in caplog.records if "cannot be opened" in r.getMessage()]
-    assert len(warnings) == 1 and "left out 3 entries" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "left out 3 file(s)" in warnings[0].getMessage()
     assert dangling.name in warnings[0].getMessage() and "remount" in warnings[0].getMessage()
     (tmp_path / "unmounted").mkdir()
     os.link(steps[0].files[0].path, tmp_path / "unmounted" / dangling.name)  # its disk is back

@@ -37,12 +37,18 @@ def loaded(step):
 
 
 @pytest.mark.parametrize("bad", [{"BMAJ": 0.0}, {"BMIN": -1.0}, {"BMAJ": "NaN"}])
-def test_a_file_with_an_invalid_beam_is_left_out_with_a_warning_and_recorded(make_data, tmp_path, caplog, bad):
+def test_a_file_with_an_invalid_beam_is_left_out_with_one_warning_per_run_and_recorded(
+    make_data, tmp_path, caplog, bad
+):
     folder = make_data(time_steps=2, n_subbands=3)
     victim = next(folder.glob("20240524_050019_46MHz*.fits"))
+    other = sorted(folder.glob("20240524_050009_*.fits"))[-1]  # another time step, another subband
     set_header(victim, **bad)
+    set_header(other, **bad)
     ingest_directory(folder, tmp_path / "s.zarr", settings=SMALL)
-    assert "left out 1 file(s) with an invalid beam" in caplog.text and victim.name in caplog.text
+    warned = [r.getMessage() for r in caplog.records if "invalid beam" in r.getMessage()]
+    assert len(warned) == 1 and "left out 2 file(s) with an invalid beam" in warned[0], "one line for both time steps"
+    assert victim.name in warned[0] and other.name in warned[0]
     ds = xr.open_zarr(tmp_path / "s.zarr")
     assert np.isnan(ds["SKY"].values[1, 1]).all() and np.isnan(ds["BEAM_FIT_PARAMS_SKY"].values[1, 1]).all()
     ledger = json.loads(ds["source_files"].values[1])
