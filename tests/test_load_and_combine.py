@@ -169,7 +169,7 @@ def test_a_subband_whose_wcs_places_pixels_elsewhere_is_left_out_and_recorded_an
     store = tmp_path / "s.zarr"
     with caplog.at_level(logging.WARNING):
         ingest_directory(folder, store)
-    warned = [r.getMessage() for r in caplog.records if "places pixels elsewhere" in r.getMessage()]
+    warned = [r.getMessage() for r in caplog.records if "elsewhere" in r.getMessage() and r.levelno >= logging.WARNING]
     assert len(warned) == 1 and Path(changed).name in warned[0] and "--replace" in warned[0]
     ds = xr.open_zarr(store)
     ledger = json.loads(str(ds["source_files"].values[0]))
