@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/night_scale.py            # tiny N = 20, 500, 2,000 and 10 x 10 x 4096² (~30 min)
     .venv/bin/python benchmarks/night_scale.py --quick    # tiny sizes: the test suite's smoke run
+    .venv/bin/python benchmarks/night_scale.py --quick --api-url URL --server-home DIR  # against a running server
 
 Tiny images (10 subbands of 64²) make the cost per time step show: the ``ingest`` flow
 and the same five steps as plain functions (no Prefect, no Dask) each run on N time
@@ -27,6 +28,7 @@ import os
 import shutil
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -50,12 +52,17 @@ RETENTION_DAYS = 30
 
 
 class Server:
-    """The running Prefect server the measured runs report to: its API, process, database and result folder."""
+    """The running Prefect server the measured runs report to: its API, process, database and the runs' result folder.
 
-    def __init__(self, api_url: str, home: Path) -> None:
-        self.api_url, self.home = api_url, home
+    ``home`` is the server's Prefect home (its SQLite database), ``results_home`` the runs'
+    (their result files). A server that others use too (``--api-url``) counts their work
+    as well: its CPU and database numbers then only show that the measurement runs.
+    """
+
+    def __init__(self, api_url: str, home: Path, results_home: Path) -> None:
+        self.api_url, self.home, self.results_home = api_url, home, results_home
         port = api_url.rsplit(":", 1)[1].split("/")[0]
-        self.process = next(p for p in psutil.Process().children() if port in p.cmdline())
+        self.process = next(p for p in psutil.process_iter() if port in command_line(p))
 
     def cpu_seconds(self) -> float:
         """User and system CPU seconds of the server and its children so far."""
@@ -76,8 +83,9 @@ class Server:
         """The part of the database the events take (tables and indexes; vacuumed by the events retention)."""
         import sqlite3
 
-        copy = self.home / "measured.db"
-        shutil.copy(self.home / "prefect.db", copy)
+        copy = self.results_home / "measured.db"
+        with sqlite3.connect(self.home / "prefect.db") as live, sqlite3.connect(copy) as snapshot:
+            live.backup(snapshot)  # a consistent copy while the server writes (its write-ahead log included)
         try:
             with sqlite3.connect(copy) as db:
                 sizes = dict(db.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall())
@@ -89,7 +97,8 @@ class Server:
 
     def result_files(self) -> tuple[int, int]:
         """(count, bytes) of Prefect's result files: its default local storage and the CLI's (``ovro-ingest-results``)."""
-        files = [p for folder in ("storage", RESULTS_FOLDER) for p in (self.home / folder).rglob("*") if p.is_file()]
+        folders = ("storage", RESULTS_FOLDER)
+        files = [p for folder in folders for p in (self.results_home / folder).rglob("*") if p.is_file()]
         return len(files), sum(p.stat().st_size for p in files)
 
     def graph_nodes(self, flow_run_id: str) -> dict:
@@ -113,6 +122,14 @@ class Server:
             "over_the_limit": [v for v in sizes.values() if not isinstance(v, int)],
             "largest_nodes": max(numbers, default=0),
         }
+
+
+def command_line(process: psutil.Process) -> list[str]:
+    """The arguments of ``process``, or none when it cannot be read (gone, or another user's)."""
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
 
 
 def first_write(store: Path, moments: list[float]):
@@ -333,7 +350,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that the script runs")
     parser.add_argument("--work", type=Path, default=REPO / ".benchmark-work" / "night")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--api-url", help="report to this running Prefect server instead of starting one")
+    parser.add_argument("--server-home", type=Path, help="that server's Prefect home (its database), with --api-url")
     args = parser.parse_args()
+    if bool(args.api_url) != bool(args.server_home):
+        parser.error("--api-url and --server-home go together")
     counts, tiny, large_size, large_steps, chunk = [20, 500, 2000], 64, 4096, 10, 1024
     if args.quick:
         # 12 large time steps: the one-more-time-step cost (12 against 3) stands above a busy machine's noise
@@ -352,8 +373,9 @@ def main() -> None:
     from flows.server import local_server_process
 
     try:
-        with local_server_process(home / "server.log") as api_url:
-            server = Server(api_url, home)
+        with ExitStack() as stack:
+            api_url = args.api_url or stack.enter_context(local_server_process(home / "server.log"))
+            server = Server(api_url, args.server_home or home, home)
             env["PREFECT_API_URL"] = api_url
             results = measure_tiny(server, args.work, counts, tiny, env)
             results["database"] = {"events_share": round(server.events_share(), 3)}

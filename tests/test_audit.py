@@ -11,12 +11,9 @@ import xarray as xr
 from astropy.io import fits
 
 from ovro_ingest.audit import audit_directory
+from tests.cli import ovro_ingest
 
 COMMAND = [str(Path(sys.executable).parent / "ovro-ingest")]
-
-
-def ovro_ingest(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=300)
 
 
 def test_audit_of_a_clean_night_says_every_time_step_would_be_stored(make_data):

@@ -16,6 +16,7 @@ from ovro_ingest.failpoints import ENVIRONMENT_VARIABLE
 from ovro_ingest.health import repair_store, validate_store
 from ovro_ingest.pipeline import ingest_directory, ingest_time_step
 from ovro_ingest.store import StoreSettings
+from tests.cli import ovro_ingest
 from tests.store_checks import assert_same_store
 
 SMALL = StoreSettings(chunk_lm=32)
@@ -39,10 +40,6 @@ def stores(make_data, tmp_path) -> tuple[Path, Path, Path]:
     for step in discover_time_steps(folder).time_steps[:2]:
         ingest_time_step(step, store, settings=SMALL)
     return folder, store, reference
-
-
-def ovro_ingest(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=300)
 
 
 def test_a_healthy_store_validates(stores):
