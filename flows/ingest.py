@@ -30,7 +30,7 @@ from flows.request import resolve_request
 from flows.summary import IngestIncomplete, IngestSummary, StepOutcome
 from flows.time_steps import run_time_steps
 from ovro_ingest.discover import read_manifest, subband_files
-from ovro_ingest.errors import StoreBusy
+from ovro_ingest.errors import RequestRefused, StoreBusy
 from ovro_ingest.handle import Store
 from ovro_ingest.load import import_xradio_in_background
 from ovro_ingest.models import Manifest, TimeStepFiles
@@ -41,6 +41,7 @@ from tasks.append_to_zarr import create_store_for
 from tasks.dask_cluster import dask_cluster
 from tasks.discover import discover
 from tasks.housekeeping import prune
+from tasks.refusals import refusals_as_failed_states
 
 STEPS_IN_FLIGHT_PER_THREAD = 2
 """Time steps open at once per Dask thread: enough to keep every thread staging while the next are planned."""
@@ -49,6 +50,7 @@ MAX_STEPS_IN_FLIGHT = 32
 
 
 @flow(name="ingest", persist_result=True)
+@refusals_as_failed_states
 def ingest(
     input_dir: str | None = None,
     store: str | None = None,
@@ -210,6 +212,7 @@ def ingest(
     task_runner=ThreadPoolTaskRunner(max_workers=MAX_STEPS_IN_FLIGHT),
     persist_result=True,
 )
+@refusals_as_failed_states
 def ingest_hour(
     hour: str,
     manifest: Manifest,
@@ -398,7 +401,9 @@ def select(steps: list[TimeStepFiles], keys: list[str] | None) -> list[TimeStepF
         return steps
     unknown = sorted(set(keys) - {step.key for step in steps})
     if unknown:
-        raise ValueError(f"time steps not found in the input folder: {', '.join(unknown)}; check the time_steps keys")
+        raise RequestRefused(
+            f"time steps not found in the input folder: {', '.join(unknown)}; check the time_steps keys"
+        )
     return [step for step in steps if step.key in set(keys)]
 
 

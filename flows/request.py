@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from ovro_ingest.errors import RequestRefused
 from ovro_ingest.handle import Store
 from ovro_ingest.store import StoreSettings
 
@@ -46,7 +47,7 @@ def resolve_request(
 
     Raises
     ------
-    ValueError
+    RequestRefused
         Neither the parameters nor the block say which input folder or store to use.
     """
     block = None
@@ -56,7 +57,7 @@ def resolve_request(
         block = IngestSettings.load(settings_block)
         input_dir = input_dir or block.night_dir(night)
     elif night:
-        raise ValueError("night needs a settings block that says where the nights are (settings_block=...)")
+        raise RequestRefused("night needs a settings block that says where the nights are (settings_block=...)")
 
     def pick(given, field: str, default):
         """The parameter if given, else the block's field, else ``default``."""
@@ -67,7 +68,9 @@ def resolve_request(
 
     store = pick(store, "store", None)
     if not input_dir or not store:
-        raise ValueError("say what to ingest: give input_dir and store, or the name of a saved IngestSettings block")
+        raise RequestRefused(
+            "say what to ingest: give input_dir and store, or the name of a saved IngestSettings block"
+        )
     store = Store.at(Path(store).resolve())
     fixed_dir = pick(fixed_dir, "fixed_dir", None)
     return IngestRequest(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from ovro_ingest.discover import examples, left_out_notes
+from ovro_ingest.errors import IngestError
 from ovro_ingest.models import ExcludedFile
 
 STATUSES = ("written", "replaced", "already stored", "failed")
@@ -101,8 +102,8 @@ MESSAGE_FAILURES = 5
 """Failures a run's message names (the state message is kept in the server's database); the summary lists all."""
 
 
-class IngestIncomplete(Exception):
-    """Raised by the flow when some time steps failed; the others are stored."""
+class IngestIncomplete(IngestError):
+    """Raised by the flow when some time steps failed; the others are stored (the run ends Failed with its line)."""
 
     def __init__(self, summary: IngestSummary) -> None:
         self.summary = summary

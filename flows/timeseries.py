@@ -15,6 +15,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 
+from ovro_ingest.errors import RequestRefused
 from ovro_ingest.handle import Store
 from ovro_ingest.store import record_run
 from ovro_ingest.timeseries import (
@@ -28,10 +29,12 @@ from ovro_ingest.timeseries import (
     settle_timeseries,
     up_to_date,
 )
+from tasks.refusals import refusals_as_failed_states
 from tasks.timeseries import commit_timeseries, plan_timeseries, stage_timeseries
 
 
 @flow(name="timeseries", persist_result=True)
+@refusals_as_failed_states
 def timeseries(
     archive: str | None = None,
     timeseries: str | None = None,
@@ -93,7 +96,7 @@ def resolve_stores(archive: str | None, timeseries: str | None, settings_block: 
 
     Raises
     ------
-    ValueError
+    RequestRefused
         Neither the parameters nor the block name the archive.
     """
     if settings_block:
@@ -103,7 +106,7 @@ def resolve_stores(archive: str | None, timeseries: str | None, settings_block: 
         archive = archive or block.store
         timeseries = timeseries or block.timeseries_store
     if not archive:
-        raise ValueError(
+        raise RequestRefused(
             "say which archive: give archive (and timeseries), or the name of a saved IngestSettings block"
         )
     timeseries = timeseries or str(default_timeseries_path(archive))

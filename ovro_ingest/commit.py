@@ -372,7 +372,9 @@ def commit_time_step(store: str | os.PathLike[str], staged: StagedTimeStep) -> A
         "values": {name: [values[name]] for name in SMALL_TIME_VARIABLES},
     }
     if where == "insert":
-        logger.warning("time step %s is earlier than the store's last one: inserted at position %d", staged.key, index)
+        logger.info(  # a retry of a failed time step does this: nothing for a person to do
+            "time step %s is earlier than the store's last one: inserted at position %d", staged.key, index
+        )
         for name in SMALL_TIME_VARIABLES:
             journal["values"][name] += state.column(name, index)
     with disk_full_named(store, f"committing time step {staged.key}"):

@@ -39,6 +39,7 @@ from pathlib import Path
 from astropy.time import Time
 from erfa import ErfaWarning
 
+from ovro_ingest.errors import InputMissing
 from ovro_ingest.models import ExcludedFile, Manifest, SourceFile, TimeStepFiles
 
 logger = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ def discover_time_steps(input_dir: str | os.PathLike[str], exclude: tuple[Path, 
     """
     root = Path(input_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"input directory {str(root)!r} does not exist or is not a directory: check the path")
+        raise InputMissing(f"input directory {str(root)!r} does not exist or is not a directory: check the path")
     groups: dict[str, list[SourceFile]] = defaultdict(list)
     skipped: list[str] = []
     problems: dict[str, str] = {}  # path of a left-out entry -> why

@@ -36,6 +36,14 @@ class BadInputFile(IngestError):
         return type(self), (self.path, self.problem, self.fix)
 
 
+class RequestRefused(IngestError, ValueError):
+    """A run's parameters cannot be followed: no input folder or store named, a time step the folder lacks."""
+
+
+class InputMissing(IngestError, FileNotFoundError):
+    """The input folder (or a manifest a run was given) does not exist."""
+
+
 class TimeStepRejected(IngestError):
     """A time step cannot be combined (e.g. two files for one frequency)."""
 

@@ -13,9 +13,11 @@ from ovro_ingest.pipeline import create_store_for_night
 from ovro_ingest.store import StoreSettings
 from tasks.cache import STAGING, STORE_WRITE
 from tasks.dask_cluster import on_dask
+from tasks.refusals import refusals_as_failed_states
 
 
 @task(name="create_store", task_run_name="create-store", cache_policy=NO_CACHE)
+@refusals_as_failed_states
 def create_store_for(
     store: Store,
     manifest: Manifest,
@@ -42,6 +44,7 @@ def create_store_for(
 
 
 @task(name="write_time_step", task_run_name="write-{plan.key}", cache_policy=STAGING, persist_result=True)
+@refusals_as_failed_states
 def write_to_staging(plan: TimeStepPlan, store: Store, replace: bool = False) -> StagedTimeStep:
     """Write ``plan``'s pixels into the store's staging area, on the run's Dask cluster (in parallel)."""
     staged = on_dask(write_time_step, store, plan, replace, name=f"write-{plan.key}")
@@ -57,6 +60,7 @@ def write_to_staging(plan: TimeStepPlan, store: Store, replace: bool = False) ->
 
 
 @task(name="append_to_zarr", task_run_name="append-{staged.key}", cache_policy=STORE_WRITE, persist_result=True)
+@refusals_as_failed_states
 def append_to_zarr(staged: StagedTimeStep, store: Store) -> AppendReceipt:
     """Commit a staged time step into the store (in time order, one at a time); return a receipt."""
     receipt = commit_time_step(store, staged)

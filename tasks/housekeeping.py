@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ovro_ingest.handle import Store
 from ovro_ingest.housekeeping import prune_files, prune_work
+from tasks.refusals import refusals_as_failed_states
 
 
 def result_storage() -> Path:
@@ -19,6 +20,7 @@ def result_storage() -> Path:
 
 
 @task(name="prune", task_run_name="prune", cache_policy=NO_CACHE)
+@refusals_as_failed_states
 def prune(store: Store, older_than_days: float) -> str:
     """Remove manifests, fixed copies and Prefect result files older than ``older_than_days`` (writer lock held)."""
     pruned = prune_work(store, older_than_days)

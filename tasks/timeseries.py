@@ -17,9 +17,11 @@ from ovro_ingest.timeseries import (
     stage_update,
 )
 from tasks.cache import TIMESERIES_COMMIT, TIMESERIES_STAGING
+from tasks.refusals import refusals_as_failed_states
 
 
 @task(name="plan_timeseries", task_run_name="plan", cache_policy=NO_CACHE)
+@refusals_as_failed_states
 def plan_timeseries(archive: Store, timeseries: Store, until: int | None = None) -> TimeSeriesPlan:
     """The next window to copy, from where the time-series store first differs from the archive (created when missing).
 
@@ -39,6 +41,7 @@ def plan_timeseries(archive: Store, timeseries: Store, until: int | None = None)
     cache_policy=TIMESERIES_STAGING,
     persist_result=True,
 )
+@refusals_as_failed_states
 def stage_timeseries(plan: TimeSeriesPlan, workers: int = 2, max_memory: int = DEFAULT_MAX_MEMORY) -> StagedUpdate:
     """Copy the archive's time steps ``plan.start..plan.n_archive`` into the staging area (pixels stay in dask and Zarr)."""
     staged = stage_update(plan, workers=workers, max_memory=max_memory)
@@ -52,6 +55,7 @@ def stage_timeseries(plan: TimeSeriesPlan, workers: int = 2, max_memory: int = D
     cache_policy=TIMESERIES_COMMIT,
     persist_result=True,
 )
+@refusals_as_failed_states
 def commit_timeseries(staged: StagedUpdate) -> TimeSeriesReceipt:
     """Make the staged blocks part of the time-series store (journaled; the consolidated metadata commits)."""
     return commit_update(staged)

@@ -66,6 +66,36 @@ def task_states(state) -> dict[str, str]:
     return {name: run.state.name for name, run in task_runs(state).items()}
 
 
+def run_logs(state) -> list[str]:
+    """Every log message of the flow run of ``state``, its child runs and their task runs, as the UI shows them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    runs = [state.state_details.flow_run_id, *child_runs(state)]
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)), limit=200)
+    return [log.message for log in logs]
+
+
+def test_a_refused_file_fails_its_task_run_with_its_one_line_as_the_message_and_no_traceback(tmp_path):
+    inputs = tmp_path / "night"
+    generate(inputs, time_steps=2, n_subbands=2, size=32)
+    steps = discover_time_steps(inputs).time_steps
+    broken = Path(steps[1].files[0].path)
+    broken.write_bytes(broken.read_bytes()[:-3000])
+    state, error = run_ingest(input_dir=inputs, store=tmp_path / "s.zarr")
+    line = error.summary.outcomes[1].error
+    assert "truncated" in line and broken.name in line and "\n" not in line
+    task = task_runs(state)[f"fix-{steps[1].key}"]
+    assert task.state.type.value == "FAILED" and task.state.message == line, "the state's message is the line"
+    assert state.is_failed() and state.message == str(error) and state.message.startswith("1 of 2 time steps failed")
+    logs = run_logs(state)
+    assert any(line in message for message in logs), "the line is in the run's logs"
+    assert not [message for message in logs if "Traceback" in message], "an expected refusal is not a crash"
+
+
 def snapshot(store: Path) -> dict[Path, tuple[int, int]]:
     return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in store.rglob("*") if p.is_file()}
 
