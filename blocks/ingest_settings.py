@@ -72,7 +72,12 @@ class IngestSettings(Block):
     def night_dir(self, night: date | str | None = None, today: date | None = None) -> str:
         """The input folder of ``night`` (an ISO date; default: yesterday, UTC)."""
         if night is None:
-            night = (today or datetime.now(UTC).date()) - timedelta(days=1)
+            night = default_night(today)
         elif isinstance(night, str):
             night = date.fromisoformat(night)
         return str(Path(self.input_root) / night.strftime(self.night_format))
+
+
+def default_night(today: date | None = None) -> date:
+    """The night a nightly run ingests when none is given: yesterday, UTC."""
+    return (today or datetime.now(UTC).date()) - timedelta(days=1)

@@ -27,6 +27,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.report import publish, publish_hour
 from flows.request import resolve_request
+from flows.run_names import ingest_run_name, supersede_failed_attempts
 from flows.summary import IngestIncomplete, IngestSummary, StepOutcome
 from flows.time_steps import run_time_steps
 from ovro_ingest.discover import read_manifest, subband_files
@@ -41,7 +42,7 @@ from tasks.append_to_zarr import create_store_for
 from tasks.dask_cluster import dask_cluster
 from tasks.discover import discover
 from tasks.housekeeping import prune
-from tasks.refusals import refusals_as_failed_states
+from tasks.refusals import called, refusals_as_failed_states
 
 STEPS_IN_FLIGHT_PER_THREAD = 2
 """Time steps open at once per Dask thread: enough to keep every thread staging while the next are planned."""
@@ -49,7 +50,7 @@ MAX_STEPS_IN_FLIGHT = 32
 """Threads of an hour's task runner: each open time step runs one task at a time."""
 
 
-@flow(name="ingest", persist_result=True)
+@flow(name="ingest", flow_run_name=ingest_run_name, persist_result=True)
 @refusals_as_failed_states
 def ingest(
     input_dir: str | None = None,
@@ -163,7 +164,8 @@ def ingest(
             # the cluster first: a run that cannot reach its Dask cluster leaves no new, empty store behind
             with dask_cluster(request.dask_address, request.workers) as threads:
                 if not store.exists():
-                    create_store_for(
+                    called(
+                        create_store_for,
                         store,
                         manifest,
                         [step.key for step in todo],
@@ -189,13 +191,15 @@ def ingest(
                         return_state=True,
                     )
                     outcomes.update({o.key: o for o in hour_outcomes(state, keys) if o.key not in stored})
+                    if run.run_count > 1 and state.is_completed():  # a retry completed the hour: no red run left
+                        supersede_failed_attempts(str(run.id), hour, state)
             outcomes.update(claims_the_store_denies(store, outcomes))
         summary = IngestSummary(store=str(store), outcomes=[outcomes[step.key] for step in requested])
         settle_store(store)
         if summary.changed:  # a no-op run leaves no trace
             record_run(store, run_record(run, summary))
         if request.retention_days:
-            prune(store, request.retention_days)
+            called(prune, store, request.retention_days)
     quicklook = publish(summary, manifest, str(store.work_dir))
     summary.quicklook = str(quicklook) if quicklook else None
     logger.info(summary.one_line() + (f"; quick look: {quicklook}" if quicklook else ""))
@@ -423,7 +427,7 @@ def run_record(run, summary: IngestSummary) -> dict:
 
 def discovered(input_dir: str, manifest_dir: str, exclude: tuple[str, ...]) -> Manifest:
     """Discover the time steps (cached); when the cached manifest file is gone, discover afresh."""
-    manifest = discover(input_dir, manifest_dir, exclude=exclude)
+    manifest = called(discover, input_dir, manifest_dir, exclude=exclude)
     if not Path(manifest.path).is_file():
         manifest = discover.with_options(refresh_cache=True)(input_dir, manifest_dir, exclude=exclude)
     return manifest

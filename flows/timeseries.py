@@ -29,7 +29,7 @@ from ovro_ingest.timeseries import (
     settle_timeseries,
     up_to_date,
 )
-from tasks.refusals import refusals_as_failed_states
+from tasks.refusals import called, refusals_as_failed_states
 from tasks.timeseries import commit_timeseries, plan_timeseries, stage_timeseries
 
 
@@ -76,11 +76,11 @@ def timeseries(
         windows = []
         # window by window (an hour of time steps each): a crash loses one window, a re-run goes on from it;
         # up to where the archive ended at the first plan (what an ingest appends meanwhile is the next update's)
-        plan = plan_timeseries(archive, timeseries)
+        plan = called(plan_timeseries, archive, timeseries)
         until = plan.archive_n_time
         while not plan.up_to_date:
-            windows.append(commit_timeseries(stage_timeseries(plan, workers or 2, memory)))
-            plan = plan_timeseries(archive, timeseries, until=until)
+            windows.append(called(commit_timeseries, called(stage_timeseries, plan, workers or 2, memory)))
+            plan = called(plan_timeseries, archive, timeseries, until=until)
         settle_timeseries(timeseries)
         if windows:
             done = combined(windows)

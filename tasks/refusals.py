@@ -17,8 +17,9 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
+from prefect import Task
 from prefect.states import Failed, State
 
 from ovro_ingest.errors import IngestError
@@ -32,6 +33,17 @@ def refused(error: Exception) -> State:
     """The ``Failed`` state of a run that refused its input with ``error`` (its message, the error as data)."""
     logger.debug("refused: %s", error, exc_info=error)  # the domain's logger: -v shows it, with its traceback
     return Failed(message=str(error), data=error)
+
+
+def called(task: Task[Parameters, Result], *args: Any, **kwargs: Any) -> Result:
+    """Call ``task`` in the flow (not submitted) and return its value; a refusal (its Failed state) is raised again.
+
+    A task called directly returns what its function returned, a refusal's ``Failed``
+    state included; raised here, the calling flow ends Failed with the same line.
+    """
+    state = task(*args, return_state=True, **kwargs)
+    value: Result = state.result()  # raises the refusal a Failed state holds
+    return value
 
 
 def refusals_as_failed_states(function: Callable[Parameters, Result]) -> Callable[Parameters, Result | State]:

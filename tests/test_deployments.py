@@ -128,7 +128,9 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
         assert len(zombies) == 1 and zombies[0]["trigger"]["posture"] == "Proactive", automations
 
         run_id, result = deployment_run(cli, "ingest/nightly")  # no parameter: yesterday's folder (UTC)
-        assert wait_for_final_state(api, run_id)["state"]["type"] == "COMPLETED", result.stdout
+        finished = wait_for_final_state(api, run_id)
+        assert finished["state"]["type"] == "COMPLETED", result.stdout
+        assert finished["name"] == f"nightly {yesterday}", "a night reads as a night in the runs list"
         assert xr.open_zarr(store).sizes["time"] == 2
         nightly_triggers_the_timeseries_run(api, store, run_id)
 
@@ -136,11 +138,13 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
             cli, "ingest/adhoc", "--param", f"input_dir={tmp_path / 'extra'}", "--param", f"store={store}",
             "--param", "workers=1",
         )  # fmt: skip
-        assert wait_for_final_state(api, run_id)["state"]["type"] == "COMPLETED"
+        finished = wait_for_final_state(api, run_id)
+        assert finished["state"]["type"] == "COMPLETED" and finished["name"] == str(tmp_path / "extra")
         assert xr.open_zarr(store).sizes["time"] == 4
 
         run_id, _ = deployment_run(cli, "ingest/nightly", "--param", "night=2024-05-25", "--param", "workers=1")
-        assert wait_for_final_state(api, run_id)["state"]["type"] == "FAILED"
+        finished = wait_for_final_state(api, run_id)
+        assert finished["state"]["type"] == "FAILED" and finished["name"] == "nightly 2024-05-25"
         states = latest_task_states(api, run_id)
         assert states["fix-20240525_055959"] == "Failed", "the failing task's name shows the time step"
         assert xr.open_zarr(store).sizes["time"] == 6, "the other time steps are stored"
@@ -167,10 +171,17 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
             "only the repaired time step is computed again: the others are in the store's ledger",
             retried,
         )
-        hours_after = [child["name"] for child in child_runs(api, run_id)]
-        assert sorted(hours_after) == ["2024-05-25 05:00 UTC"] * 2 + ["2024-05-25 06:00 UTC"], (
+        children = child_runs(api, run_id)
+        assert sorted(child["name"] for child in children) == ["2024-05-25 05:00 UTC"] * 2 + ["2024-05-25 06:00 UTC"], (
             "the retry runs the failed hour again and reuses the completed one"
         )
+        assert not [child for child in children if child["state"]["type"] in ("FAILED", "CRASHED")], "no red run left"
+        superseded = [child for child in children if child["state"]["name"] == "Superseded"]
+        replacement = next(
+            c for c in children if c["name"] == "2024-05-25 05:00 UTC" and c["state"]["name"] == "Completed"
+        )
+        assert len(superseded) == 1 and superseded[0]["name"] == "2024-05-25 05:00 UTC"
+        assert replacement["id"] in superseded[0]["state"]["message"], "it names the run that replaced it"
         ds = xr.open_zarr(store)
         assert ds.sizes["time"] == 7 and list(ds["time_key"].values) == sorted(ds["time_key"].values)
         after = chunk_times_by_key(store)

@@ -66,6 +66,14 @@ def task_states(state) -> dict[str, str]:
     return {name: run.state.name for name, run in task_runs(state).items()}
 
 
+def flow_run(state):
+    """The flow run of ``state``, as the server holds it."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(state.state_details.flow_run_id)
+
+
 def run_logs(state) -> list[str]:
     """Every log message of the flow run of ``state``, its child runs and their task runs, as the UI shows them."""
     from prefect.client.orchestration import get_client
@@ -91,6 +99,7 @@ def test_a_refused_file_fails_its_task_run_with_its_one_line_as_the_message_and_
     task = task_runs(state)[f"fix-{steps[1].key}"]
     assert task.state.type.value == "FAILED" and task.state.message == line, "the state's message is the line"
     assert state.is_failed() and state.message == str(error) and state.message.startswith("1 of 2 time steps failed")
+    assert flow_run(state).name == str(inputs), "an ad-hoc run is named after its input folder"
     logs = run_logs(state)
     assert any(line in message for message in logs), "the line is in the run's logs"
     assert not [message for message in logs if "Traceback" in message], "an expected refusal is not a crash"
