@@ -225,7 +225,8 @@ def progress_bar(verbose: bool = False) -> Iterator[None]:
     the bar says how far the run is, the Prefect UI keeps every line.
     """
     if not console.is_terminal:
-        yield
+        with warnings_only(verbose):  # a log or a pipe gets the summary table, not Prefect's lines
+            yield
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -235,19 +236,31 @@ def progress_bar(verbose: bool = False) -> Iterator[None]:
         logger.setLevel(logging.INFO)
         logger.addHandler(handler)
         consoles = prefect_console_handlers()
-        saved = [(h, h.level, h.console) for h in consoles]
+        saved = [(h, h.console) for h in consoles]
         for console_handler in consoles:
             console_handler.console = progress.console
-            if not verbose:
-                console_handler.setLevel(max(console_handler.level, logging.WARNING))
         try:
-            yield
+            with warnings_only(verbose):
+                yield
         finally:
             logger.removeHandler(handler)
             logger.propagate = True
-            for console_handler, level, own_console in saved:
-                console_handler.setLevel(level)
+            for console_handler, own_console in saved:
                 console_handler.console = own_console
+
+
+@contextmanager
+def warnings_only(verbose: bool) -> Iterator[None]:
+    """Prefect's console log lines: only warnings and errors unless ``verbose`` (the Prefect UI keeps every line)."""
+    consoles = [] if verbose else prefect_console_handlers()
+    saved = [(h, h.level) for h in consoles]
+    for console_handler in consoles:
+        console_handler.setLevel(max(console_handler.level, logging.WARNING))
+    try:
+        yield
+    finally:
+        for console_handler, level in saved:
+            console_handler.setLevel(level)
 
 
 def prefect_console_handlers() -> list[logging.Handler]:
@@ -533,9 +546,15 @@ def timeseries_command(
     2 when it could not start (a missing or bad store, another writer).
     """
     from ovro_ingest.errors import IngestError
+    from ovro_ingest.timeseries import require_archive
 
     if dry_run:
         raise typer.Exit(print_timeseries_plan(archive, timeseries))
+    try:
+        require_archive(archive)  # a refusal it can tell before a run: said once, and no flow run
+    except IngestError as error:
+        errors.print(f"[red]timeseries failed:[/] {error}", soft_wrap=True)
+        raise typer.Exit(2) from None
     nothing_to_do = timeseries_without_a_run(archive, timeseries)
     if nothing_to_do:
         console.print(nothing_to_do.one_line(), soft_wrap=True)
@@ -547,14 +566,15 @@ def timeseries_command(
         from tasks.console import apply_from_environment
 
         apply_from_environment()
-        state = timeseries_flow(
-            archive=str(archive),
-            timeseries=str(timeseries),
-            wait_for_lock=wait_for_lock,
-            workers=workers,
-            max_memory_mb=max_memory_mb,
-            return_state=True,
-        )
+        with warnings_only(verbose):  # the receipt's one line says what was done
+            state = timeseries_flow(
+                archive=str(archive),
+                timeseries=str(timeseries),
+                wait_for_lock=wait_for_lock,
+                workers=workers,
+                max_memory_mb=max_memory_mb,
+                return_state=True,
+            )
         result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
         errors.print(f"[red]timeseries failed:[/] {result}", soft_wrap=True)

@@ -431,6 +431,14 @@ REWRITE_GRACE_S = 10.0
 """Seconds an update waits for a backfill or replacement under way in the archive to commit, before refusing."""
 
 
+def require_archive(archive: str | os.PathLike[str]) -> None:
+    """Raise a one-line ``StoreError`` when there is no store at ``archive`` (what a caller can tell before a run)."""
+    if not Store.at(archive).exists():
+        raise StoreError(
+            f"{archive}: no archive store here; give the path of an ovro-ingest archive (`ovro-ingest run` makes one)"
+        )
+
+
 def check_archive(archive: str | os.PathLike[str]) -> StoreState:
     """The archive's committed state, read while no commit moves its stored time steps; else a one-line error.
 
@@ -445,10 +453,7 @@ def check_archive(archive: str | os.PathLike[str]) -> StoreState:
         No store there, not an archive (a time-series store), unreadable, or a
         rewriting commit in it that does not finish (an interrupted one: repair it).
     """
-    if not Store.at(archive).exists():
-        raise StoreError(
-            f"{archive}: no archive store here; give the path of an ovro-ingest archive (`ovro-ingest run` makes one)"
-        )
+    require_archive(archive)
     deadline = time.monotonic() + REWRITE_GRACE_S
     while True:
         # a rewrite counts itself before its journal goes: no journal, then the count, then no journal again

@@ -235,6 +235,7 @@ def test_each_bad_file_fails_only_its_time_step_with_one_line_naming_the_file_an
             assert first[index].name in line, line
             assert all(w in line for w in words), line
     assert "Traceback" not in result.stdout + result.stderr
+    assert " | INFO " not in result.stdout + result.stderr, "without a terminal: the summary, not Prefect's lines"
 
 
 def test_the_other_time_steps_are_stored_exactly(corpus, ingested):

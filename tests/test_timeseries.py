@@ -497,6 +497,15 @@ def test_the_default_path_sits_beside_the_archive():
     assert read_state  # the archive's reader is what refuses a time-series store (see above)
 
 
+def timeseries_runs(api: str) -> int:
+    """How many flow runs of the ``timeseries`` flow the server holds."""
+    import httpx
+
+    return int(
+        httpx.post(f"{api}/flow_runs/count", json={"flows": {"name": {"any_": ["timeseries"]}}}, timeout=30).json()
+    )
+
+
 def test_the_timeseries_flow_and_command_bring_the_store_up_to_date_and_refuse_in_one_line(
     prefect_server, archives, tmp_path
 ):
@@ -524,11 +533,14 @@ def test_the_timeseries_flow_and_command_bring_the_store_up_to_date_and_refuse_i
     dry = subprocess.run([*command, "--dry-run"], capture_output=True, text=True, timeout=300, env=env)
     assert dry.returncode == 0 and "nothing to copy" in dry.stdout
 
-    missing = [*command[:2], str(tmp_path / "nothing.zarr"), str(tmp_path / "ts2.zarr"), "-q"]
+    runs_before = timeseries_runs(prefect_server)
+    missing = [*command[:2], str(tmp_path / "nothing.zarr"), str(tmp_path / "ts2.zarr")]
     refused = subprocess.run(missing, capture_output=True, text=True, timeout=300, env=env)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     lines = [line for line in refused.stderr.splitlines() if line.startswith("timeseries failed:")]
     assert len(lines) == 1 and "no archive store here; give the path" in lines[0]
+    assert refused.stdout + refused.stderr == lines[0] + "\n", "the reason, once, and nothing else"
+    assert timeseries_runs(prefect_server) == runs_before, "a refusal it can tell before a run starts none"
     assert "Traceback" not in refused.stdout + refused.stderr
     assert not (tmp_path / "ts2.zarr").exists() and not (tmp_path / "nothing.zarr.lock").exists()
 
