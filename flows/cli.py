@@ -535,6 +535,9 @@ def timeseries_command(
         int, typer.Option(min=16, metavar="MIB", help="Pixels in flight while copying, all threads together.")
     ] = 512,
     dry_run: Annotated[bool, typer.Option(help="Print what the update would copy, and write nothing.")] = False,
+    rebuild: Annotated[
+        bool, typer.Option(help="Delete TIMESERIES first and make it again from ARCHIVE (after a rebuilt archive).")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail, and tracebacks.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and the summary.")] = False,
 ) -> None:
@@ -555,7 +558,7 @@ def timeseries_command(
     except IngestError as error:
         errors.print(f"[red]timeseries failed:[/] {error}", soft_wrap=True)
         raise typer.Exit(2) from None
-    nothing_to_do = timeseries_without_a_run(archive, timeseries)
+    nothing_to_do = None if rebuild else timeseries_without_a_run(archive, timeseries)
     if nothing_to_do:
         console.print(nothing_to_do.one_line(), soft_wrap=True)
         raise typer.Exit(0)
@@ -573,6 +576,7 @@ def timeseries_command(
                 wait_for_lock=wait_for_lock,
                 workers=workers,
                 max_memory_mb=max_memory_mb,
+                rebuild=rebuild,
                 return_state=True,
             )
         result = state.result(raise_on_failure=False)

@@ -38,6 +38,7 @@ from ovro_ingest.models import Manifest, TimeStepFiles
 from ovro_ingest.pipeline import prepare_store, settle_store
 from ovro_ingest.quicklook import forget_pictures
 from ovro_ingest.store import record_run, remove_store, stored_unchanged
+from ovro_ingest.timeseries import timeseries_stores_of
 from tasks.append_to_zarr import create_store_for
 from tasks.dask_cluster import dask_cluster
 from tasks.discover import discover
@@ -151,6 +152,15 @@ def ingest(
             logger.info("rebuild: removing %s", store)
             remove_store(store)
             forget_pictures(store.work_dir)
+            if made := timeseries_stores_of(store):
+                logger.warning(
+                    "the rebuild leaves %d time-series store(s) made from the old archive: %s; once it is done, make "
+                    "each again: ovro-ingest timeseries --rebuild %s %s",
+                    len(made),
+                    ", ".join(made),
+                    store,
+                    made[0] if len(made) == 1 else "TIMESERIES",
+                )
         prepare_store(store)
         manifest = discovered(request.input_dir, str(store.work_dir / "manifests"), (str(store.work_dir), fixed_dir))
         night_steps = read_manifest(manifest)

@@ -17,7 +17,7 @@ from prefect.context import FlowRunContext
 
 from ovro_ingest.errors import RequestRefused
 from ovro_ingest.handle import Store
-from ovro_ingest.store import record_run
+from ovro_ingest.store import record_run, remove_store
 from ovro_ingest.timeseries import (
     DEFAULT_MAX_MEMORY,
     TimeSeriesReceipt,
@@ -42,6 +42,7 @@ def timeseries(
     wait_for_lock: float = 0.0,
     workers: int | None = None,
     max_memory_mb: int | None = None,
+    rebuild: bool = False,
 ) -> TimeSeriesReceipt:
     """Bring the time-series store up to date with the archive.
 
@@ -60,6 +61,9 @@ def timeseries(
         Threads that copy pixels (default 2).
     max_memory_mb : int, optional
         Pixels in flight while copying, in MiB, all threads together (default 512).
+    rebuild : bool
+        Delete the time-series store first and make it again from the archive (after the
+        archive was rebuilt, say).
 
     Returns
     -------
@@ -72,6 +76,9 @@ def timeseries(
     who = f"timeseries flow run {run.name!r} ({run.id})"
     memory = DEFAULT_MAX_MEMORY if max_memory_mb is None else max_memory_mb * 2**20
     with holding_timeseries(archive, timeseries, who, wait_for_lock):
+        if rebuild and run.run_count <= 1:  # a retry finishes the rebuild its first attempt began
+            logger.info("rebuild: removing %s", timeseries)
+            remove_store(timeseries)
         prepare_timeseries(timeseries)
         windows = []
         # window by window (an hour of time steps each): a crash loses one window, a re-run goes on from it;

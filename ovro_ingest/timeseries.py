@@ -431,6 +431,33 @@ REWRITE_GRACE_S = 10.0
 """Seconds an update waits for a backfill or replacement under way in the archive to commit, before refusing."""
 
 
+DERIVED_STORES_FILE = "timeseries-stores.json"
+"""In an archive's work folder: the time-series stores made from it (paths), so that a rebuild can name them."""
+
+
+def remember_timeseries_store(archive: str | os.PathLike[str], timeseries: str | os.PathLike[str]) -> None:
+    """Record in ``archive``'s work folder that the time-series store ``timeseries`` was made from it."""
+    listed = Store.at(archive).work_dir / DERIVED_STORES_FILE
+    known = timeseries_stores_of(archive)
+    path = str(Path(timeseries).resolve())
+    if path in known:
+        return
+    listed.parent.mkdir(parents=True, exist_ok=True)
+    partial = listed.with_name(f"{listed.name}.partial-{uuid.uuid4().hex[:8]}")
+    partial.write_text(json.dumps(sorted([*known, path]), indent=1))
+    os.replace(partial, listed)  # an update beside another never leaves half a list
+
+
+def timeseries_stores_of(archive: str | os.PathLike[str]) -> list[str]:
+    """The time-series stores made from ``archive`` that still exist (paths), as its work folder lists them."""
+    listed = Store.at(archive).work_dir / DERIVED_STORES_FILE
+    try:
+        paths = json.loads(listed.read_text())
+    except (OSError, ValueError):
+        return []
+    return [path for path in paths if Store.at(path).exists()]
+
+
 def require_archive(archive: str | os.PathLike[str]) -> None:
     """Raise a one-line ``StoreError`` when there is no store at ``archive`` (what a caller can tell before a run)."""
     if not Store.at(archive).exists():
@@ -646,6 +673,7 @@ def plan_update(
                 archive_n_time=source.n_time,
             )
         create_timeseries_store(source, timeseries, layout)
+        remember_timeseries_store(archive, timeseries)
     state = read_timeseries_state(timeseries)
     held = state.fingerprint_column()  # read block by block, and only when compared or hashed
     block = state.layout.time_block
@@ -656,8 +684,8 @@ def plan_update(
     if state.archive_store_id != source.store_id:
         raise StoreError(
             f"{timeseries}: was made from another archive (store id {state.archive_store_id}, {state.archive_path}), "
-            f"not from {archive} (store id {source.store_id}); give another time-series path, or delete it to make "
-            "it again from this archive"
+            f"not from {archive} (store id {source.store_id}); make it again from this archive with "
+            f"`ovro-ingest timeseries --rebuild {archive} {timeseries}`, or give another time-series path"
         )
     first = first_difference(wanted, held)
     start = len(wanted) if first == len(wanted) == len(held) else (first // block) * block

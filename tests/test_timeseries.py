@@ -547,3 +547,34 @@ def test_the_timeseries_flow_and_command_bring_the_store_up_to_date_and_refuse_i
     prune = [command[0], "prune", str(timeseries)]  # it keeps no manifests nor fixed copies: its archive does
     pruned = subprocess.run(prune, capture_output=True, text=True, timeout=300, env=env)
     assert pruned.returncode == 2 and f"prune its archive: ovro-ingest prune {archives[3].resolve()}" in pruned.stderr
+
+
+def test_a_rebuilt_archive_names_its_timeseries_stores_and_timeseries_rebuild_makes_one_again(prefect_server, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    from flows.ingest import ingest
+    from flows.timeseries import timeseries as timeseries_flow
+
+    folder, archive, timeseries = tmp_path / "night", tmp_path / "a.zarr", tmp_path / "a.timeseries.zarr"
+    generate(folder, time_steps=2, n_subbands=2, size=32)
+    ingest_directory(folder, archive, settings=settings())
+    timeseries_flow(archive=str(archive), timeseries=str(timeseries))
+    assert timeseries_module.timeseries_stores_of(archive) == [str(timeseries.resolve())], "the archive records it"
+
+    rebuilt = ingest(input_dir=str(folder), store=str(archive), rebuild=True, workers=1, chunk_lm=32, return_state=True)
+    assert rebuilt.is_completed()
+    APILogWorker.drain_all(timeout=10)
+    with get_client(sync_client=True) as client:
+        ids = LogFilterFlowRunId(any_=[rebuilt.state_details.flow_run_id])
+        logs = [log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=ids))]
+    named = [message for message in logs if "time-series store(s) made from the old archive" in message]
+    assert len(named) == 1 and str(timeseries.resolve()) in named[0], logs
+    assert f"ovro-ingest timeseries --rebuild {archive}" in named[0], "it says how to make it again"
+
+    refused = timeseries_flow(archive=str(archive), timeseries=str(timeseries), return_state=True)
+    assert refused.is_failed() and "ovro-ingest timeseries --rebuild" in refused.message, refused.message
+    done = timeseries_flow(archive=str(archive), timeseries=str(timeseries), rebuild=True)
+    assert done.status == "appended" and done.n_time == 2
+    assert_same_as_archive(timeseries, archive)
