@@ -890,7 +890,8 @@ def prune(
     except IngestError as error:
         errors.print(f"[red]prune failed:[/] {error}", soft_wrap=True)
         raise typer.Exit(2) from None
-    console.print(f"{pruned.one_line()}, older than {older_than:g} days: {', '.join(pruned.folders)}", soft_wrap=True)
+    folders = f": {', '.join(pruned.folders)}" if pruned.folders else " (no such folders yet)"
+    console.print(f"{pruned.one_line()}, older than {older_than:g} days{folders}", soft_wrap=True)
 
 
 server = typer.Typer(

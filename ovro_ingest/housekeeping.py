@@ -47,7 +47,7 @@ def prune_files(folder: str | os.PathLike[str], older_than_days: float, now: flo
     Parameters
     ----------
     folder : path
-        Where to look (recursively); a missing folder prunes nothing.
+        Where to look (recursively); a missing folder prunes nothing and is not named.
     older_than_days : float
         Age in days (modification time) beyond which a file goes; must be positive.
     now : float, optional
@@ -61,10 +61,10 @@ def prune_files(folder: str | os.PathLike[str], older_than_days: float, now: flo
     if older_than_days <= 0:
         raise ValueError(f"a retention of {older_than_days} days would remove what runs use now; give at least 1")
     cutoff = (time.time() if now is None else now) - older_than_days * DAY_S
-    pruned = Pruned(folders=[str(folder)])
     root = Path(folder)
     if not root.is_dir():
-        return pruned
+        return Pruned()  # a folder that is not there is not named as pruned
+    pruned = Pruned(folders=[str(folder)])
     for path in root.rglob("*"):
         try:
             stat = path.lstat()

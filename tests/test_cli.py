@@ -39,6 +39,8 @@ def test_version_and_help_on_every_command():
     from ovro_ingest import __version__
 
     assert ovro_ingest("--version").stdout.strip() == f"ovro-ingest {__version__}", "the installed command answers"
+    as_module = subprocess.run([sys.executable, "-m", "ovro_ingest", "--version"], capture_output=True, text=True)
+    assert as_module.stdout.strip() == f"ovro-ingest {__version__}", "python -m ovro_ingest is the same command"
     for command in EVERY_COMMAND:
         result = help_of(command)
         assert result.exit_code == 0 and "Usage" in result.stdout, result.output

@@ -35,6 +35,13 @@ def test_prune_work_removes_old_manifests_and_fixed_copies_and_keeps_recent_ones
     assert not any(p.exists() for p in old) and all(p.exists() for p in kept)
 
 
+def test_prune_names_only_the_folders_that_exist(tmp_path):
+    store = tmp_path / "s.zarr"
+    touch(tmp_path / "s.zarr.work" / "manifests" / "a.json", 10)  # no fixed copies were ever needed
+    pruned = prune_work(store, 7)
+    assert pruned.files == 1 and pruned.folders == [str(tmp_path / "s.zarr.work" / "manifests")]
+
+
 def test_prune_files_refuses_a_retention_that_would_remove_files_in_use(tmp_path):
     with pytest.raises(ValueError, match="at least 1"):
         prune_files(tmp_path, 0)
