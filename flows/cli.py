@@ -731,13 +731,29 @@ def audit(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON document (every time step, file and problem) instead.")
     ] = False,
+    store: Annotated[
+        Path | None,
+        typer.Option(metavar="STORE", help="Also say what STORE already holds: what a run into it would do."),
+    ] = None,
 ) -> None:
     """Report what an ingest of INPUT_DIR would meet, reading headers only (nothing is written).
 
-    Exits 0 when every time step would be stored, 1 when some would fail, 2 when the folder cannot be read.
+    With --store, per time step what a run into STORE would do (append, backfill, already
+    stored, would fail). Exits 0 when every time step would be stored, 1 when some would
+    fail, 2 when the folder cannot be read.
     """
     from ovro_ingest.audit import audit_directory, report_as_dict
+    from ovro_ingest.handle import Store
 
+    if Store.at(input_dir).exists():  # a store given where the images were meant
+        errors.print(
+            f"[red]audit failed:[/] {input_dir} is a store, not a folder of images: "
+            f"ovro-ingest audit INPUT_DIR --store {input_dir} says what it holds of INPUT_DIR",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    if store is not None:
+        raise typer.Exit(print_plan(input_dir, store, None, as_json))
     try:
         report = audit_directory(input_dir)
     except FileNotFoundError as error:

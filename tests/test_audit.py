@@ -170,3 +170,15 @@ def test_audit_json_gives_every_time_step_whole(make_data):
     assert first["files"][0]["frequency_hz"] == fits.getval(first["files"][0]["path"], "CRVAL3")
     assert report["counts"] == {"ok": 2, "would fail": 1}
     assert len(report["channels_hz"]) == 3 and report["skipped"] == []
+
+
+def test_audit_with_a_store_says_what_it_already_holds(make_data, tmp_path):
+    from ovro_ingest.pipeline import ingest_directory
+    from ovro_ingest.store import StoreSettings
+
+    folder, store = make_data(time_steps=3, n_subbands=2, size=32), tmp_path / "s.zarr"
+    ingest_directory(folder, store, settings=StoreSettings(chunk_lm=32))
+    result = ovro_ingest("audit", str(folder), "--store", str(store))
+    assert result.returncode == 0 and "3 time steps: 0 append, 0 backfill, 3 already stored" in result.stdout
+    wrong = ovro_ingest("audit", str(store))
+    assert wrong.returncode == 2 and f"--store {store}" in wrong.stderr, "a store where the images were meant"
