@@ -263,7 +263,7 @@ LABELS = {
 
 
 def markdown(report: dict) -> str:
-    """The report as a markdown page (the README copies its tables)."""
+    """The report as a markdown page (docs/benchmarks/ingest-speed.md copies its tables)."""
     p, m, r = report["parameters"], report["machine"], report["results"]
     lines = [
         "# Ingest speed and memory",

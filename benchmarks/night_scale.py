@@ -316,7 +316,7 @@ def headline(results: dict, counts: list[int], large_steps: int) -> dict:
 
 
 def markdown(report: dict) -> str:
-    """The report as a page (the README copies its tables)."""
+    """The report as a page (docs/benchmarks/night-scale.md copies its tables)."""
     p, m, r, h = report["parameters"], report["machine"], report["results"], report["headline"]
     lines = [
         "# A night at scale",

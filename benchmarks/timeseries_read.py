@@ -21,7 +21,7 @@ first N time steps (hard links again), then, each in its own process measured by
 
 then, each read in its own process (a first read, which pays for the imports, then the
 best of 3; page cache warm), each read opening the store with ``xr.open_zarr``
-(``chunks=None`` for the time-series store, as the README advises; the archive also with
+(``chunks=None`` for the time-series store, as docs/timeseries.md advises; the archive also with
 ``chunks=None``, its fastest): one pixel's dynamic spectrum (every time step and subband),
 a tracked source's (the RA/Dec the same pixel sees at the first time step, whose pixel
 then moves with the sky, from each time step's ``wcs_header``), one image (one time step and subband) and one time step's cube (every
@@ -279,7 +279,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def markdown(report: dict) -> str:
-    """The tables of the README."""
+    """The tables of docs/benchmarks/timeseries.md."""
     lines = [
         f"# Time-series store vs archive: {report['subbands']} subbands of {report['size']}²",
         "",

@@ -20,7 +20,7 @@ point (SIGKILL, power cut after the journal is on disk) is rolled forward by
 first. Readers that open the store through its consolidated metadata see only
 committed time steps: an append never changes committed chunks. An insertion before
 the last time step (a backfill) or a replacement moves committed chunks, so while
-it runs, a reader may see the moved range inconsistent (see the README).
+it runs, a reader may see the moved range inconsistent (see docs/guarantees.md).
 """
 
 from __future__ import annotations

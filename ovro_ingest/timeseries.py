@@ -6,7 +6,7 @@ per time step and subband. The time-series store holds the same variables,
 coordinates, attributes and per-time-step ledger, made from the archive (never from
 the FITS files), with ``SKY`` in blocks of :attr:`TimeSeriesLayout.time_block` time
 steps x every subband x small tiles of pixels (see :class:`TimeSeriesLayout` and the
-README for the measured choice).
+docs/benchmarks/timeseries.md for the measured choice).
 
 Kept up to date by :func:`update_timeseries`, which holds the time-series store's
 writer lock, not the archive's: an ingest may append to the archive all the while
@@ -115,7 +115,7 @@ class TimeSeriesLayout(BaseModel):
     2 has no sharding: plain chunks of ``time_block`` x every subband x ``plain_chunk_lm``².
     Sizes larger than the image are cut to the image. ``codec``: uncompressed chunks
     (``"none"``), which a reader takes as they are on disk, or the archive's codec.
-    The default is the layout measured best (README, "The time-series store").
+    The default is the layout measured best (docs/benchmarks/timeseries.md).
     """
 
     model_config = ConfigDict(frozen=True)

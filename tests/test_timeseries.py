@@ -125,7 +125,7 @@ def test_the_timeseries_store_holds_the_archive_bit_for_bit_and_opens_with_xarra
 
 @pytest.mark.parametrize("zarr_format", [3, 2])
 def test_sky_is_stored_uncompressed_unless_the_layout_asks_for_the_archives_codec(archives, tmp_path, zarr_format):
-    """Uncompressed chunks are read as they are on disk: one image 2-3x faster (README, the layouts table)."""
+    """Uncompressed chunks are read as they are on disk: one image 2-3x faster (docs/benchmarks/timeseries.md, the layouts table)."""
     archive = archives[zarr_format]
     codecs = {}
     for codec in ("none", "archive"):
