@@ -111,7 +111,10 @@ def check_complete(hdulist: fits.HDUList, index: int, path: str, compression: Co
         raise BadInputFile(path, f"truncated {what} (its compressed stream ends early)", REGENERATE)
     if actual < needed:
         decompressed = " decompressed" if compression and compression.whole_file else ""
-        raise BadInputFile(path, f"truncated {what} ({actual} of {needed} bytes{decompressed})", REGENERATE)
+        # the file's own size first (what ls -l shows; decompressed, for a compressed file), then what its header needs
+        raise BadInputFile(
+            path, f"truncated {what} ({actual} bytes{decompressed}, its header needs {needed})", REGENERATE
+        )
 
 
 def compression_words(compression: Compression | None) -> str:

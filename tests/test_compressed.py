@@ -113,10 +113,16 @@ def test_the_completeness_check_judges_what_the_file_is_not_its_name_or_size(mak
     cut_stream.write_bytes(cut_stream.read_bytes()[:-500])
     assert "truncated gzip-compressed file (its compressed stream ends early)" in refusal(cut_stream, tmp_path)
 
+    plain = one_image(make_data)
+    plain.write_bytes(plain.read_bytes()[:-3000])
+    assert f"truncated FITS file ({plain.stat().st_size} bytes, its header needs " in refusal(plain, tmp_path), (
+        "the size ls -l shows"
+    )
+
     short_inside = one_image(make_data)
     short_inside.write_bytes(short_inside.read_bytes()[:-3000])  # past the padding, into the pixels
     whole = compress_whole_file(short_inside, "gzip")
-    assert "bytes decompressed)" in refusal(whole, tmp_path), "a whole gzip stream of a cut FITS file"
+    assert "bytes decompressed, its header needs" in refusal(whole, tmp_path), "a whole gzip stream of a cut FITS file"
 
 
 def test_a_night_of_compressed_files_is_stored_bit_for_bit_with_each_compression_in_the_ledger(make_data, tmp_path):
