@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from ovro_ingest.discover import examples, left_out_notes
+from ovro_ingest.discover import left_out_notes
 from ovro_ingest.errors import IngestError
-from ovro_ingest.models import ExcludedFile
+from ovro_ingest.models import ExcludedFile, Notice
+from ovro_ingest.notices import notice_lines
 
 STATUSES = ("written", "replaced", "already stored", "failed")
 """What can become of a time step in a run."""
@@ -27,8 +28,8 @@ class StepOutcome(BaseModel):
     error: str | None = None
     left_out: list[ExcludedFile] = []
     """Files left out of the time step and why, e.g. for an invalid beam."""
-    lossy: list[str] = []
-    """Files this run stored from a lossy compression (quantized pixels), paths."""
+    notices: list[Notice] = []
+    """What a person should know of the stored files and time step (a lossy compression, float64 pixels, ...)."""
 
 
 class IngestSummary(BaseModel):
@@ -65,7 +66,7 @@ class IngestSummary(BaseModel):
                     "seconds": round(o.seconds, 3),
                     "error": o.error,
                     "left_out": [f"{e.source.path}: {e.reason}" for e in o.left_out],
-                    "lossy": o.lossy,
+                    "notices": [notice.model_dump() for notice in o.notices],
                 }
                 for o in self.outcomes
             ],
@@ -82,20 +83,10 @@ class IngestSummary(BaseModel):
         return f"{len(self.outcomes)} time steps: " + ", ".join(f"{n} {s}" for s, n in shown.items())
 
     def warnings(self) -> list[str]:
-        """One line per kind of problem in what the run stored: files left out (entries discovery named aside), lossy ones."""
+        """One line per kind of problem in what the run stored: files left out (entries discovery named aside), notices."""
         stored = [o for o in self.outcomes if o.status in ("written", "replaced")]
-        notes = left_out_notes(e for o in stored for e in o.left_out if e.kind != "entry")
-        return notes + ([lossy] if (lossy := self.lossy_note()) else [])
-
-    def lossy_note(self) -> str | None:
-        """One line naming the files the run stored from a lossy compression, or None when there are none."""
-        paths = [path for o in self.outcomes for path in o.lossy]
-        if not paths:
-            return None
-        return (
-            f"{len(paths)} file(s) were stored from a lossy compression (quantized pixels), e.g. {examples(paths)}: "
-            "the store holds their pixels as astropy decodes them, not as they were imaged (each ledger entry says so)"
-        )
+        left_out = left_out_notes(e for o in stored for e in o.left_out if e.kind != "entry")
+        return left_out + notice_lines(n for o in stored for n in o.notices)
 
 
 MESSAGE_FAILURES = 5

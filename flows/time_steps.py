@@ -140,5 +140,5 @@ def stored_outcome(step: TimeStepFiles, receipt: AppendReceipt, plan: TimeStepPl
         bytes_written=receipt.bytes_written,
         seconds=receipt.seconds,
         left_out=left_out,
-        lossy=plan.lossy_sources if plan else [],
+        notices=list(plan.notices) if plan else [],
     )

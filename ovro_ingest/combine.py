@@ -18,7 +18,7 @@ from astropy.time import Time
 from ovro_ingest.discover import parse_file_name
 from ovro_ingest.errors import TimeStepRejected, file_boundary
 from ovro_ingest.load import name_time_offset_s, open_subband
-from ovro_ingest.models import ExcludedFile, LoadedTimeStep, SubbandImage, TimeStepPlan
+from ovro_ingest.models import ExcludedFile, LoadedTimeStep, Notice, SubbandImage, TimeStepPlan
 from ovro_ingest.sky import shared_wcs
 from ovro_ingest.store import SAME_CHANNEL_TOLERANCE_HZ
 
@@ -85,13 +85,13 @@ def combine_frequencies(step: LoadedTimeStep, keep_bad_beams: bool = False) -> T
     problem = integration_problem(step.key, [(s.file.source.path, s.time_mjd) for s in subbands])
     if problem:
         raise TimeStepRejected(problem)
-    warn_about_time(step.key, min(times), spread_s)
     return TimeStepPlan(
         key=step.key,
         time_mjd=min(times),
         subbands=tuple(subbands),
         excluded=excluded,
         date_obs_spread_s=spread_s,
+        notices=(*(n for s in subbands for n in s.file.notices), *time_notices(step.key, min(times), spread_s)),
     )
 
 
@@ -190,20 +190,21 @@ def split_bad_beams(step: LoadedTimeStep, keep_bad_beams: bool) -> tuple[list[Su
     return good, excluded
 
 
-def warn_about_time(key: str, time_mjd: float, spread_s: float) -> None:
-    """Warn when the subbands' DATE-OBS spread, or when the name's time stamp is far from DATE-OBS."""
+def time_notices(key: str, time_mjd: float, spread_s: float) -> list[Notice]:
+    """Notices when the subbands' DATE-OBS spread, or when the name's time stamp is far from DATE-OBS (logged at INFO).
+
+    The run warns once for all its time steps (:mod:`ovro_ingest.notices`).
+    """
+    notices = []
     if spread_s > DATE_OBS_SPREAD_TOLERANCE_S:
-        logger.warning("time step %s: the DATE-OBS of its subbands spread over %.1f s", key, spread_s)
+        logger.info("time step %s: the DATE-OBS of its subbands spread over %.1f s", key, spread_s)
+        notices.append(Notice(kind="spread", subject=key, detail=f"{spread_s:.1f} s"))
     offset = name_time_offset_s(key, time_mjd)
     if abs(offset) > NAME_TIME_TOLERANCE_S:
         moment = Time(time_mjd, format="mjd", scale="utc").isot
-        logger.warning(
-            "time step %s: DATE-OBS %s is %+.0f s from the file-name time stamp %s; the stored time is DATE-OBS",
-            key,
-            moment,
-            offset,
-            key,
-        )
+        logger.info("time step %s: DATE-OBS %s is %+.0f s from the file-name time stamp", key, moment, offset)
+        notices.append(Notice(kind="offset", subject=key, detail=f"{offset:+.0f} s"))
+    return notices
 
 
 def open_time_step(plan: TimeStepPlan) -> xr.Dataset:

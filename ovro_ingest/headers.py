@@ -56,7 +56,7 @@ from ovro_ingest.compressed import (
 )
 from ovro_ingest.errors import BadInputFile, file_boundary, one_line
 from ovro_ingest.facts import STOKES_NAMES, header_wcs, wcs_axis_count
-from ovro_ingest.models import Compression, ReadableFile, ReadableTimeStep, SourceFile, TimeStepFiles
+from ovro_ingest.models import Compression, Notice, ReadableFile, ReadableTimeStep, SourceFile, TimeStepFiles
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def check_checksums(hdulist: fits.HDUList, index: int, path: str, keep_bad_check
         return []
     if not keep_bad_checksums:
         raise BadInputFile(path, f"corrupted: {problem}", KEEP_BAD_CHECKSUMS_FIX)
-    logger.warning("%s: %s; stored as it is (keep_bad_checksums)", path, problem)
+    logger.info("%s: %s; stored as it is (keep_bad_checksums)", path, problem)  # the run warns once for all
     return [f"kept although {problem} (keep_bad_checksums)"]
 
 
@@ -638,9 +638,10 @@ def make_readable(
         check_complete(hdulist, index, source.path, plan.compression)
         kept = check_checksums(hdulist, index, source.path, keep_bad_checksums)
         for note in plan.notes:
-            logger.warning("%s: %s", source.path, note)
+            logger.info("%s: %s", source.path, note)  # the run warns once for all its files (ovro_ingest.notices)
+        notices = file_notices(source, plan, kept)
         if not plan.needs_copy:
-            return ReadableFile(source=source, path=source.path, corrections=(*plan.notes, *kept))
+            return ReadableFile(source=source, path=source.path, corrections=(*plan.notes, *kept), notices=notices)
         if fixed_dir is None:
             raise BadInputFile(
                 source.path,
@@ -651,7 +652,19 @@ def make_readable(
         if not reusable_fixed_copy(dest, source):
             write_fixed_copy(source, index, dest, plan)
     corrections = (*plan.corrections, *plan.notes, *kept)
-    return ReadableFile(source=source, path=str(dest), corrections=corrections, compression=plan.compression)
+    return ReadableFile(
+        source=source, path=str(dest), corrections=corrections, compression=plan.compression, notices=notices
+    )
+
+
+def file_notices(source: SourceFile, plan: FixPlan, kept: list[str]) -> tuple[Notice, ...]:
+    """What a person should know of a file the store takes: a lossy compression, float64 pixels, a kept checksum failure."""
+    lossy = plan.compression.lossy if plan.compression else None
+    return (
+        *([Notice(kind="lossy", subject=source.path, detail=lossy)] if lossy else []),
+        *([Notice(kind="float64", subject=source.path)] if plan.notes else []),
+        *([Notice(kind="checksum", subject=source.path)] if kept else []),
+    )
 
 
 def make_time_step_readable(

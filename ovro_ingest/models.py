@@ -96,6 +96,16 @@ class Manifest(Record):
     """The first few skipped file names (files following neither naming convention)."""
 
 
+class Notice(Record):
+    """Something stored that a person should know of (said once per run and kind, see :mod:`ovro_ingest.notices`)."""
+
+    kind: str
+    """A key of :data:`ovro_ingest.notices.KINDS`: ``lossy``, ``float64``, ``checksum``, ``spread``, ``offset``."""
+    subject: str
+    """The file (a path) or time step (a key) it is about."""
+    detail: str = ""
+
+
 class Compression(Record):
     """How a source file was compressed (see :mod:`ovro_ingest.compressed`)."""
 
@@ -125,6 +135,8 @@ class ReadableFile(Record):
     corrections: tuple[str, ...] = ()
     compression: Compression | None = None
     """How the source was compressed (it is then always read through a fixed copy); None: not compressed."""
+    notices: tuple[Notice, ...] = ()
+    """What a person should know of this file (lossy compression, float64 pixels, a kept checksum failure)."""
 
 
 class ReadableTimeStep(Record):
@@ -269,6 +281,8 @@ class TimeStepPlan(Record):
     excluded: tuple[ExcludedFile, ...] = ()
     date_obs_spread_s: float = 0.0
     """Largest difference between the DATE-OBS of the subbands, in seconds."""
+    notices: tuple[Notice, ...] = ()
+    """What a person should know of the stored files and the time step (:mod:`ovro_ingest.notices`)."""
 
     @property
     def frequencies_hz(self) -> list[float]:
@@ -284,11 +298,6 @@ class TimeStepPlan(Record):
     def source_files(self) -> list[SourceFile]:
         """The source files of this time step, in frequency order."""
         return [s.file.source for s in self.subbands]
-
-    @property
-    def lossy_sources(self) -> list[str]:
-        """The paths of the source files read from a lossy compression (quantized pixels)."""
-        return [s.file.source.path for s in self.subbands if s.file.compression and s.file.compression.lossy]
 
 
 class StagedTimeStep(Record):

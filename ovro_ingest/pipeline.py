@@ -19,6 +19,7 @@ from ovro_ingest.handle import Store
 from ovro_ingest.headers import make_time_step_readable
 from ovro_ingest.load import load_subbands
 from ovro_ingest.models import AppendReceipt, SourceFile, TimeStepFiles, TimeStepPlan
+from ovro_ingest.notices import notice_lines
 from ovro_ingest.store import (
     StoreSettings,
     create_store,
@@ -193,9 +194,8 @@ def ingest_directory(
     exclude = (Path(fixed_dir),) if fixed_dir else ()
     steps = discover_time_steps(input_dir, exclude=exclude).time_steps
     plans = [plan_time_step(step, fixed_dir, keep_bad_beams, keep_bad_checksums) for step in steps]
-    for note in left_out_notes(
-        e for plan in plans for e in plan.excluded if e.kind != "entry"
-    ):  # discovery named those
-        logger.warning(note)
+    left_out = left_out_notes(e for plan in plans for e in plan.excluded if e.kind != "entry")  # discovery named those
+    for line in [*left_out, *notice_lines(n for plan in plans for n in plan.notices)]:
+        logger.warning(line)
     who, source = "ovro_ingest.pipeline.ingest_directory", str(Path(input_dir).resolve())
     return ingest_plans(store, plans, who, source, settings, workers=workers, replace=replace)

@@ -82,25 +82,35 @@ def test_a_time_step_without_any_valid_beam_is_rejected_naming_the_files_and_the
         combine_frequencies(loaded(discover_time_steps(folder).time_steps[0]))
 
 
-def test_date_obs_spread_is_warned_about_and_recorded(make_data, tmp_path, caplog):
-    folder = make_data(time_steps=1, n_subbands=3)
-    late = next(folder.glob("*50MHz*.fits"))
-    first = Time(fits.getval(late, "DATE-OBS"), scale="utc")
-    set_header(late, DATE_OBS=(first + TimeDelta(5, format="sec")).isot)
+def warnings_of(caplog) -> list[str]:
+    """The warnings logged (not the INFO lines a suite that logs INFO captures too)."""
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_date_obs_spread_is_warned_about_once_per_run_and_recorded(make_data, tmp_path, caplog):
+    folder = make_data(time_steps=2, n_subbands=3)
+    for late in folder.glob("*50MHz*.fits"):  # in both time steps
+        first = Time(fits.getval(late, "DATE-OBS"), scale="utc")
+        set_header(late, DATE_OBS=(first + TimeDelta(5, format="sec")).isot)
     ingest_directory(folder, tmp_path / "s.zarr", settings=SMALL)
-    assert "the DATE-OBS of its subbands spread over 5.0 s" in caplog.text
+    warned = [w for w in warnings_of(caplog) if "DATE-OBS spread" in w]
+    assert len(warned) == 1 and warned[0].startswith("2 time step(s)") and "20240524_050009 (5.0 s)" in warned[0]
+    first = Time(fits.getval(next(folder.glob("20240524_050009_41MHz*.fits")), "DATE-OBS"), scale="utc")
     ds = xr.open_zarr(tmp_path / "s.zarr")
     assert ds["date_obs_spread"].values[0] == pytest.approx(5.0, abs=1e-3)
     assert ds["time"].values[0] == pytest.approx(first.mjd, abs=1e-9), "the time step's time is its earliest DATE-OBS"
 
 
-def test_a_name_time_stamp_far_from_date_obs_is_warned_about_naming_both(make_data, caplog):
+def test_a_name_time_stamp_far_from_date_obs_is_warned_about_once_per_run_naming_both(make_data, tmp_path, caplog):
     folder = make_data(time_steps=1, n_subbands=2)
     for path in folder.glob("*.fits"):
         set_header(path, DATE_OBS="2024-05-24T04:30:09.3")  # the name says 05:00:09
     plan = combine_frequencies(loaded(discover_time_steps(folder).time_steps[0]))
-    assert "DATE-OBS 2024-05-24T04:30:09.300 is -1800 s from the file-name time stamp 20240524_050009" in caplog.text
+    assert [(n.kind, n.subject, n.detail) for n in plan.notices] == [("offset", "20240524_050009", "-1800 s")]
     assert plan.time_mjd == pytest.approx(Time("2024-05-24T04:30:09.3", scale="utc").mjd)
+    ingest_directory(folder, tmp_path / "s.zarr", settings=SMALL)
+    warned = [w for w in warnings_of(caplog) if "file-name time stamp" in w]
+    assert len(warned) == 1 and "20240524_050009 (-1800 s)" in warned[0] and "the stored time is DATE-OBS" in warned[0]
 
 
 def test_channels_carry_their_name_label_and_each_time_steps_header_frequency(make_data, tmp_path):

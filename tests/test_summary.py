@@ -27,11 +27,18 @@ def test_every_status_a_time_step_can_end_in_is_counted():
     assert sum(summary.as_dict()["counts"].values()) == len(STATUSES) and summary.changed
 
 
-def test_files_stored_from_a_lossy_compression_are_named_in_one_line_per_run():
-    assert summary_of("written").lossy_note() is None
-    lossy = [[f"/night/{i}-{band}-I-image.fits" for band in ("41MHz", "46MHz")] for i in range(4)]
-    outcomes = [StepOutcome(key=f"k{i}", n_files=2, status="written", lossy=paths) for i, paths in enumerate(lossy)]
-    note = IngestSummary(store="night.zarr", outcomes=outcomes).lossy_note()
-    assert note is not None and "\n" not in note
-    assert note.startswith("8 file(s) were stored from a lossy compression") and "and 3 more" in note
-    assert "0-41MHz-I-image.fits" in note
+def test_what_a_person_should_know_is_said_in_one_line_per_kind_per_run():
+    from ovro_ingest.models import Notice
+
+    assert summary_of("written").warnings() == []
+    lossy = [Notice(kind="lossy", subject=f"/night/{i}-{band}-I-image.fits") for i in range(4) for band in ("41", "46")]
+    late = [Notice(kind="spread", subject=f"k{i}", detail="5.0 s") for i in range(2)]
+    outcomes = [
+        StepOutcome(key=f"k{i}", n_files=2, status="written", notices=lossy[2 * i : 2 * i + 2]) for i in range(4)
+    ]
+    outcomes[0] = outcomes[0].model_copy(update={"notices": [*outcomes[0].notices, *late]})
+    outcomes.append(StepOutcome(key="k9", n_files=2, status="already stored", notices=lossy))  # not this run's work
+    lines = IngestSummary(store="night.zarr", outcomes=outcomes).warnings()
+    assert len(lines) == 2 and all("\n" not in line for line in lines)
+    assert lines[0].startswith("8 file(s) were stored from a lossy compression") and "and 5 more" in lines[0]
+    assert "0-41-I-image.fits" in lines[0] and lines[1].startswith("2 time step(s)") and "k0 (5.0 s)" in lines[1]
