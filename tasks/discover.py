@@ -19,12 +19,6 @@ def discover(input_dir: str, manifest_dir: str, exclude: tuple[str, ...] = ()) -
     excluded = tuple(Path(p) for p in exclude)
     fingerprint = listing_fingerprint(input_dir, excluded)
     manifest = write_manifest(discover_time_steps(input_dir, exclude=excluded), manifest_dir, fingerprint)
-    logger = get_run_logger()
-    logger.info("found %d time steps (%d files) in %s", manifest.n_time_steps, manifest.n_files, input_dir)
-    if manifest.n_skipped:
-        logger.warning(
-            "skipped %d file(s) whose names follow neither OVRO-LWA convention, e.g. %s",
-            manifest.n_skipped,
-            ", ".join(manifest.skipped_examples),
-        )
+    # what discovery skipped or left out, discovery itself warned of (one line each, through the domain's logger)
+    get_run_logger().info("found %d time steps (%d files) in %s", manifest.n_time_steps, manifest.n_files, input_dir)
     return manifest

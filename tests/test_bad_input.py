@@ -306,6 +306,7 @@ def test_names_and_files_that_are_not_images_of_the_night_are_skipped_with_a_war
     result, _, _ = ingested
     output = result.stdout + result.stderr
     assert "skipped 1 FITS file(s) whose names follow neither OVRO-LWA convention: notes.fits" in output
+    assert len([line for line in output.splitlines() if "follow neither OVRO-LWA convention" in line]) == 1, "once"
     assert "wsclean-" not in output, "non-FITS files are not even listed"
 
 
