@@ -86,7 +86,7 @@ class IngestSummary(BaseModel):
         """One line per kind of problem in what the run stored: files left out (entries discovery named aside), notices."""
         stored = [o for o in self.outcomes if o.status in ("written", "replaced")]
         left_out = left_out_notes(e for o in stored for e in o.left_out if e.kind != "entry")
-        return left_out + notice_lines(n for o in stored for n in o.notices)
+        return left_out + notice_lines(n for o in self.outcomes for n in o.notices)  # each its run's own
 
 
 MESSAGE_FAILURES = 5

@@ -20,7 +20,7 @@ from prefect.states import State
 
 from flows.summary import StepOutcome
 from ovro_ingest.handle import Store
-from ovro_ingest.models import AppendReceipt, StagedTimeStep, TimeStepFiles, TimeStepPlan
+from ovro_ingest.models import AppendReceipt, Notice, StagedTimeStep, TimeStepFiles, TimeStepPlan
 from tasks.append_to_zarr import append_to_zarr, write_to_staging
 from tasks.combine_frequencies import combine_frequencies
 from tasks.fix_headers import fix_headers
@@ -140,5 +140,11 @@ def stored_outcome(step: TimeStepFiles, receipt: AppendReceipt, plan: TimeStepPl
         bytes_written=receipt.bytes_written,
         seconds=receipt.seconds,
         left_out=left_out,
-        notices=list(plan.notices) if plan else [],
+        notices=stored_notices(plan, receipt),
     )
+
+
+def stored_notices(plan: TimeStepPlan | None, receipt: AppendReceipt) -> list[Notice]:
+    """What a person should know of a committed time step: its files' and its own notices once stored, and the commit's."""
+    stored = plan is not None and receipt.status != "already stored"
+    return [*(plan.notices if plan is not None and stored else ()), *receipt.notices]

@@ -50,7 +50,7 @@ from ovro_ingest.failpoints import failpoint
 from ovro_ingest.handle import Store
 from ovro_ingest.identity import describe, source_differences
 from ovro_ingest.load import fits_order_block, sky_block, sky_planes
-from ovro_ingest.models import AppendReceipt, StagedTimeStep, TimeStepPlan
+from ovro_ingest.models import AppendReceipt, Notice, StagedTimeStep, TimeStepPlan
 from ovro_ingest.store import (
     FITS_ORDER,
     REWRITES_ATTR,
@@ -177,13 +177,9 @@ def write_time_step(store: str | os.PathLike[str], plan: TimeStepPlan, replace: 
     if where == "stored":
         differences = source_differences(state, index, plan)
         if not (replace and differences):
-            if differences:
-                logger.warning(
-                    "time step %s is already stored, but its source files changed since: %s; kept the stored "
-                    "version (pass --replace to store the new files instead)",
-                    plan.key,
-                    describe(differences),
-                )
+            changed = (Notice(kind="changed", subject=plan.key, detail=describe(differences)),) if differences else ()
+            if differences:  # the run warns once for all its time steps (ovro_ingest.notices)
+                logger.info("time step %s: stored, but its source files changed since: %s", plan.key, describe(differences))
             return StagedTimeStep(
                 key=plan.key,
                 time_mjd=plan.time_mjd,
@@ -192,6 +188,7 @@ def write_time_step(store: str | os.PathLike[str], plan: TimeStepPlan, replace: 
                 index=index,
                 n_subbands=len(plan.subbands),
                 seconds=time.perf_counter() - started,
+                notices=changed,
             )
         status = "staged to replace"
     channels = check_fits_store(state, plan)
@@ -347,6 +344,7 @@ def commit_time_step(store: str | os.PathLike[str], staged: StagedTimeStep) -> A
             n_subbands=staged.n_subbands,
             bytes_written=staged.bytes_written,
             seconds=staged.seconds + time.perf_counter() - started,
+            notices=staged.notices,
         )
 
     if state.store_id != staged.store_id:

@@ -318,6 +318,8 @@ class StagedTimeStep(Record):
     n_subbands: int
     bytes_written: int = 0
     seconds: float = 0.0
+    notices: tuple[Notice, ...] = ()
+    """What a person should know of the staging (stored files that changed since, kept)."""
 
 
 class AppendReceipt(Record):
@@ -333,3 +335,5 @@ class AppendReceipt(Record):
     n_subbands: int
     bytes_written: int
     seconds: float
+    notices: tuple[Notice, ...] = ()
+    """The staging's notices (:attr:`StagedTimeStep.notices`)."""

@@ -31,6 +31,10 @@ KINDS = {
         "time step(s) have subbands whose DATE-OBS spread over more than 1 s",
         "the stored time is the earliest DATE-OBS; check the imaging nodes' clocks",
     ),
+    "changed": (
+        "time step(s) are stored, but their source files changed since",
+        "the stored versions are kept: pass --replace to store the new files instead",
+    ),
     "offset": (
         "time step(s) have a DATE-OBS more than 60 s from their file-name time stamp",
         "the stored time is DATE-OBS; check the file names or the headers",

@@ -194,8 +194,11 @@ def ingest_directory(
     exclude = (Path(fixed_dir),) if fixed_dir else ()
     steps = discover_time_steps(input_dir, exclude=exclude).time_steps
     plans = [plan_time_step(step, fixed_dir, keep_bad_beams, keep_bad_checksums) for step in steps]
-    left_out = left_out_notes(e for plan in plans for e in plan.excluded if e.kind != "entry")  # discovery named those
-    for line in [*left_out, *notice_lines(n for plan in plans for n in plan.notices)]:
-        logger.warning(line)
     who, source = "ovro_ingest.pipeline.ingest_directory", str(Path(input_dir).resolve())
-    return ingest_plans(store, plans, who, source, settings, workers=workers, replace=replace)
+    receipts = ingest_plans(store, plans, who, source, settings, workers=workers, replace=replace)
+    stored = [plan for plan, r in zip(plans, receipts, strict=True) if r.status != "already stored"]
+    left_out = left_out_notes(e for plan in stored for e in plan.excluded if e.kind != "entry")  # discovery named those
+    notices = [*(n for plan in stored for n in plan.notices), *(n for r in receipts for n in r.notices)]
+    for line in [*left_out, *notice_lines(notices)]:
+        logger.warning(line)
+    return receipts

@@ -37,8 +37,22 @@ def test_what_a_person_should_know_is_said_in_one_line_per_kind_per_run():
         StepOutcome(key=f"k{i}", n_files=2, status="written", notices=lossy[2 * i : 2 * i + 2]) for i in range(4)
     ]
     outcomes[0] = outcomes[0].model_copy(update={"notices": [*outcomes[0].notices, *late]})
-    outcomes.append(StepOutcome(key="k9", n_files=2, status="already stored", notices=lossy))  # not this run's work
     lines = IngestSummary(store="night.zarr", outcomes=outcomes).warnings()
     assert len(lines) == 2 and all("\n" not in line for line in lines)
     assert lines[0].startswith("8 file(s) were stored from a lossy compression") and "and 5 more" in lines[0]
     assert "0-41-I-image.fits" in lines[0] and lines[1].startswith("2 time step(s)") and "k0 (5.0 s)" in lines[1]
+
+
+def test_a_time_step_already_stored_tells_only_what_its_commit_found_not_its_files_notices():
+    from flows.time_steps import stored_notices
+    from ovro_ingest.models import AppendReceipt, Notice, TimeStepPlan
+
+    plan = TimeStepPlan(key="k", time_mjd=60454.2, subbands=(), notices=(Notice(kind="lossy", subject="/a.fits"),))
+    changed = Notice(kind="changed", subject="k", detail="a.fits: content differs (pixels)")
+    receipt = AppendReceipt(
+        key="k", time_mjd=60454.2, store_id="s", index=0, status="already stored", n_subbands=1, bytes_written=0,
+        seconds=0.1, notices=(changed,),
+    )  # fmt: skip
+    assert stored_notices(plan, receipt) == [changed], "the stored version's files were not this run's"
+    written = receipt.model_copy(update={"status": "written", "notices": ()})
+    assert stored_notices(plan, written) == list(plan.notices)
