@@ -242,7 +242,7 @@ def test_a_missing_or_bad_archive_or_a_foreign_timeseries_store_is_refused_in_on
 
     update_timeseries(archives[3], timeseries, layout=LAYOUT)
     before = sky_files(timeseries)
-    with pytest.raises(StoreError, match=r"was made from another archive .*; give another time-series path"):
+    with pytest.raises(StoreError, match=r"was made from another archive .*; make it again .*--rebuild .*, or give"):
         update_timeseries(archives[2], timeseries)
     assert sky_files(timeseries) == before
     with pytest.raises(StoreError, match=r"is a time-series store made from .*; give the archive instead"):
