@@ -179,7 +179,9 @@ def write_time_step(store: str | os.PathLike[str], plan: TimeStepPlan, replace: 
         if not (replace and differences):
             changed = (Notice(kind="changed", subject=plan.key, detail=describe(differences)),) if differences else ()
             if differences:  # the run warns once for all its time steps (ovro_ingest.notices)
-                logger.info("time step %s: stored, but its source files changed since: %s", plan.key, describe(differences))
+                logger.info(
+                    "time step %s: stored, but its source files changed since: %s", plan.key, describe(differences)
+                )
             return StagedTimeStep(
                 key=plan.key,
                 time_mjd=plan.time_mjd,
