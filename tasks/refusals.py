@@ -9,6 +9,12 @@ state's message is that line. The error travels as the state's data, so that cal
 read it back with ``state.result(raise_on_failure=False)``. With ``-v`` (debug logging)
 the traceback is logged too. Any other exception is a bug and keeps Prefect's full
 traceback.
+
+A flow run of a deployment ends in Prefect's engine asking for its result, which raises
+the refusal its Failed state holds; the engine then logs ``Engine execution exited with
+unexpected exception`` with the traceback, to the worker's log and the run's. For a
+refusal, that record is dropped (:class:`RefusalIsNoCrash`): the state's message and
+``Finished in state Failed('...')`` have said it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,24 @@ from ovro_ingest.errors import IngestError
 logger = logging.getLogger("ovro_ingest.refusals")
 Parameters = ParamSpec("Parameters")
 Result = TypeVar("Result")
+
+
+class RefusalIsNoCrash(logging.Filter):
+    """Drops the record of Prefect's engine that calls a refusal an unexpected exception (its state says it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, IngestError)
+
+
+def quiet_refusals_in_prefects_engine_log() -> None:
+    """Install :class:`RefusalIsNoCrash` on Prefect's flow-run logger, once per process."""
+    engine_logger = logging.getLogger("prefect.flow_runs")
+    if not any(isinstance(f, RefusalIsNoCrash) for f in engine_logger.filters):
+        engine_logger.addFilter(RefusalIsNoCrash())
+
+
+quiet_refusals_in_prefects_engine_log()  # the flows import this module before Prefect's engine runs them
 
 
 def refused(error: Exception) -> State:

@@ -208,6 +208,7 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
         f"both stop (the worker on SIGTERM, or killed idle): {down.stdout}\nthe worker's log ends with (thread stacks if it was killed):\n{worker_log}"
     )
     assert not list(ops.glob("*.pid"))
+    assert "Traceback" not in (ops / "worker.log").read_text(), "the refused runs and time steps are no crashes"
 
 
 def listening_addresses(pid: int, port: int) -> set[str]:

@@ -51,14 +51,21 @@ def test_appending_a_stored_time_step_again_changes_nothing(make_data, tmp_path)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "s.zarr").rglob("*")} == before
 
 
-def test_separate_runs_append_and_an_earlier_time_step_is_inserted_in_order(make_data, tmp_path):
+def test_separate_runs_append_and_an_earlier_time_step_is_inserted_in_order(make_data, tmp_path, caplog):
+    import logging
+
     folder = make_data(time_steps=4)
     steps = discover_time_steps(folder).time_steps
     store = tmp_path / "s.zarr"
-    for step in (steps[0], steps[3], steps[1]):
-        ingest_time_step(step, store, settings=SMALL)
-    receipt = ingest_time_step(steps[2], store, settings=SMALL)
+    with caplog.at_level(logging.INFO, logger="ovro_ingest"):
+        for step in (steps[0], steps[3], steps[1]):
+            ingest_time_step(step, store, settings=SMALL)
+        receipt = ingest_time_step(steps[2], store, settings=SMALL)
     assert receipt.index == 2
+    inserted = [r for r in caplog.records if "earlier than the store's last one" in r.getMessage()]
+    assert len(inserted) == 2 and all(r.levelno == logging.INFO for r in inserted), (
+        "a backfill (a retry's) needs no one"
+    )
     reference = tmp_path / "r.zarr"
     ingest_directory(folder, reference, settings=SMALL)
     got, want = xr.open_zarr(store), xr.open_zarr(reference)
