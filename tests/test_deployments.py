@@ -39,6 +39,12 @@ def wait_for_final_state(api: str, flow_run_id: str, timeout: float = 300) -> di
     raise TimeoutError(f"flow run {flow_run_id} did not finish in {timeout} s")
 
 
+def worker_log_tail(ops: Path, size: int = 6000) -> str:
+    """The end of the stand-up worker's log (what the runs it started printed)."""
+    log = ops / "worker.log"
+    return log.read_text()[-size:] if log.exists() else ""
+
+
 def child_runs(api: str, flow_run_id: str) -> list[dict]:
     """The child flow runs (one per hour of the night, every attempt) of a flow run."""
     body = {"flow_runs": {"parent_flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
@@ -161,8 +167,10 @@ def test_stand_up_nightly_and_adhoc_runs_ui_retry_of_a_failed_run_then_stop(tmp_
         first_attempt = {run["id"] for run in task_runs(api, run_id)}
         broken.write_bytes(original)  # repaired; then Retry, as the UI's button does it
         retry = {"state": {"type": "SCHEDULED", "name": "AwaitingRetry"}, "force": True}
-        assert httpx.post(f"{api}/flow_runs/{run_id}/set_state", json=retry, timeout=10).status_code in (200, 201)
-        assert wait_for_final_state(api, run_id)["state"]["type"] == "COMPLETED"
+        answer = httpx.post(f"{api}/flow_runs/{run_id}/set_state", json=retry, timeout=10)
+        assert answer.status_code in (200, 201) and answer.json()["status"] == "ACCEPT", answer.text
+        retried = wait_for_final_state(api, run_id)
+        assert retried["state"]["type"] == "COMPLETED", (retried["state"], worker_log_tail(ops))
         states = latest_task_states(api, run_id)
         assert states["fix-20240525_055959"] == "Completed" and states["append-20240525_055959"] == "Completed"
         retried = {run["name"] for run in task_runs(api, run_id) if run["id"] not in first_attempt}
